@@ -121,6 +121,9 @@ void cfg_report_print(const cfg_report *r, FILE *f);
  * NULL for the group itself); the line is the key's when present. */
 void cfg_report_error(cfg_report *r, const cfg_where *where, const char *key,
 		      const char *fmt, ...) MCD_PRINTF(4, 5);
+/* The dotted path of the group at `where` ("" for the root, "pbx[0]"). */
+const char *cfg_where_path(const cfg_where *where);
+
 /* A problem with no place in a file (e.g. found in the database). */
 void cfg_report_plain(cfg_report *r, const char *fmt, ...) MCD_PRINTF(2, 3);
 

@@ -45,7 +45,7 @@ void log_force_stderr(bool on);
 void log_emit(log_level l, const log_ctx *ctx, const char *file, int line,
 	      const char *func, const char *fmt, ...) MCD_PRINTF(6, 7);
 void log_emitv(log_level l, const log_ctx *ctx, const char *file, int line,
-	       const char *func, const char *fmt, va_list ap);
+	       const char *func, const char *fmt, va_list ap) MCD_PRINTF(6, 0);
 
 #define log_full(l, ctx, ...)                                                  \
 	do {                                                                   \
