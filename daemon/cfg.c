@@ -600,6 +600,9 @@ static int load_double(load_ctx *c, const cfg_key *k, double *out,
 	return 0;
 }
 
+static int check_unique_name(load_ctx *c, const cfg_key *k, cfg_list *l,
+			     size_t i, const cfg_where *w);
+
 static int load_list(load_ctx *c, const cfg_key *k, cfg_list *out,
 		     const config_setting_t *s, const char *file,
 		     unsigned line, const char *kpath)
@@ -638,14 +641,39 @@ static int load_list(load_ctx *c, const cfg_key *k, cfg_list *out,
 			cfg_where w = {.path = epath, .settings = one, .n = 1,
 				       .file = setting_file(e, file),
 				       .line = config_setting_source_line(e)};
-			if (load_group(c, k->group,
-				       cfg_list_at(out, k->group->size, (size_t)i),
-				       &w) < 0)
+			void *item = cfg_list_at(out, k->group->size, (size_t)i);
+			if (load_group(c, k->group, item, &w) < 0)
+				rr = -EINVAL;
+			else if (check_unique_name(c, k, out, (size_t)i, &w) < 0)
 				rr = -EINVAL;
 		}
 		free(epath);
 	}
 	return rr;
+}
+
+/* Entries of a list with a `name` key are told apart by it: the name
+ * goes into logs, metrics and the database, so it must be unique. */
+static int check_unique_name(load_ctx *c, const cfg_key *k, cfg_list *l,
+			     size_t i, const cfg_where *w)
+{
+	const cfg_key *nk = section_key(k->group, "name");
+	const char *name;
+
+	if (!nk || nk->type != CFG_STRING)
+		return 0;
+	name = *(char **)field(cfg_list_at(l, k->group->size, i), nk);
+	for (size_t j = 0; name && j < i; j++) {
+		const char *other =
+			*(char **)field(cfg_list_at(l, k->group->size, j), nk);
+		if (streq(name, other)) {
+			cfg_report_error(c->r, w, "name",
+					 "\"%s\" is already used by entry %zu; names must be unique",
+					 name, j);
+			return -EINVAL;
+		}
+	}
+	return 0;
 }
 
 /* Loads one scalar-ish value (everything but groups) from setting s. */

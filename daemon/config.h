@@ -1,0 +1,32 @@
+/*
+ * config: the whole configuration of missedcalld, assembled from each
+ * module's section. The root table (config.c) lists the sections; a module
+ * joins by adding one member here and one row there.
+ */
+#pragma once
+
+#include "cfg.h"
+#include "log.h"
+#include "store_cfg.h"
+
+/* The `daemon` section: process-wide settings. */
+typedef struct daemon_cfg {
+	int log_level;	    /* log_level */
+	char *state_dir;    /* spool, recordings, tokens live here */
+	int64_t stop_timeout; /* seconds a graceful stop may take */
+} daemon_cfg;
+
+typedef struct mcd_config {
+	daemon_cfg daemon;
+	store_cfg database;
+	cfg_list pbx;	    /* of pbx_cfg (telephony/pbx.h) */
+	/* ---- sections added by other modules: one member per line ---- */
+	/* ---- end of module sections ---- */
+} mcd_config;
+
+extern const cfg_section mcd_config_section;
+
+/* Loads and validates `file` (plus conf.d/) into *ret; on failure every
+ * problem is in r and *ret is zeroed. No network I/O. */
+int mcd_config_load(const char *file, mcd_config *ret, cfg_report *r) MCD_WUR;
+void mcd_config_free(mcd_config *c);
