@@ -32,6 +32,10 @@ struct cfg_report {
 	char **msgs;
 	size_t n, cap;
 	size_t dropped;
+	/* key paths that already have a problem: a module's cross-key check
+	 * stays quiet about a key the loader already rejected */
+	char **paths;
+	size_t npaths, cappaths;
 };
 
 /*
@@ -83,6 +87,9 @@ cfg_report *cfg_report_free(cfg_report *r)
 	for (size_t i = 0; i < r->n; i++)
 		free(r->msgs[i]);
 	free(r->msgs);
+	for (size_t i = 0; i < r->npaths; i++)
+		free(r->paths[i]);
+	free(r->paths);
 	free(r);
 	return NULL;
 }
@@ -130,6 +137,30 @@ static void report_take(cfg_report *r, char *msg)
 	r->msgs[r->n++] = msg;
 }
 
+static bool report_marked(const cfg_report *r, const char *path)
+{
+	for (size_t i = 0; i < r->npaths; i++)
+		if (streq(r->paths[i], path))
+			return true;
+	return false;
+}
+
+static void report_mark(cfg_report *r, const char *path)
+{
+	if (report_marked(r, path) || r->npaths >= CFG_MAX_MESSAGES)
+		return;
+	if (r->npaths == r->cappaths) {
+		size_t cap = r->cappaths ? r->cappaths * 2 : 16;
+		char **v = realloc(r->paths, cap * sizeof(*v));
+		if (!v)
+			return;
+		r->paths = v;
+		r->cappaths = cap;
+	}
+	if ((r->paths[r->npaths] = strdup(path)))
+		r->npaths++;
+}
+
 /* "FILE:LINE: path: msg"; without a line "FILE: path: msg". */
 MCD_PRINTF(5, 0)
 static void report_vat(cfg_report *r, const char *file, unsigned line,
@@ -141,6 +172,8 @@ static void report_vat(cfg_report *r, const char *file, unsigned line,
 	if (!r)
 		return;
 	vsnprintf(body, sizeof(body), fmt, ap);
+	if (path && *path)
+		report_mark(r, path);
 	if (file && line)
 		k = asprintf(&msg, "%s:%u: %s%s%s", file, line,
 			     path ? path : "", path && *path ? ": " : "", body);
@@ -218,6 +251,10 @@ void cfg_report_error(cfg_report *r, const cfg_where *where, const char *key,
 	}
 	if (key)
 		path = path_join(where ? where->path : "", key);
+	if (r && path && report_marked(r, path)) {
+		free(path);
+		return;
+	}
 	va_start(ap, fmt);
 	report_vat(r, file, line, path ? path : (where ? where->path : ""),
 		   fmt, ap);
@@ -644,7 +681,7 @@ static int load_list(load_ctx *c, const cfg_key *k, cfg_list *out,
 			void *item = cfg_list_at(out, k->group->size, (size_t)i);
 			if (load_group(c, k->group, item, &w) < 0)
 				rr = -EINVAL;
-			else if (check_unique_name(c, k, out, (size_t)i, &w) < 0)
+			if (check_unique_name(c, k, out, (size_t)i, &w) < 0)
 				rr = -EINVAL;
 		}
 		free(epath);
@@ -907,10 +944,10 @@ static int load_group(load_ctx *c, const cfg_section *sec, void *obj,
 			}
 		}
 	}
-	/* Cross-key checks only on a group whose keys all loaded: a type
-	 * error must not cascade into "missing" noise. */
-	if (sec->validate && cfg_report_count(c->r) == before &&
-	    sec->validate(obj, c->r, w) < 0)
+	/* Cross-key checks run even after key errors (every problem at
+	 * once); cfg_report_error() drops messages about keys that already
+	 * have one, so a type error does not cascade into "missing". */
+	if (sec->validate && sec->validate(obj, c->r, w) < 0)
 		rr = -EINVAL;
 	if (cfg_report_count(c->r) != before)
 		rr = -EINVAL;
