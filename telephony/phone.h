@@ -39,11 +39,12 @@
 typedef struct phone_country {
 	const char *iso2;      /* "RU" */
 	const char *cc;	       /* calling code digits, "7" */
-	const char *trunk;     /* national trunk prefix, "8"; "" none */
+	const char *trunk;     /* national trunk prefixes, "8", "80|8|0"; "" none */
 	bool trunk_optional;   /* US/CA "1": may be omitted */
 	uint8_t nsn_min;       /* national significant number length range */
 	uint8_t nsn_max;
-	const char *intl;      /* international prefixes dialled there, "00|810" */
+	const char *intl;      /* international prefixes besides 00, "810"; NULL none */
+	const char *nsn_first; /* digits a national number may start with; NULL 1-9 */
 } phone_country;
 
 /* The `phone` configuration section (table phone_cfg_section in phone.c). */
