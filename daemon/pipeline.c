@@ -1,0 +1,230 @@
+/*
+ * pipeline: wires the modules of one configuration together.
+ *
+ * Other modules plug in here, each in its marked region: the store (and
+ * its spool) and the widget on the appeals side, the pbx set on the
+ * telephony side. Until a part is present the sink logs each call outcome
+ * as a structured journal entry, so nothing is silently dropped.
+ */
+#include "pipeline.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "call_tracker.h"
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "pbx.h"
+#include "sdn.h"
+
+typedef enum pipeline_state {
+	PIPELINE_RUNNING,
+	PIPELINE_STOPPING,
+	PIPELINE_STOPPED,
+	_PIPELINE_STATE_MAX,
+	_PIPELINE_STATE_INVALID = -1,
+} pipeline_state;
+
+/*
+ * Invariants: cfg points at the configuration in force (owned by the
+ * caller); every member below is created from it and freed in reverse
+ * order in pipeline_free(); stop_done is set only while stopping.
+ */
+struct pipeline {
+	struct event_base *base;
+	const mcd_config *cfg;
+	pipeline_state state;
+	call_sink sink;
+	size_t outcomes;
+	metric *m_outcomes;
+	struct event *stop_ev;
+	void (*stop_done)(void *);
+	void *stop_userdata;
+	/* ---- appeals side (store helper): store, spool ---- */
+	/* ---- end appeals side ---- */
+	/* ---- widget (widget helper) ---- */
+	/* ---- end widget ---- */
+	/* ---- telephony side (pbx_set helper) ---- */
+	/* ---- end telephony side ---- */
+};
+
+static const char *const state_names[_PIPELINE_STATE_MAX] = {
+	[PIPELINE_RUNNING] = "running",
+	[PIPELINE_STOPPING] = "stopping",
+	[PIPELINE_STOPPED] = "stopped",
+};
+
+static void pipeline_set_state(pipeline *p, pipeline_state s)
+{
+	if (p->state == s)
+		return;
+	log_debug("pipeline: %s -> %s", state_names[p->state], state_names[s]);
+	p->state = s;
+}
+
+/* The one place every decided call arrives. */
+static void sink_outcome(void *userdata, const call_outcome *o)
+{
+	pipeline *p = userdata;
+	log_ctx ctx = {.pbx = o->pbx, .call_id = o->call_key,
+		       .phone = o->caller_num};
+
+	p->outcomes++;
+	metric_inc(p->m_outcomes);
+	/* ---- appeals side (store helper): hand the outcome to the rules
+	 * and the store here ---- */
+	/* ---- end appeals side ---- */
+	log_full(LOG_LVL_INFO, &ctx,
+		 "call %s: direction %d verdict %d reason %d, rang %.1f s, did %s",
+		 o->call_key, (int)o->direction, (int)o->verdict,
+		 (int)o->reason, o->ring_seconds, o->did ? o->did : "-");
+}
+
+static void sink_live(void *userdata, const call_live_event *e)
+{
+	log_ctx ctx = {.pbx = e->pbx, .call_id = e->call_key,
+		       .phone = e->caller_num};
+
+	/* ---- widget (widget helper): publish live events here ---- */
+	/* ---- end widget ---- */
+	log_full(LOG_LVL_DEBUG, &ctx, "call %s: live event %d", e->call_key,
+		 (int)e->kind);
+}
+
+int pipeline_new(struct event_base *base, const mcd_config *cfg,
+		 pipeline **ret)
+{
+	pipeline *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	p->base = base;
+	p->cfg = cfg;
+	p->state = PIPELINE_RUNNING;
+	p->sink = (call_sink){.outcome = sink_outcome, .live = sink_live,
+			      .userdata = p};
+	p->m_outcomes = metric_counter("missedcalld_pipeline_outcomes_total",
+				       "Call outcomes delivered to the appeals side",
+				       NULL);
+	/* Order: appeals side first, so the sink has somewhere to deliver
+	 * before the first call arrives. */
+	/* ---- appeals side (store helper): create store and spool ---- */
+	/* ---- end appeals side ---- */
+	/* ---- widget (widget helper): create the widget channel; take the
+	 * socket-activated listener with sdn_take_listen_fd("widget") ---- */
+	/* ---- end widget ---- */
+	/* ---- telephony side (pbx_set helper): pbx_set_new(base, &cfg->pbx,
+	 * policy, &p->sink, &p->pbx) ---- */
+	/* ---- end telephony side ---- */
+	*ret = p;
+	return 0;
+}
+
+pipeline *pipeline_free(pipeline *p)
+{
+	if (!p)
+		return NULL;
+	/* Reverse of creation: sources stop first so no outcome arrives at
+	 * a freed store. */
+	/* ---- telephony side (pbx_set helper): free ---- */
+	/* ---- end telephony side ---- */
+	/* ---- widget (widget helper): free ---- */
+	/* ---- end widget ---- */
+	/* ---- appeals side (store helper): free ---- */
+	/* ---- end appeals side ---- */
+	if (p->stop_ev)
+		event_free(p->stop_ev);
+	free(p);
+	return NULL;
+}
+
+int pipeline_reload(pipeline *p, const mcd_config *cfg)
+{
+	int r = 0;
+
+	/* Each part checks what it can apply before changing anything; a
+	 * part that fails leaves the old configuration in force. */
+	/* ---- appeals side (store helper): reload ---- */
+	/* ---- end appeals side ---- */
+	/* ---- widget (widget helper): reload ---- */
+	/* ---- end widget ---- */
+	/* ---- telephony side (pbx_set helper): pbx_set_reload() ---- */
+	/* ---- end telephony side ---- */
+	if (r < 0)
+		return r;
+	p->cfg = cfg;
+	return 0;
+}
+
+void pipeline_status(const pipeline *p, char *buf, size_t len)
+{
+	size_t o = 0;
+
+#define PART(...)                                                              \
+	do {                                                                   \
+		if (o < len) {                                                 \
+			int _k = snprintf(buf + o, len - o, "%s", o ? "; " : ""); \
+			o += _k > 0 ? (size_t)_k : 0;                          \
+		}                                                              \
+		if (o < len) {                                                 \
+			int _k = snprintf(buf + o, len - o, __VA_ARGS__);      \
+			o += _k > 0 ? (size_t)_k : 0;                          \
+		}                                                              \
+	} while (0)
+
+	if (!len)
+		return;
+	buf[0] = '\0';
+	if (p->state != PIPELINE_RUNNING)
+		PART("%s", state_names[p->state]);
+	/* ---- appeals side (store helper): "db ok", "N spooled" ---- */
+	/* ---- end appeals side ---- */
+	/* ---- telephony side (pbx_set helper): pbx_set_status() ---- */
+	/* ---- end telephony side ---- */
+	/* ---- widget (widget helper): "N widgets" ---- */
+	/* ---- end widget ---- */
+	PART("%zu pbx configured", p->cfg->pbx.n);
+	PART("%zu calls decided", p->outcomes);
+#undef PART
+}
+
+size_t pipeline_outcomes(const pipeline *p)
+{
+	return p->outcomes;
+}
+
+static void stop_finish(evutil_socket_t fd, short what, void *arg)
+{
+	pipeline *p = arg;
+
+	pipeline_set_state(p, PIPELINE_STOPPED);
+	if (p->stop_done)
+		p->stop_done(p->stop_userdata);
+}
+
+void pipeline_stop(pipeline *p, void (*done)(void *userdata), void *userdata)
+{
+	if (p->state != PIPELINE_RUNNING)
+		return;
+	pipeline_set_state(p, PIPELINE_STOPPING);
+	p->stop_done = done;
+	p->stop_userdata = userdata;
+	/* ---- telephony side (pbx_set helper): stop sources, flush trackers
+	 * (open calls are decided as unknown with gap) ---- */
+	/* ---- end telephony side ---- */
+	/* ---- widget (widget helper): stop accepting, close subscribers ---- */
+	/* ---- end widget ---- */
+	/* ---- appeals side (store helper): finish in-flight queries or
+	 * persist them to the spool, then call stop_finish(); until then the
+	 * stop completes on the next loop turn ---- */
+	p->stop_ev = evtimer_new(p->base, stop_finish, p);
+	if (p->stop_ev)
+		event_active(p->stop_ev, EV_TIMEOUT, 0);
+	else
+		stop_finish(-1, 0, p);
+	/* ---- end appeals side ---- */
+}
