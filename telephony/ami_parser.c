@@ -380,8 +380,12 @@ int ami_parser_next(ami_parser *p, ami_msg *ret_msg)
 		if (!nl) {
 			if (p->len - p->start <= p->max_message)
 				return -EAGAIN;
-			/* Over the limit mid-line: skip the rest of it too. */
+			/* Over the limit mid-line: skip the rest of it too. A
+			 * body line never ends the message, even if empty. */
+			bool body = p->in_body;
 			discard_begin(p);
+			if (body)
+				p->dl_len = 2;
 			p->st.oversized++;
 			return -EMSGSIZE;
 		}

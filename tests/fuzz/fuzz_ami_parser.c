@@ -1,0 +1,108 @@
+/*
+ * fuzz_ami_parser: libFuzzer target for the AMI stream parser.
+ *
+ * Besides crashes and sanitizer reports it checks the parser's central
+ * property as an oracle: the stream parsed in one piece and the same
+ * stream fed in chunks (sizes taken from the input's first bytes) give the
+ * same sequence of results. A small message limit (from the input too)
+ * drives the oversize and discard paths.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ami_parser.h"
+
+/* FNV-1a over every result, so two parses compare in constant memory. */
+typedef struct digest {
+	uint64_t h;
+	size_t results;
+} digest;
+
+static void mix(digest *d, const void *p, size_t n)
+{
+	const unsigned char *s = p;
+	for (size_t i = 0; i < n; i++) {
+		d->h ^= s[i];
+		d->h *= UINT64_C(1099511628211);
+	}
+}
+
+static void drain(ami_parser *p, digest *d)
+{
+	for (;;) {
+		ami_msg m;
+		int r = ami_parser_next(p, &m);
+
+		if (r == -EAGAIN)
+			return;
+		d->results++;
+		mix(d, &r, sizeof(r));
+		if (r == AMI_PARSE_BANNER) {
+			const char *b = ami_parser_banner(p);
+			mix(d, b, strlen(b));
+		} else if (r == AMI_PARSE_MSG) {
+			for (size_t i = 0; i < m.n_headers; i++) {
+				mix(d, m.headers[i].key, strlen(m.headers[i].key) + 1);
+				mix(d, m.headers[i].value, strlen(m.headers[i].value) + 1);
+				/* Every lookup of a present key finds a value. */
+				if (!ami_msg_get(&m, m.headers[i].key))
+					abort();
+			}
+			if (m.body) {
+				if (m.body[m.body_len] != 0)
+					abort();
+				mix(d, m.body, m.body_len);
+			}
+			mix(d, &m.raw_len, sizeof(m.raw_len));
+		} else if (r != -EMSGSIZE) {
+			abort();
+		}
+	}
+}
+
+static void feed(ami_parser *p, const uint8_t *data, size_t len, digest *d)
+{
+	while (len > 0) {
+		size_t n = ami_parser_feed(p, data, len);
+		if (n == 0)
+			abort(); /* the parser promised room after -EAGAIN */
+		data += n;
+		len -= n;
+		drain(p, d);
+	}
+	drain(p, d);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 3)
+		return 0;
+	size_t max_msg = 256 + (size_t)data[0] * 64; /* 256 .. ~16 KiB */
+	size_t max_hdrs = 1 + data[1];
+	unsigned chunk = 1 + (data[2] & 0x3f);
+	bool banner = data[2] & 0x40;
+	data += 3;
+	size_t len = size - 3;
+
+	ami_parser *p = ami_parser_new(max_msg, max_hdrs);
+	if (!p)
+		return 0;
+	digest whole = { UINT64_C(1469598103934665603), 0 };
+	digest split = whole;
+
+	ami_parser_reset(p, banner);
+	feed(p, data, len, &whole);
+
+	ami_parser_reset(p, banner);
+	for (size_t at = 0; at < len; at += chunk)
+		feed(p, data + at, MCD_MIN((size_t)chunk, len - at), &split);
+
+	if (whole.h != split.h || whole.results != split.results)
+		abort();
+	ami_parser_free(p);
+	return 0;
+}

@@ -1,0 +1,725 @@
+/*
+ * test_ami_parser: the AMI stream parser through its public header.
+ *
+ * The central property: whatever the input split, the same messages come
+ * out. Real captures from $MCD_SHARED/fixtures/public (pyfreepbx CRLF
+ * slices, panoramisk LF sessions) and the scenario transcripts of
+ * tests/data/ami are parsed whole, split at every byte offset (a sample of
+ * offsets for the 129 KB capture), byte by byte, and in CRLF and LF form.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ami_parser.h"
+#include "build_config.h"
+
+/* A growable string: the canonical rendering of a parse. */
+typedef struct sbuf {
+	char *s;
+	size_t n, cap;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *p, size_t n)
+{
+	if (b->n + n + 1 > b->cap) {
+		b->cap = (b->n + n + 1) * 2;
+		b->s = realloc(b->s, b->cap);
+		assert_non_null(b->s);
+	}
+	memcpy(b->s + b->n, p, n);
+	b->n += n;
+	b->s[b->n] = 0;
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+	sb_add(b, s, strlen(s));
+}
+
+/* Renders one parse result; keys, values and bodies are delimited with
+ * bytes that do not occur in the inputs. */
+static void render_msg(sbuf *b, const ami_msg *m)
+{
+	sb_str(b, "M{");
+	for (size_t i = 0; i < m->n_headers; i++) {
+		sb_str(b, m->headers[i].key);
+		sb_str(b, "\x1f");
+		sb_str(b, m->headers[i].value);
+		sb_str(b, "\x1e");
+	}
+	if (m->body) {
+		sb_str(b, "BODY\x1f");
+		sb_add(b, m->body, m->body_len);
+		assert_int_equal(strlen(m->body), m->body_len);
+	}
+	char tmp[32];
+	snprintf(tmp, sizeof(tmp), "}%zu\n", m->raw_len);
+	sb_str(b, tmp);
+}
+
+/* Drains every available result into b. */
+static void drain(ami_parser *p, sbuf *b)
+{
+	for (;;) {
+		ami_msg m;
+		int r = ami_parser_next(p, &m);
+
+		if (r == -EAGAIN)
+			return;
+		if (r == AMI_PARSE_MSG) {
+			render_msg(b, &m);
+		} else if (r == AMI_PARSE_BANNER) {
+			sb_str(b, "B{");
+			sb_str(b, ami_parser_banner(p));
+			sb_str(b, "}\n");
+		} else if (r == -EMSGSIZE) {
+			sb_str(b, "E\n");
+		} else {
+			fail_msg("unexpected result %d", r);
+		}
+	}
+}
+
+/* Feeds all of [data, data+len), draining after every feed. The parser
+ * promises to take at least one byte after a drain that ended in -EAGAIN. */
+static void feed_all(ami_parser *p, const char *data, size_t len, sbuf *b)
+{
+	while (len > 0) {
+		size_t n = ami_parser_feed(p, data, len);
+
+		assert_true(n > 0);
+		data += n;
+		len -= n;
+		drain(p, b);
+	}
+	drain(p, b);
+}
+
+/* Parses input cut at the given offsets (ascending, within len). */
+static char *parse_cuts(ami_parser *p, bool banner, const char *data,
+			size_t len, const size_t *cuts, size_t ncuts)
+{
+	sbuf b = { 0 };
+	size_t at = 0;
+
+	sb_str(&b, "");
+	ami_parser_reset(p, banner);
+	for (size_t i = 0; i <= ncuts; i++) {
+		size_t to = i < ncuts ? cuts[i] : len;
+		feed_all(p, data + at, to - at, &b);
+		at = to;
+	}
+	return b.s;
+}
+
+static char *parse_whole(ami_parser *p, bool banner, const char *data, size_t len)
+{
+	return parse_cuts(p, banner, data, len, NULL, 0);
+}
+
+static char *parse_bytewise(ami_parser *p, bool banner, const char *data,
+			    size_t len)
+{
+	sbuf b = { 0 };
+
+	sb_str(&b, "");
+	ami_parser_reset(p, banner);
+	for (size_t i = 0; i < len; i++)
+		feed_all(p, data + i, 1, &b);
+	return b.s;
+}
+
+static size_t count_lines(const char *s, const char *prefix)
+{
+	size_t n = 0, pl = strlen(prefix);
+
+	for (const char *l = s; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+		if (strncmp(l, prefix, pl) == 0)
+			n++;
+	return n;
+}
+
+static char *read_file(const char *path, size_t *ret_len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *s = malloc((size_t)n + 1);
+	assert_non_null(s);
+	assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
+	s[n] = 0;
+	fclose(f);
+	*ret_len = (size_t)n;
+	return s;
+}
+
+/* CRLF -> LF, or LF -> CRLF (to_crlf). */
+static char *convert_eol(const char *s, size_t len, bool to_crlf, size_t *ret_len)
+{
+	char *o = malloc(len * 2 + 1);
+	size_t n = 0;
+
+	assert_non_null(o);
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '\r' && i + 1 < len && s[i + 1] == '\n')
+			continue;
+		if (s[i] == '\n' && to_crlf)
+			o[n++] = '\r';
+		o[n++] = s[i];
+	}
+	o[n] = 0;
+	*ret_len = n;
+	return o;
+}
+
+/* Drops the raw_len suffix of every rendered message and the CRs of
+ * bodies: CRLF and LF forms of one stream differ only in those. */
+static void strip_raw_len(char *s)
+{
+	char *w = s;
+	for (char *r = s; *r; r++) {
+		if (*r == '\r')
+			continue;
+		*w++ = *r;
+		if (*r == '}' && r[1] >= '0' && r[1] <= '9') {
+			while (r[1] >= '0' && r[1] <= '9')
+				r++;
+		}
+	}
+	*w = 0;
+}
+
+/* The split property on one input: every offset when `every`, else a
+ * deterministic sample; plus three-way cuts and byte-wise feeding. */
+static void check_splits(const char *name, const char *data, size_t len,
+			 bool banner, size_t max_msg)
+{
+	ami_parser *p = ami_parser_new(max_msg, 0);
+	assert_non_null(p);
+	char *ref = parse_whole(p, banner, data, len);
+	size_t step = len <= 20000 ? 1 : len / 3000;
+
+	for (size_t i = 0; i <= len; i += step) {
+		char *got = parse_cuts(p, banner, data, len, &i, 1);
+		if (strcmp(got, ref) != 0)
+			fail_msg("%s: split at %zu differs", name, i);
+		free(got);
+	}
+	for (size_t i = 1; i + 7 < len; i += MCD_MAX(len / 50, (size_t)1)) {
+		size_t cuts[3] = { i, i + 1, i + 7 };
+		char *got = parse_cuts(p, banner, data, len, cuts, 3);
+		if (strcmp(got, ref) != 0)
+			fail_msg("%s: cuts at %zu,%zu,%zu differ", name, i, i + 1, i + 7);
+		free(got);
+	}
+	char *bw = parse_bytewise(p, banner, data, len);
+	if (strcmp(bw, ref) != 0)
+		fail_msg("%s: byte-wise parse differs", name);
+	free(bw);
+	free(ref);
+	ami_parser_free(p);
+}
+
+/* Every split of `data` and of its other line-ending form, and both forms
+ * parse to the same headers. */
+static void check_input(const char *name, const char *data, size_t len, bool banner)
+{
+	size_t olen;
+	bool crlf = memchr(data, '\r', len) != NULL;
+	char *other = convert_eol(data, len, !crlf, &olen);
+
+	check_splits(name, data, len, banner, 0);
+	check_splits(name, other, olen, banner, 0);
+
+	ami_parser *p = ami_parser_new(0, 0);
+	char *a = parse_whole(p, banner, data, len);
+	char *b = parse_whole(p, banner, other, olen);
+	strip_raw_len(a);
+	strip_raw_len(b);
+	if (strcmp(a, b) != 0)
+		fail_msg("%s: CRLF and LF forms parse differently", name);
+	free(a);
+	free(b);
+	free(other);
+	ami_parser_free(p);
+}
+
+static const char *shared_dir(void)
+{
+	const char *s = getenv("MCD_SHARED");
+	return s ? s : MCD_SOURCE_ROOT "/../shared";
+}
+
+/* Runs check_input on every regular file in dir ending in `suffix`;
+ * returns how many. */
+static size_t check_dir(const char *dir, const char *suffix, bool banner)
+{
+	DIR *d = opendir(dir);
+	size_t n = 0;
+
+	if (!d)
+		return 0;
+	for (struct dirent *de; (de = readdir(d));) {
+		size_t nl = strlen(de->d_name), sl = strlen(suffix);
+		if (nl <= sl || strcmp(de->d_name + nl - sl, suffix) != 0)
+			continue;
+		char path[4096];
+		size_t len;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		char *data = read_file(path, &len);
+		if (!data)
+			continue;
+		check_input(de->d_name, data, len, banner);
+		free(data);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static void test_split_pyfreepbx(void **state)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s/fixtures/public/ami-pyfreepbx", shared_dir());
+	assert_int_equal(check_dir(dir, ".txt", true), 4);
+}
+
+static void test_split_panoramisk(void **state)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s/fixtures/public/ami-panoramisk", shared_dir());
+	assert_int_equal(check_dir(dir, ".yaml", true), 7);
+}
+
+/* The tracker's scenario transcripts (present once they land). */
+static void test_split_scenarios(void **state)
+{
+	char dir[4096];
+	const char *src = getenv("MCD_SOURCE_ROOT");
+	snprintf(dir, sizeof(dir), "%s/tests/data/ami", src ? src : MCD_SOURCE_ROOT);
+	size_t n = check_dir(dir, ".ami", true) + check_dir(dir, ".txt", true);
+	if (n == 0)
+		skip();
+}
+
+/* One message from a string parsed whole; asserts exactly one. */
+static char *one(const char *s, size_t max_msg, size_t max_hdrs)
+{
+	ami_parser *p = ami_parser_new(max_msg, max_hdrs);
+	char *r = parse_whole(p, false, s, strlen(s));
+	ami_parser_free(p);
+	return r;
+}
+
+static void test_fixture_content(void **state)
+{
+	char path[4096];
+	size_t len;
+	snprintf(path, sizeof(path), "%s/fixtures/public/ami-pyfreepbx/answered.txt",
+		 shared_dir());
+	char *data = read_file(path, &len);
+	assert_non_null(data);
+
+	size_t seps = 0;
+	for (const char *s = data; (s = strstr(s, "\r\n\r\n")); s += 4)
+		seps++;
+
+	ami_parser *p = ami_parser_new(0, 0);
+	ami_parser_reset(p, true);
+	size_t n = 0, total = 0, fed = 0;
+	ami_msg m;
+	int r;
+	for (;;) {
+		if ((r = ami_parser_next(p, &m)) == -EAGAIN && fed < len) {
+			fed += ami_parser_feed(p, data + fed, len - fed);
+			continue;
+		}
+		if (r != AMI_PARSE_MSG)
+			break;
+		assert_non_null(ami_msg_get(&m, "Event"));
+		assert_non_null(ami_msg_get(&m, "uniqueid"));
+		if (n == 0) {
+			assert_string_equal(ami_msg_get(&m, "Event"), "Newchannel");
+			assert_string_equal(ami_msg_get(&m, "UNIQUEID"), "1781704172.3807878");
+			assert_string_equal(ami_msg_get(&m, "AccountCode"), "");
+			assert_string_equal(ami_msg_get(&m, "ChannelStateDesc"), "Ring");
+			assert_null(m.body);
+		}
+		total += m.raw_len;
+		n++;
+	}
+	assert_int_equal(r, -EAGAIN);
+	assert_int_equal(n, seps);
+	assert_int_equal(total, len);
+	assert_int_equal(ami_parser_get_stats(p)->messages, n);
+	assert_int_equal(ami_parser_pending(p), 0);
+	ami_parser_free(p);
+	free(data);
+}
+
+static void test_basic_lookup(void **state)
+{
+	const char *in = "Event: Hangup\r\nUniqueid: 1.2\r\nCause-txt: Normal Clearing\r\n"
+			 "Variable: a: b\r\nEmpty:\r\nTight:x\r\n\r\n";
+	ami_parser *p = ami_parser_new(0, 0);
+	ami_msg m;
+
+	assert_int_equal(ami_parser_feed(p, in, strlen(in)), strlen(in));
+	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+	assert_int_equal(m.n_headers, 6);
+	assert_string_equal(ami_msg_get(&m, "event"), "Hangup");
+	assert_string_equal(ami_msg_get(&m, "UniqueID"), "1.2");
+	assert_string_equal(ami_msg_get(&m, "cause-TXT"), "Normal Clearing");
+	assert_string_equal(ami_msg_get(&m, "Variable"), "a: b");
+	assert_string_equal(ami_msg_get(&m, "Empty"), "");
+	assert_string_equal(ami_msg_get(&m, "Tight"), "x");
+	assert_null(ami_msg_get(&m, "Linkedid"));
+	assert_null(ami_msg_get(&m, "Even"));
+	assert_null(ami_msg_get(&m, "Events"));
+	assert_null(ami_msg_get(NULL, "Event"));
+	assert_int_equal(m.raw_len, strlen(in));
+	assert_int_equal(ami_parser_next(p, &m), -EAGAIN);
+	ami_parser_free(p);
+}
+
+static void test_repeated_keys(void **state)
+{
+	const char *in = "Event: Newchannel\nChanVariable: a=1\nUniqueid: 9.1\n"
+			 "ChanVariable: b=2\nchanvariable: c=3\n"
+			 "ChanVariable(SIP/x-1): d=4\n\n";
+	ami_parser *p = ami_parser_new(0, 0);
+	ami_msg m;
+
+	assert_int_equal(ami_parser_feed(p, in, strlen(in)), strlen(in));
+	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+	assert_string_equal(ami_msg_get_nth(&m, "ChanVariable", 0), "a=1");
+	assert_string_equal(ami_msg_get_nth(&m, "ChanVariable", 1), "b=2");
+	assert_string_equal(ami_msg_get_nth(&m, "CHANVARIABLE", 2), "c=3");
+	assert_null(ami_msg_get_nth(&m, "ChanVariable", 3));
+	assert_string_equal(ami_msg_get(&m, "ChanVariable(SIP/x-1)"), "d=4");
+	/* Order of all headers is the wire order. */
+	assert_string_equal(m.headers[2].key, "Uniqueid");
+	ami_parser_free(p);
+}
+
+static void test_crlf_lf_mixed(void **state)
+{
+	char *a = one("Event: A\r\nK: v\r\n\r\n", 0, 0);
+	char *b = one("Event: A\nK: v\n\n", 0, 0);
+	char *c = one("Event: A\r\nK: v\n\r\n", 0, 0);
+	strip_raw_len(a);
+	strip_raw_len(b);
+	strip_raw_len(c);
+	assert_string_equal(a, "M{Event\x1f" "A\x1eK\x1fv\x1e}\n");
+	assert_string_equal(a, b);
+	assert_string_equal(a, c);
+	free(a);
+	free(b);
+	free(c);
+}
+
+static void test_banner(void **state)
+{
+	const char *in = "Asterisk Call Manager/5.0.5\r\nResponse: Success\r\n"
+			 "Message: Authentication accepted\r\n\r\n";
+	ami_parser *p = ami_parser_new(0, 0);
+	char *r = parse_whole(p, true, in, strlen(in));
+	assert_string_equal(r, "B{Asterisk Call Manager/5.0.5}\n"
+			       "M{Response\x1fSuccess\x1eMessage\x1f"
+			       "Authentication accepted\x1e}55\n");
+	assert_string_equal(ami_parser_banner(p), "Asterisk Call Manager/5.0.5");
+	free(r);
+
+	/* Not expected: the line is skipped like any line without a colon. */
+	r = parse_whole(p, false, in, strlen(in));
+	assert_int_equal(count_lines(r, "B{"), 0);
+	assert_int_equal(count_lines(r, "M{"), 1);
+	assert_null(ami_parser_banner(p));
+	free(r);
+
+	/* A stream that starts with a header has no banner. */
+	r = parse_whole(p, true, in + 29, strlen(in + 29));
+	assert_int_equal(count_lines(r, "B{"), 0);
+	assert_int_equal(count_lines(r, "M{"), 1);
+	free(r);
+	ami_parser_free(p);
+}
+
+static void test_empty_and_garbage(void **state)
+{
+	const char *in = "\r\n\r\n\nEvent: A\r\n\r\n\r\n\r\ngarbage line\r\n\r\n"
+			 "more garbage\nEvent: B\nno colon here\nX: 1\n\n\n";
+	ami_parser *p = ami_parser_new(0, 0);
+	char *r = parse_whole(p, false, in, strlen(in));
+
+	assert_int_equal(count_lines(r, "M{"), 2);
+	assert_non_null(strstr(r, "M{Event\x1f" "A\x1e}"));
+	assert_non_null(strstr(r, "M{Event\x1f" "B\x1eX\x1f" "1\x1e}"));
+	assert_int_equal(ami_parser_get_stats(p)->skipped_lines, 3);
+	free(r);
+	ami_parser_free(p);
+}
+
+static void test_follows_body(void **state)
+{
+	const char *in = "Response: Follows\r\nPrivilege: Command\r\nActionID: 7\r\n"
+			 "Channel   Location: x\r\n\r\n2 active calls\r\n"
+			 "--END COMMAND--\r\n\r\nEvent: After\r\n\r\n";
+	ami_parser *p = ami_parser_new(0, 0);
+	ami_msg m;
+
+	assert_int_equal(ami_parser_feed(p, in, strlen(in)), strlen(in));
+	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+	assert_string_equal(ami_msg_get(&m, "Response"), "Follows");
+	assert_string_equal(ami_msg_get(&m, "ActionID"), "7");
+	assert_int_equal(m.n_headers, 3);
+	assert_non_null(m.body);
+	assert_string_equal(m.body, "Channel   Location: x\r\n\r\n2 active calls");
+	assert_int_equal(m.body_len, strlen(m.body));
+	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+	assert_string_equal(ami_msg_get(&m, "Event"), "After");
+	assert_null(m.body);
+
+	/* Asterisk 1.4 glues the marker to the last output line. */
+	const char *old = "Response: Follows\nPrivilege: Command\nline one\n"
+			  "tail--END COMMAND--\n\n";
+	ami_parser_reset(p, false);
+	assert_int_equal(ami_parser_feed(p, old, strlen(old)), strlen(old));
+	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+	assert_string_equal(m.body, "line one\ntail");
+
+	/* Follows with empty output. */
+	const char *empty = "Response: Follows\nPrivilege: Command\n--END COMMAND--\n\n";
+	ami_parser_reset(p, false);
+	assert_int_equal(ami_parser_feed(p, empty, strlen(empty)), strlen(empty));
+	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+	assert_string_equal(m.body, "");
+	assert_int_equal(m.body_len, 0);
+	ami_parser_free(p);
+}
+
+static void test_follows_fixture(void **state)
+{
+	char path[4096];
+	size_t len;
+	snprintf(path, sizeof(path),
+		 "%s/fixtures/public/ami-panoramisk/command_core_show_version.yaml",
+		 shared_dir());
+	char *data = read_file(path, &len);
+	assert_non_null(data);
+	ami_parser *p = ami_parser_new(0, 0);
+	ami_msg m;
+	int r;
+	bool seen = false;
+
+	assert_int_equal(ami_parser_feed(p, data, len), len);
+	while ((r = ami_parser_next(p, &m)) == AMI_PARSE_MSG) {
+		if (!ami_msg_get(&m, "Response"))
+			continue;
+		assert_string_equal(ami_msg_get(&m, "Response"), "Follows");
+		assert_non_null(m.body);
+		assert_true(strncmp(m.body, "Asterisk 11.11.0", 16) == 0);
+		assert_null(strstr(m.body, "END COMMAND"));
+		seen = true;
+	}
+	assert_true(seen);
+	ami_parser_free(p);
+	free(data);
+}
+
+static void test_eventlist_passes(void **state)
+{
+	char path[4096];
+	size_t len;
+	snprintf(path, sizeof(path), "%s/fixtures/public/ami-panoramisk/queue_status.yaml",
+		 shared_dir());
+	char *data = read_file(path, &len);
+	assert_non_null(data);
+	ami_parser *p = ami_parser_new(0, 0);
+	ami_msg m;
+	size_t items = 0;
+	bool complete = false;
+
+	assert_int_equal(ami_parser_feed(p, data, len), len);
+	while (ami_parser_next(p, &m) == AMI_PARSE_MSG) {
+		const char *ev = ami_msg_get(&m, "Event");
+		if (ev && strcmp(ev, "QueueMember") == 0) {
+			items++;
+			assert_string_equal(ami_msg_get(&m, "ActionID"),
+					    "action/transaction_uid/1/1");
+		}
+		if (ev && strcmp(ev, "QueueStatusComplete") == 0)
+			complete = true;
+	}
+	assert_true(items > 1);
+	assert_true(complete);
+	ami_parser_free(p);
+	free(data);
+}
+
+/* Builds "Event: Big\r\n" + n "VarSet-ish" lines + "\r\n". */
+static char *big_msg(size_t lines)
+{
+	sbuf b = { 0 };
+	sb_str(&b, "Event: Big\r\n");
+	for (size_t i = 0; i < lines; i++)
+		sb_str(&b, "Value: 0123456789012345678901234567890123456789\r\n");
+	sb_str(&b, "\r\n");
+	return b.s;
+}
+
+static void test_oversized(void **state)
+{
+	/* 300 lines x 49 bytes: ~14.7 KB against a 4 KiB limit. */
+	char *big = big_msg(300);
+	sbuf in = { 0 };
+	sb_str(&in, "Event: Before\r\n\r\n");
+	sb_str(&in, big);
+	sb_str(&in, "Event: After\r\nK: v\r\n\r\n");
+	/* A single line longer than the limit, without CR, then a message. */
+	for (int i = 0; i < 600; i++)
+		sb_str(&in, "xxxxxxxxxxxxxxxxxxxxxxxx");
+	sb_str(&in, "\n\nEvent: Last\r\n\r\n");
+
+	ami_parser *p = ami_parser_new(4096, 0);
+	char *r = parse_whole(p, false, in.s, in.n);
+	assert_int_equal(count_lines(r, "E"), 2);
+	assert_int_equal(count_lines(r, "M{"), 3);
+	assert_non_null(strstr(r, "M{Event\x1f" "Before"));
+	assert_non_null(strstr(r, "M{Event\x1f" "After\x1eK\x1fv\x1e}"));
+	assert_non_null(strstr(r, "M{Event\x1f" "Last"));
+	assert_null(strstr(r, "Big"));
+	assert_int_equal(ami_parser_get_stats(p)->oversized, 2);
+	free(r);
+	ami_parser_free(p);
+
+	/* Same outcome for every way of cutting the stream. */
+	check_splits("oversized", in.s, in.n, false, 4096);
+
+	/* A message of exactly the limit passes; one byte more does not. */
+	const char *hdr = "Event: Edge\r\nPad: ";
+	for (size_t extra = 0; extra <= 1; extra++) {
+		size_t limit = 512;
+		sbuf e = { 0 };
+		sb_str(&e, hdr);
+		while (e.n < limit - 4 + extra)
+			sb_str(&e, "p");
+		sb_str(&e, "\r\n\r\n");
+		assert_int_equal(e.n, limit + extra);
+		p = ami_parser_new(limit, 0);
+		r = parse_whole(p, false, e.s, e.n);
+		assert_int_equal(count_lines(r, "M{"), extra ? 0 : 1);
+		assert_int_equal(count_lines(r, "E"), extra ? 1 : 0);
+		free(r);
+		check_splits("edge", e.s, e.n, false, limit);
+		free(e.s);
+		ami_parser_free(p);
+	}
+	free(in.s);
+	free(big);
+}
+
+static void test_header_cap(void **state)
+{
+	sbuf in = { 0 };
+	sb_str(&in, "Event: Ok\n");
+	for (int i = 0; i < 7; i++)
+		sb_str(&in, "H: 1\n");
+	sb_str(&in, "\nEvent: TooMany\n");
+	for (int i = 0; i < 8; i++)
+		sb_str(&in, "H: 2\n");
+	sb_str(&in, "\nEvent: Fine\n\n");
+
+	ami_parser *p = ami_parser_new(0, 8);
+	char *r = parse_whole(p, false, in.s, in.n);
+	assert_int_equal(count_lines(r, "M{"), 2);
+	assert_int_equal(count_lines(r, "E"), 1);
+	assert_non_null(strstr(r, "M{Event\x1fOk"));
+	assert_non_null(strstr(r, "M{Event\x1f" "Fine"));
+	assert_null(strstr(r, "TooMany"));
+	assert_int_equal(ami_parser_get_stats(p)->too_many_headers, 1);
+	free(r);
+	ami_parser_free(p);
+
+	check_splits("header cap", in.s, in.n, false, 0);
+	free(in.s);
+}
+
+/* The buffer grows from its small start to the limit and a feed larger
+ * than the buffer is taken in parts. */
+static void test_large_feed(void **state)
+{
+	char *big = big_msg(1000); /* ~49 KB, under the 64 KiB default */
+	sbuf in = { 0 };
+	for (int i = 0; i < 5; i++) {
+		sb_str(&in, big);
+		sb_str(&in, "Event: Small\r\n\r\n");
+	}
+	ami_parser *p = ami_parser_new(0, 2048);
+	char *r = parse_whole(p, false, in.s, in.n);
+	assert_int_equal(count_lines(r, "M{"), 10);
+	assert_int_equal(count_lines(r, "E"), 0);
+	free(r);
+
+	/* The first feed cannot take it all: partial acceptance. */
+	ami_parser_reset(p, false);
+	size_t n = ami_parser_feed(p, in.s, in.n);
+	assert_true(n > 0 && n < in.n);
+	ami_parser_free(p);
+	free(in.s);
+	free(big);
+}
+
+/* reset() drops a half-received message (a reconnect). */
+static void test_reset_mid_message(void **state)
+{
+	ami_parser *p = ami_parser_new(0, 0);
+	ami_msg m;
+	const char *part = "Event: Cut\r\nUniqueid: 1";
+	const char *whole = "Event: New\r\n\r\n";
+
+	assert_int_equal(ami_parser_feed(p, part, strlen(part)), strlen(part));
+	assert_int_equal(ami_parser_next(p, &m), -EAGAIN);
+	assert_int_equal(ami_parser_pending(p), strlen(part));
+	ami_parser_reset(p, false);
+	assert_int_equal(ami_parser_pending(p), 0);
+	assert_int_equal(ami_parser_feed(p, whole, strlen(whole)), strlen(whole));
+	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+	assert_int_equal(m.n_headers, 1);
+	assert_string_equal(ami_msg_get(&m, "Event"), "New");
+	ami_parser_free(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_basic_lookup),
+		cmocka_unit_test(test_repeated_keys),
+		cmocka_unit_test(test_crlf_lf_mixed),
+		cmocka_unit_test(test_banner),
+		cmocka_unit_test(test_empty_and_garbage),
+		cmocka_unit_test(test_follows_body),
+		cmocka_unit_test(test_follows_fixture),
+		cmocka_unit_test(test_eventlist_passes),
+		cmocka_unit_test(test_oversized),
+		cmocka_unit_test(test_header_cap),
+		cmocka_unit_test(test_large_feed),
+		cmocka_unit_test(test_reset_mid_message),
+		cmocka_unit_test(test_fixture_content),
+		cmocka_unit_test(test_split_pyfreepbx),
+		cmocka_unit_test(test_split_panoramisk),
+		cmocka_unit_test(test_split_scenarios),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
