@@ -61,6 +61,12 @@ int mcd_config_load(const char *file, mcd_config *ret, cfg_report *r)
 	return cfg_load(file, &mcd_config_section, ret, r);
 }
 
+int mcd_config_load_string(const char *text, const char *name, mcd_config *ret,
+			   cfg_report *r)
+{
+	return cfg_load_string(text, name, &mcd_config_section, ret, r);
+}
+
 void mcd_config_free(mcd_config *c)
 {
 	cfg_free(&mcd_config_section, c);

@@ -29,4 +29,7 @@ extern const cfg_section mcd_config_section;
 /* Loads and validates `file` (plus conf.d/) into *ret; on failure every
  * problem is in r and *ret is zeroed. No network I/O. */
 int mcd_config_load(const char *file, mcd_config *ret, cfg_report *r) MCD_WUR;
+/* The same from text (tests): no conf.d, includes relative to the cwd. */
+int mcd_config_load_string(const char *text, const char *name, mcd_config *ret,
+			   cfg_report *r) MCD_WUR;
 void mcd_config_free(mcd_config *c);
