@@ -45,6 +45,7 @@ static const cfg_key root_keys[] = {
 	{"database", CFG_GROUP, ROOT(database), 0, 0, NULL, 0, 0, NULL,
 	 &store_cfg_section, "PostgreSQL."},
 	/* ---- sections added by other modules: one row per line ---- */
+	{"calls", CFG_GROUP, ROOT(calls), 0, 0, NULL, 0, 0, NULL, &call_policy_cfg_section, "How calls are classified: misdials, voicemail, IVR, ignore lists, limits."},
 	/* ---- end of module sections ---- */
 	{0},
 };

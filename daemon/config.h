@@ -8,6 +8,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "store_cfg.h"
+#include "call_tracker.h" /* call_policy: the `calls` section */
 
 /* The `daemon` section: process-wide settings. */
 typedef struct daemon_cfg {
@@ -21,6 +22,7 @@ typedef struct mcd_config {
 	store_cfg database;
 	cfg_list pbx;	    /* of pbx_cfg (telephony/pbx.h) */
 	/* ---- sections added by other modules: one member per line ---- */
+	call_policy calls;  /* telephony/call_tracker.h */
 	/* ---- end of module sections ---- */
 } mcd_config;
 
