@@ -143,6 +143,12 @@ static int hep_chunk_apply(hep_msg *m, uint16_t type, const uint8_t *v,
 		m->correlation_id = (const char *)v;
 		m->correlation_id_len = vlen;
 		return 0;
+	case HEP_CHUNK_VLAN:
+		if (vlen != 2)
+			return -EBADMSG;
+		m->vlan = rd16(v);
+		m->has_vlan = true;
+		return 0;
 	case HEP_CHUNK_NODE_NAME:
 		m->node_name = (const char *)v;
 		m->node_name_len = vlen;

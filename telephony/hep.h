@@ -98,6 +98,8 @@ typedef struct hep_msg {
 	const char *node_name;
 	size_t node_name_len;
 	bool keepalive;
+	bool has_vlan;
+	uint16_t vlan;
 	unsigned n_unknown;	/* unknown or vendor chunks skipped */
 } hep_msg;
 

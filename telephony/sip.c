@@ -92,14 +92,14 @@ static size_t find_unquoted(sip_str s, char c)
 				quoted = false;
 			continue;
 		}
+		if (ch == c && angle == 0)
+			return i;
 		if (ch == '"')
 			quoted = true;
 		else if (ch == '<')
 			angle++;
 		else if (ch == '>' && angle > 0)
 			angle--;
-		else if (ch == c && angle == 0)
-			return i;
 	}
 	return s.len;
 }
