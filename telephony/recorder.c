@@ -63,6 +63,7 @@ struct recorder {
 	char *path;
 	uint64_t size;
 	uint64_t total;
+	uint64_t last_stamp; /* names stay unique and ordered within one usec */
 	bool dirty;
 	bool failed;
 	char *buf;
@@ -137,7 +138,8 @@ static void recorder_prune(recorder *r)
 		n++;
 	}
 	closedir(d);
-	qsort(names, n, sizeof *names, cmp_str);
+	if (n > 1)
+		qsort(names, n, sizeof *names, cmp_str);
 	for (size_t i = 0; i + r->keep < n; i++) {
 		char p[4096];
 		snprintf(p, sizeof p, "%s/%s", r->dir, names[i]);
@@ -158,12 +160,16 @@ static int recorder_open_file(recorder *r)
 	char stamp[40], iso[40], *path = NULL;
 	int fd, n;
 
+	if (now <= r->last_stamp)
+		now = r->last_stamp + 1;
+	r->last_stamp = now;
+
 	format_stamp(now, stamp, sizeof stamp, false);
 	format_stamp(now, iso, sizeof iso, true);
 	if (asprintf(&path, "%s/%s-%s.%s.cap", r->dir, r->pbx, stamp,
 		     recorder_proto_to_string(r->proto)) < 0)
 		return -ENOMEM;
-	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
 	if (fd < 0) {
 		int e = -errno;
 		free(path);
