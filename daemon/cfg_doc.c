@@ -349,8 +349,9 @@ static void man_key(FILE *f, const cfg_section *sec, const cfg_key *k,
 	} else {
 		man_text(f, cfg_type_to_string(k->type));
 	}
-	if ((k->type == CFG_INT || k->type == CFG_DOUBLE) &&
-	    !(k->min == 0 && k->max == 0))
+	if (k->type == CFG_INT && !(k->min == 0 && k->max == 0))
+		fprintf(f, ", %.0f..%.0f", k->min, k->max);
+	else if (k->type == CFG_DOUBLE && !(k->min == 0 && k->max == 0))
 		fprintf(f, ", %g..%g", k->min, k->max);
 	fputs(k->flags & CFG_RELOADABLE ? ", reload applies it" : ", restart needed",
 	      f);

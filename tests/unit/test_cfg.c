@@ -579,6 +579,92 @@ static void test_write_man(void **state)
 	free(out);
 }
 
+/* ---- the shipped example ----------------------------------------------- */
+
+static char *example_path(void)
+{
+	const char *root = getenv("MCD_SOURCE_ROOT");
+	char *p = NULL;
+
+	assert_true(asprintf(&p, "%s/conf/missedcalld.conf",
+			     root ? root : MCD_SOURCE_ROOT) > 0);
+	return p;
+}
+
+static void test_example_passes(void **state)
+{
+	char *dir = tmpdir_new();
+	char *ex = example_path();
+	mcd_config c;
+	cfg_report *r = cfg_report_new();
+
+	/* the secrets it names come from the credentials directory */
+	write_file(dir, "ami-office", "secret\n");
+	setenv("CREDENTIALS_DIRECTORY", dir, 1);
+	assert_int_equal(mcd_config_load(ex, &c, r), 0);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	assert_int_equal(cfg_report_count(r), 0);
+	assert_true(c.pbx.n >= 2);
+	mcd_config_free(&c);
+	cfg_report_free(r);
+	rm_rf(dir);
+	free(dir);
+	free(ex);
+}
+
+/* True when a line of text is "key = ..." or "# key = ...". */
+static bool documents(const char *text, const char *key)
+{
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		const char *p = l;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '#') {
+			p++;
+			while (*p == ' ')
+				p++;
+		}
+		size_t n = strlen(key);
+		if (strncmp(p, key, n) == 0 && strncmp(p + n, " =", 2) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void check_documented(const char *text, const cfg_section *sec,
+			     const char *prefix)
+{
+	for (const cfg_key *k = sec->keys; k->name; k++) {
+		if (!documents(text, k->name))
+			fail_msg("%s%s is not shown in conf/missedcalld.conf "
+				 "(every key must be, with default and meaning)",
+				 prefix, k->name);
+		if (k->group) {
+			char *sub = NULL;
+			assert_true(asprintf(&sub, "%s%s.", prefix, k->name) > 0);
+			check_documented(text, k->group, sub);
+			free(sub);
+		}
+	}
+}
+
+static void test_example_shows_every_key(void **state)
+{
+	char *ex = example_path(), *text = NULL;
+	size_t len = 0, n;
+	FILE *f = fopen(ex, "r"), *m = open_memstream(&text, &len);
+	char buf[4096];
+
+	assert_non_null(f);
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		fwrite(buf, 1, n, m);
+	fclose(f);
+	fclose(m);
+	check_documented(text, &mcd_config_section, "");
+	free(text);
+	free(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -600,6 +686,8 @@ int main(void)
 		cmocka_unit_test(test_restart_only_diff),
 		cmocka_unit_test(test_every_type),
 		cmocka_unit_test(test_write_man),
+		cmocka_unit_test(test_example_passes),
+		cmocka_unit_test(test_example_shows_every_key),
 	};
 
 	unsetenv("CREDENTIALS_DIRECTORY");
