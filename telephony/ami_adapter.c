@@ -1,0 +1,577 @@
+/*
+ * ami_adapter: AMI events -> call_event records for the call tracker.
+ *
+ * Only the translation lives here: which header carries what, Asterisk's
+ * spellings (Uniqueid vs UniqueID, DialStatus words, numeric channel
+ * states), Asterisk 11's older events. Every judgement about calls is the
+ * tracker's. Values are borrowed from the message and passed straight on:
+ * nothing is copied or allocated per event.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ami_adapter.h"
+#include "call_event.h"
+#include "call_tracker.h"
+#include "util.h"
+
+struct ami_adapter {
+	call_tracker *tracker;
+	bool resyncing;
+	ami_adapter_stats stats;
+};
+
+typedef void (*ev_handler)(ami_adapter *a, const ami_msg *m, call_event *ev);
+
+/* ------------------------------------------------------------------ */
+/* Field helpers                                                        */
+
+static const char *get(const ami_msg *m, const char *key)
+{
+	const char *v = ami_msg_get(m, key);
+	return v && *v ? v : NULL;
+}
+
+/* "<unknown>" is Asterisk's way of saying "not set". */
+static const char *get_id(const ami_msg *m, const char *key)
+{
+	const char *v = get(m, key);
+	return v && strcmp(v, "<unknown>") != 0 ? v : NULL;
+}
+
+static int get_int(const ami_msg *m, const char *key, int def)
+{
+	const char *v = get(m, key);
+	char *end;
+	long n;
+	if (!v)
+		return def;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || n < -1 || n > 1000000000)
+		return def;
+	return (int)n;
+}
+
+/* `Timestamp: 1414510600.123456` (timestampevents=yes) in microseconds,
+ * parsed without floating point; 0 when absent or malformed. */
+static uint64_t parse_timestamp(const char *v)
+{
+	uint64_t sec = 0, usec = 0, scale = 100000;
+	const char *p = v;
+	if (!p || *p < '0' || *p > '9')
+		return 0;
+	for (; *p >= '0' && *p <= '9'; p++)
+		sec = sec * 10 + (uint64_t)(*p - '0');
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+			usec += (uint64_t)(*p - '0') * scale;
+	return sec * USEC_PER_SEC + usec;
+}
+
+/* Asterisk's numeric channel states (ast_channel_state). */
+static call_chan_state chan_state(const ami_msg *m, const char *num_key,
+				  const char *desc_key)
+{
+	const char *v = get(m, num_key);
+	if (v && v[0] >= '0' && v[0] <= '9' && !v[1]) {
+		switch (v[0]) {
+		case '4':
+			return CALL_CHAN_RING;
+		case '5':
+			return CALL_CHAN_RINGING;
+		case '6':
+			return CALL_CHAN_UP;
+		case '7':
+			return CALL_CHAN_BUSY;
+		default:
+			return CALL_CHAN_DOWN;
+		}
+	}
+	v = get(m, desc_key);
+	if (!v)
+		return _CALL_CHAN_INVALID;
+	if (strcasecmp(v, "Ring") == 0)
+		return CALL_CHAN_RING;
+	if (strcasecmp(v, "Ringing") == 0)
+		return CALL_CHAN_RINGING;
+	if (strcasecmp(v, "Up") == 0)
+		return CALL_CHAN_UP;
+	if (strcasecmp(v, "Busy") == 0)
+		return CALL_CHAN_BUSY;
+	return CALL_CHAN_DOWN;
+}
+
+/* CID-CallingPres "32 (Number Presentation Prohibited)": restricted when
+ * the presentation bits say so (Q.931 octet 3a). */
+static bool pres_restricted(const ami_msg *m)
+{
+	const char *v = get(m, "CID-CallingPres");
+	if (!v || *v < '0' || *v > '9')
+		return false;
+	return (atoi(v) & 0x60) == 0x20;
+}
+
+/* The channel snapshot every Asterisk 12+ channel event carries. */
+static void snapshot(const ami_msg *m, call_event *ev)
+{
+	ev->chan_id = get(m, "Uniqueid");
+	ev->linked_id = get(m, "Linkedid");
+	ev->chan_name = get(m, "Channel");
+	ev->chan_state = chan_state(m, "ChannelState", "ChannelStateDesc");
+	ev->caller_num = get_id(m, "CallerIDNum");
+	ev->caller_name = get_id(m, "CallerIDName");
+	ev->connected_num = get_id(m, "ConnectedLineNum");
+	ev->connected_name = get_id(m, "ConnectedLineName");
+	ev->context = get(m, "Context");
+	ev->exten = get(m, "Exten");
+}
+
+static void dest(const ami_msg *m, call_event *ev)
+{
+	ev->peer_id = get(m, "DestUniqueid");
+	ev->peer_name = get(m, "DestChannel");
+	ev->peer_linked_id = get(m, "DestLinkedid");
+}
+
+/* ------------------------------------------------------------------ */
+/* Handlers: fill ev (pre-filled with the snapshot) and set ev->type     */
+
+static void on_newchannel(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_CHANNEL_NEW;
+}
+
+static void on_newstate(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_CHANNEL_STATE;
+}
+
+static void on_newexten(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_CHANNEL_EXTEN;
+	ev->app = get(m, "Application");
+	ev->app_data = get(m, "AppData");
+	/* Asterisk 11 names the extension `Extension`. */
+	if (!ev->exten)
+		ev->exten = get(m, "Extension");
+}
+
+static void on_callerid(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_CALLER_ID;
+	ev->caller_withheld = pres_restricted(m);
+}
+
+static void on_dial_begin(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_DIAL_BEGIN;
+	dest(m, ev);
+}
+
+static void on_dial_end(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_DIAL_END;
+	dest(m, ev);
+	ev->dial_status = call_dial_status_from_string(get(m, "DialStatus"));
+	if (ev->dial_status == _CALL_DIAL_INVALID)
+		ev->dial_status = CALL_DIAL_NONE;
+}
+
+/* Holding bridges (parking lots, hold, queue waiting rooms of ARI apps)
+ * never answer a call; conferences are rooms, not answers, and must not
+ * join the unrelated calls of their members into one. */
+static void bridge(const ami_msg *m, call_event *ev)
+{
+	const char *tech = get(m, "BridgeTechnology");
+	const char *type = get(m, "BridgeType");
+	const char *creator = get(m, "BridgeCreator");
+	ev->bridge_id = get(m, "BridgeUniqueid");
+	ev->bridge_type = type;
+	ev->bridge_holding =
+		(tech && strcasecmp(tech, "holding_bridge") == 0) ||
+		(type && (strcasecmp(type, "holding") == 0 ||
+			  strcasecmp(type, "parking") == 0)) ||
+		(creator && strcasecmp(creator, "ConfBridge") == 0);
+}
+
+static void on_bridge_enter(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_BRIDGE_ENTER;
+	bridge(m, ev);
+}
+
+static void on_bridge_leave(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_BRIDGE_LEAVE;
+	bridge(m, ev);
+}
+
+static void on_hangup(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_HANGUP;
+	ev->cause = get_int(m, "Cause", -1);
+}
+
+static void on_hangup_request(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_HANGUP_REQUEST;
+	ev->cause = get_int(m, "Cause", -1);
+}
+
+static void queue_fields(const ami_msg *m, call_event *ev)
+{
+	ev->queue = get(m, "Queue");
+	ev->hold_seconds = get_int(m, "HoldTime", -1);
+}
+
+static void on_queue_join(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_QUEUE_JOIN;
+	queue_fields(m, ev);
+}
+
+static void on_queue_abandon(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_QUEUE_ABANDON;
+	queue_fields(m, ev);
+}
+
+static void on_queue_leave(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_QUEUE_LEAVE;
+	queue_fields(m, ev);
+}
+
+static void on_agent_connect(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_QUEUE_CONNECT;
+	queue_fields(m, ev);
+	dest(m, ev);
+}
+
+/* MessageWaiting names a mailbox, no channel: the tracker finds the call
+ * in VoiceMail for it. Waiting: 0 is a mailbox emptied, not a message. */
+static void on_message_waiting(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	const char *w = get(m, "Waiting");
+	if (!w || strcasecmp(w, "no") == 0 || strcmp(w, "0") == 0)
+		return;
+	if (get_int(m, "New", 1) == 0)
+		return;
+	ev->type = CALL_EV_VOICEMAIL_LEFT;
+	ev->mailbox = get(m, "Mailbox");
+}
+
+/* Blind and attended transfers carry the linked ids of every party in
+ * fields named …Linkedid: join them all. */
+static void on_transfer(ami_adapter *a, const ami_msg *m, call_event *ev,
+			call_transfer_kind kind)
+{
+	size_t n = 0;
+	ev->type = CALL_EV_TRANSFER;
+	ev->transfer = kind;
+	ev->linked_id = NULL;
+	for (size_t i = 0; i < m->n_headers; i++) {
+		const char *k = m->headers[i].key, *v = m->headers[i].value;
+		size_t kl = strlen(k);
+		if (kl < 8 || strcasecmp(k + kl - 8, "Linkedid") != 0 || !*v)
+			continue;
+		if (!ev->linked_id) {
+			ev->linked_id = v;
+			continue;
+		}
+		bool dup = streq(ev->linked_id, v);
+		for (size_t j = 0; j < n && !dup; j++)
+			dup = streq(ev->merge_ids[j], v);
+		if (!dup && n < CALL_EVENT_MAX_MERGE)
+			ev->merge_ids[n++] = v;
+	}
+}
+
+static void on_blind_transfer(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	on_transfer(a, m, ev, CALL_TRANSFER_BLIND);
+}
+
+static void on_attended_transfer(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	on_transfer(a, m, ev, CALL_TRANSFER_ATTENDED);
+}
+
+static void on_pickup(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_PICKUP;
+	ev->peer_id = get(m, "TargetUniqueid");
+	ev->peer_name = get(m, "TargetChannel");
+	ev->peer_linked_id = get(m, "TargetLinkedid");
+}
+
+static void on_local_optimization(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ev->type = CALL_EV_LOCAL_OPTIMIZED;
+	ev->chan_id = get(m, "LocalOneUniqueid");
+	ev->linked_id = get(m, "LocalOneLinkedid");
+	ev->chan_name = get(m, "LocalOneChannel");
+	ev->peer_id = get(m, "LocalTwoUniqueid");
+	ev->peer_name = get(m, "LocalTwoChannel");
+	ev->peer_linked_id = get(m, "LocalTwoLinkedid");
+}
+
+/* CEL over AMI: only LINKEDID_END matters (spelled LinkedID here). */
+static void on_cel(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	const char *name = get(m, "EventName");
+	if (!name || strcasecmp(name, "LINKEDID_END") != 0)
+		return;
+	ev->type = CALL_EV_LINKEDID_END;
+	ev->linked_id = get(m, "LinkedID");
+}
+
+/* "00:01:23" -> 83 s; -1 when unparseable. */
+static int64_t hms(const char *v)
+{
+	int h, mi, s;
+	if (!v || sscanf(v, "%d:%d:%d", &h, &mi, &s) != 3 || h < 0 || mi < 0 || s < 0)
+		return -1;
+	return (int64_t)h * 3600 + mi * 60 + s;
+}
+
+static void on_core_show_channel(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	if (!a->resyncing)
+		return; /* somebody else's CoreShowChannels */
+	ev->type = CALL_EV_RESYNC_CHANNEL;
+	ev->app = get(m, "Application");
+	ev->app_data = get(m, "ApplicationData");
+	ev->bridge_id = get(m, "BridgeId");
+	int64_t d = hms(get(m, "Duration"));
+	if (d >= 0 && ev->ts_usec > (uint64_t)d * USEC_PER_SEC)
+		ev->ts_usec -= (uint64_t)d * USEC_PER_SEC;
+}
+
+static void on_core_show_complete(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	ami_adapter_resync_end(a);
+}
+
+/* Asterisk 11: `Event: Dial` with SubEvent Begin/End. */
+static void on_legacy_dial(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	const char *sub = get(m, "SubEvent");
+	a->stats.legacy = true;
+	if (!sub)
+		return;
+	if (strcasecmp(sub, "Begin") == 0) {
+		ev->type = CALL_EV_DIAL_BEGIN;
+		ev->peer_id = get(m, "DestUniqueID");
+		ev->peer_name = get(m, "Destination");
+	} else if (strcasecmp(sub, "End") == 0) {
+		ev->type = CALL_EV_DIAL_END;
+		ev->dial_status = call_dial_status_from_string(get(m, "DialStatus"));
+		if (ev->dial_status == _CALL_DIAL_INVALID)
+			ev->dial_status = CALL_DIAL_NONE;
+	}
+}
+
+/* Asterisk 11: `Event: Join` / `Event: Leave` for queues. */
+static void on_legacy_join(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	a->stats.legacy = true;
+	on_queue_join(a, m, ev);
+}
+
+static void on_legacy_leave(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	a->stats.legacy = true;
+	on_queue_leave(a, m, ev);
+}
+
+typedef struct handler_row {
+	const char *event;
+	ev_handler fn;
+} handler_row;
+
+/* Most frequent first: the lookup is a linear scan. */
+static const handler_row handlers[] = {
+	{"Newexten", on_newexten},
+	{"Newstate", on_newstate},
+	{"Newchannel", on_newchannel},
+	{"Hangup", on_hangup},
+	{"DialBegin", on_dial_begin},
+	{"DialEnd", on_dial_end},
+	{"BridgeEnter", on_bridge_enter},
+	{"BridgeLeave", on_bridge_leave},
+	{"NewCallerid", on_callerid},
+	{"NewConnectedLine", on_callerid},
+	{"HangupRequest", on_hangup_request},
+	{"SoftHangupRequest", on_hangup_request},
+	{"QueueCallerJoin", on_queue_join},
+	{"QueueCallerAbandon", on_queue_abandon},
+	{"QueueCallerLeave", on_queue_leave},
+	{"AgentConnect", on_agent_connect},
+	{"MessageWaiting", on_message_waiting},
+	{"BlindTransfer", on_blind_transfer},
+	{"AttendedTransfer", on_attended_transfer},
+	{"Pickup", on_pickup},
+	{"LocalOptimizationEnd", on_local_optimization},
+	{"CEL", on_cel},
+	{"CoreShowChannel", on_core_show_channel},
+	{"CoreShowChannelsComplete", on_core_show_complete},
+	{"Dial", on_legacy_dial},
+	{"Join", on_legacy_join},
+	{"Leave", on_legacy_leave},
+};
+
+/* Asterisk 11 `Event: Bridge` (Bridgestate Link/Unlink) names both
+ * channels in one event: two records, one per channel. */
+static void legacy_bridge(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	const char *state = get(m, "Bridgestate");
+	const char *u1 = get(m, "Uniqueid1"), *u2 = get(m, "Uniqueid2");
+	char id[160];
+	a->stats.legacy = true;
+	if (!state || !u1 || !u2) {
+		a->stats.malformed++;
+		return;
+	}
+	ev->type = strcasecmp(state, "Link") == 0 ? CALL_EV_BRIDGE_ENTER
+						   : CALL_EV_BRIDGE_LEAVE;
+	snprintf(id, sizeof(id), "legacy:%s+%s", u1, u2);
+	ev->bridge_id = id;
+	ev->bridge_type = get(m, "Bridgetype");
+	ev->linked_id = NULL;
+	ev->chan_id = u1;
+	ev->chan_name = get(m, "Channel1");
+	call_tracker_feed(a->tracker, ev);
+	ev->chan_id = u2;
+	ev->chan_name = get(m, "Channel2");
+	call_tracker_feed(a->tracker, ev);
+	a->stats.translated += 2;
+}
+
+/* ------------------------------------------------------------------ */
+/* API                                                                  */
+
+ami_adapter *ami_adapter_new(struct call_tracker *tracker)
+{
+	ami_adapter *a;
+	if (!tracker)
+		return NULL;
+	a = calloc(1, sizeof(*a));
+	if (a)
+		a->tracker = tracker;
+	return a;
+}
+
+ami_adapter *ami_adapter_free(ami_adapter *a)
+{
+	free(a);
+	return NULL;
+}
+
+static bool needs_channel(call_event_type t)
+{
+	switch (t) {
+	case CALL_EV_VOICEMAIL_LEFT:
+	case CALL_EV_TRANSFER:
+	case CALL_EV_LINKEDID_END:
+		return false;
+	default:
+		return true;
+	}
+}
+
+void ami_adapter_feed(ami_adapter *a, const ami_msg *m, uint64_t recv_usec)
+{
+	const char *name;
+	call_event ev;
+	ev_handler fn = NULL;
+
+	if (!a || !m)
+		return;
+	a->stats.messages++;
+	if (!(name = get(m, "Event")))
+		return; /* a response: the client's business */
+	a->stats.events++;
+	for (size_t i = 0; i < ELEMENTSOF(handlers) && !fn; i++)
+		if (strcasecmp(name, handlers[i].event) == 0)
+			fn = handlers[i].fn;
+	bool legacy_br = !fn && strcasecmp(name, "Bridge") == 0;
+	if (!fn && !legacy_br) {
+		a->stats.ignored++;
+		return;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.type = _CALL_EV_INVALID;
+	ev.cause = -1;
+	ev.hold_seconds = -1;
+	ev.ts_usec = parse_timestamp(get(m, "Timestamp"));
+	if (!ev.ts_usec)
+		ev.ts_usec = recv_usec ? recv_usec : real_usec();
+	snapshot(m, &ev);
+	if (legacy_br) {
+		legacy_bridge(a, m, &ev);
+		return;
+	}
+	fn(a, m, &ev);
+	if (ev.type == _CALL_EV_INVALID) {
+		a->stats.ignored++;
+		return;
+	}
+	if (needs_channel(ev.type) && !ev.chan_id) {
+		a->stats.malformed++;
+		return;
+	}
+	if (ev.type == CALL_EV_LINKEDID_END && !ev.linked_id) {
+		a->stats.malformed++;
+		return;
+	}
+	a->stats.translated++;
+	call_tracker_feed(a->tracker, &ev);
+}
+
+static void feed_marker(ami_adapter *a, call_event_type type)
+{
+	call_event ev = {.type = type, .ts_usec = real_usec(), .cause = -1,
+			 .hold_seconds = -1};
+	call_tracker_feed(a->tracker, &ev);
+}
+
+void ami_adapter_connection_lost(ami_adapter *a)
+{
+	if (!a)
+		return;
+	a->resyncing = false;
+	feed_marker(a, CALL_EV_SOURCE_DOWN);
+}
+
+void ami_adapter_resync_begin(ami_adapter *a)
+{
+	if (!a)
+		return;
+	a->resyncing = true;
+	feed_marker(a, CALL_EV_RESYNC_BEGIN);
+}
+
+void ami_adapter_resync_end(ami_adapter *a)
+{
+	if (!a || !a->resyncing)
+		return;
+	a->resyncing = false;
+	feed_marker(a, CALL_EV_RESYNC_END);
+}
+
+void ami_adapter_set_legacy(ami_adapter *a, bool legacy)
+{
+	if (a)
+		a->stats.legacy = legacy;
+}
+
+void ami_adapter_get_stats(const ami_adapter *a, ami_adapter_stats *ret)
+{
+	if (a && ret)
+		*ret = a->stats;
+}
