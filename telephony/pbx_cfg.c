@@ -1,5 +1,7 @@
 /*
- * The `pbx` list: one entry per call source. `type` selects which keys
+ * The `pbx` list: one entry per call source. Every key is reloadable:
+ * pbx_set_reload() starts new entries, stops removed ones and restarts
+ * changed ones. `type` selects which keys
  * apply (the loader refuses keys of another type), so an AMI entry cannot
  * carry a HEP listener by mistake. The set of sources built from this list
  * lives in pbx.c.
@@ -31,9 +33,9 @@ const char *pbx_type_to_string(pbx_type t)
 #define HEP PBX_WHEN_HEP
 
 static const cfg_key pbx_keys[] = {
-	{"name", CFG_STRING, OFF(name), 0, 0, NULL, CFG_REQUIRED, 0, NULL, NULL,
+	{"name", CFG_STRING, OFF(name), 0, 0, NULL, CFG_REQUIRED | R, 0, NULL, NULL,
 	 "Unique short name of this PBX; appears in logs (PBX=), metrics, appeals and the widget."},
-	{"type", CFG_ENUM, OFF(type), 0, 0, NULL, CFG_REQUIRED, 0, pbx_type_names, NULL,
+	{"type", CFG_ENUM, OFF(type), 0, 0, NULL, CFG_REQUIRED | R, 0, pbx_type_names, NULL,
 	 "Protocol: ami (Asterisk Manager Interface), hep (SIP mirrored by Kamailio/OpenSIPS/heplify); "
 	 "esl (FreeSWITCH) is reserved and not supported yet."},
 	{"trunks", CFG_STRINGS, OFF(trunks), 0, 0, "[]", R, 0, NULL, NULL,
@@ -72,7 +74,7 @@ static const cfg_key pbx_keys[] = {
 	{"md5_login", CFG_BOOL, OFF(md5_login), 0, 0, "false", R, AMI, NULL, NULL,
 	 "Log in with the MD5 challenge instead of sending the secret."},
 	/* HEP */
-	{"listen", CFG_STRINGS, OFF(listen), 0, 0, "[]", 0, HEP, NULL, NULL,
+	{"listen", CFG_STRINGS, OFF(listen), 0, 0, "[]", R, HEP, NULL, NULL,
 	 "Where HEP packets arrive: \"udp:127.0.0.1:9060\", \"tcp:0.0.0.0:9060\". "
 	 "A socket passed by systemd with FileDescriptorName=hep is used instead when present."},
 	{"auth_key_file", CFG_SECRET, OFF(auth_key), 0, 0, NULL, R, HEP, NULL, NULL,

@@ -470,19 +470,19 @@ static void test_restart_only_diff(void **state)
 	expect_msg(r, "daemon.state_dir", "restart", NULL);
 	cfg_report_free(r);
 
-	/* a changed HEP listen address inside a kept entry needs a restart;
-	 * an added entry does not */
+	/* a changed spool policy needs a restart; an added or changed pbx
+	 * entry does not (the pbx set restarts that source) */
 	r = cfg_report_new();
 	mcd_config_free(&b);
 	free(text);
 	assert_true(asprintf(&text,
-			     "database = { conninfo = \"x\"; };\n"
+			     "database = { conninfo = \"x\"; fsync = \"always\"; };\n"
 			     "pbx = ( { name = \"s\"; type = \"hep\"; listen = [\"udp:127.0.0.1:2\"]; },\n"
 			     "        { name = \"t\"; type = \"hep\"; listen = [\"udp:127.0.0.1:3\"]; } );\n") > 0);
 	assert_int_equal(mcd_config_load_string(text, "b", &b, r), 0);
 	cfg_diff_restart_only(&mcd_config_section, &a, &b, r);
 	assert_int_equal(cfg_report_count(r), 1);
-	expect_msg(r, "pbx[0].listen", "restart", NULL);
+	expect_msg(r, "database.fsync", "restart", NULL);
 	mcd_config_free(&a);
 	mcd_config_free(&b);
 	cfg_report_free(r);
