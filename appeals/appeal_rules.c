@@ -1,0 +1,935 @@
+/*
+ * appeal_rules: the `missed_calls` section and what it makes of a missed
+ * call (see appeal_rules.h for the template language and the deadline).
+ *
+ * Everything that can be wrong with the rules is found at config load by
+ * the sections' validate callbacks (templates, day names, times, holidays,
+ * time zone), so the run-time functions cannot fail on configuration and
+ * do no I/O: the time zone is parsed once into appeal_tz's cache.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "appeal_rules.h"
+#include "appeal_tz.h"
+#include "call_tracker.h"
+
+#define TMPL_PLACEHOLDER_MAX 128
+#define SLA_MINUTES_MAX 525600 /* a year */
+
+/* ---- templates ------------------------------------------------------------ */
+
+typedef enum tmpl_var {
+	TV_CLIENT,
+	TV_PHONE,
+	TV_CALLER_NAME,
+	TV_CALLER,
+	TV_DID,
+	TV_QUEUE,
+	TV_REASON,
+	TV_PBX,
+	_TV_MAX,
+	_TV_INVALID = -1,
+} tmpl_var;
+
+static const char *const tmpl_var_names[_TV_MAX] = {
+	[TV_CLIENT] = "client",	  [TV_PHONE] = "phone",
+	[TV_CALLER_NAME] = "caller_name", [TV_CALLER] = "caller",
+	[TV_DID] = "did",	  [TV_QUEUE] = "queue",
+	[TV_REASON] = "reason",	  [TV_PBX] = "pbx",
+};
+
+/* What a template is rendered from; NULL ctx: validate only. */
+typedef struct tmpl_ctx {
+	const char *vars[_TV_MAX];
+	int64_t seq;
+	int64_t year;
+	unsigned mon, day, hour, min;
+} tmpl_ctx;
+
+/* A bounded output: pos counts what was wanted, at most len-1 written. */
+typedef struct outbuf {
+	char *p;
+	size_t len, pos;
+} outbuf;
+
+static void out_putn(outbuf *o, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++, o->pos++) {
+		/* Caller names come from the PBX: no control characters. */
+		char c = (unsigned char)s[i] < 0x20 ? ' ' : s[i];
+		if (o->p && o->pos + 1 < o->len)
+			o->p[o->pos] = c;
+	}
+}
+
+static void out_printf(outbuf *o, const char *fmt, ...) MCD_PRINTF(2, 3);
+static void out_printf(outbuf *o, const char *fmt, ...)
+{
+	char tmp[64];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		out_putn(o, tmp, MCD_MIN((size_t)n, sizeof(tmp) - 1));
+}
+
+/* Terminates the output; a truncated one is cut at a UTF-8 character
+ * boundary so the title stays valid text. */
+static int out_finish(outbuf *o)
+{
+	size_t k, i;
+	unsigned char lead;
+	size_t need;
+
+	if (!o->p || o->len == 0)
+		return -ENOBUFS;
+	if (o->pos < o->len) {
+		o->p[o->pos] = '\0';
+		return (int)o->pos;
+	}
+	k = o->len - 1;
+	i = k;
+	while (i > 0 && ((unsigned char)o->p[i - 1] & 0xc0) == 0x80)
+		i--;
+	if (i > 0) {
+		lead = (unsigned char)o->p[i - 1];
+		need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+		if (i - 1 + need > k)
+			k = i - 1;
+	}
+	o->p[k] = '\0';
+	return -ENOBUFS;
+}
+
+static tmpl_var tmpl_var_from(const char *s, size_t n)
+{
+	for (int i = 0; i < _TV_MAX; i++)
+		if (strlen(tmpl_var_names[i]) == n &&
+		    strncmp(tmpl_var_names[i], s, n) == 0)
+			return (tmpl_var)i;
+	return _TV_INVALID;
+}
+
+/* A date field or {seq[:0N]}: renders it; returns 1 when s is one, 0 when
+ * not, -EINVAL when it is a malformed seq. */
+static int tmpl_special(const char *s, bool numbering, const tmpl_ctx *ctx,
+			outbuf *o, char *err, size_t errlen, bool *seen_seq)
+{
+	static const char *const dates[] = { "yyyy", "yy", "mm", "dd", "hh", "mi" };
+
+	for (size_t i = 0; i < ELEMENTSOF(dates); i++) {
+		if (!streq(s, dates[i]))
+			continue;
+		if (!ctx)
+			return 1;
+		unsigned v[] = { 0, 0, ctx->mon, ctx->day, ctx->hour, ctx->min };
+		if (i == 0)
+			out_printf(o, "%04lld", (long long)ctx->year);
+		else if (i == 1)
+			out_printf(o, "%02lld", (long long)(ctx->year % 100));
+		else
+			out_printf(o, "%02u", v[i]);
+		return 1;
+	}
+	if (strncmp(s, "seq", 3) != 0 || (s[3] != '\0' && s[3] != ':'))
+		return 0;
+	if (!numbering) {
+		snprintf(err, errlen, "{seq} is only allowed in the numbering template");
+		return -EINVAL;
+	}
+	int width = 0;
+	if (s[3] == ':') {
+		const char *w = s + 4;
+		if (*w == '0')
+			w++;
+		if (!isdigit((unsigned char)*w) || strspn(w, "0123456789") != strlen(w) ||
+		    (width = atoi(w)) < 1 || width > 20) {
+			snprintf(err, errlen, "bad {%s}: the width is 1-20 digits, e.g. {seq:06}", s);
+			return -EINVAL;
+		}
+	}
+	*seen_seq = true;
+	if (ctx)
+		out_printf(o, "%0*lld", width, (long long)ctx->seq);
+	return 1;
+}
+
+/* {a|b|'text'}: the first non-empty alternative. */
+static int tmpl_alternatives(const char *s, bool numbering, const tmpl_ctx *ctx,
+			     outbuf *o, char *err, size_t errlen)
+{
+	const char *chosen = NULL;
+	size_t chosen_len = 0;
+
+	for (const char *p = s;;) {
+		const char *val = NULL;
+		size_t n;
+
+		if (*p == '\'') {
+			const char *q = strchr(p + 1, '\'');
+			if (!q) {
+				snprintf(err, errlen, "unterminated quote in {%s}", s);
+				return -EINVAL;
+			}
+			val = p + 1;
+			n = (size_t)(q - val);
+			p = q + 1;
+		} else {
+			n = strcspn(p, "|");
+			tmpl_var v = tmpl_var_from(p, n);
+			if (v < 0) {
+				snprintf(err, errlen,
+					 "unknown variable \"%.*s\" (allowed: client, phone, "
+					 "caller_name, caller, did, queue, reason, pbx, 'text', "
+					 "yyyy, yy, mm, dd, hh, mi%s)",
+					 (int)n, p, numbering ? ", seq" : "");
+				return -EINVAL;
+			}
+			if (numbering) {
+				snprintf(err, errlen,
+					 "variable \"%.*s\" is not allowed in the numbering "
+					 "template (only dates, {seq} and text)", (int)n, p);
+				return -EINVAL;
+			}
+			if (ctx)
+				val = ctx->vars[v];
+			p += n;
+			n = val ? strlen(val) : 0;
+		}
+		if (!chosen && val && n > 0) {
+			chosen = val;
+			chosen_len = n;
+		}
+		if (*p == '\0')
+			break;
+		if (*p != '|' || p[1] == '\0') {
+			snprintf(err, errlen, "malformed placeholder {%s}", s);
+			return -EINVAL;
+		}
+		p++;
+	}
+	if (ctx && chosen)
+		out_putn(o, chosen, chosen_len);
+	return 0;
+}
+
+/* Walks a template: validates it (ctx NULL) or renders it into o. */
+static int tmpl_walk(const char *t, bool numbering, const tmpl_ctx *ctx,
+		     outbuf *o, char *err, size_t errlen)
+{
+	bool seen_seq = false;
+	int r;
+
+	if (!t) {
+		snprintf(err, errlen, "missing template");
+		return -EINVAL;
+	}
+	for (const char *p = t; *p;) {
+		if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}')) {
+			out_putn(o, p, 1);
+			p += 2;
+			continue;
+		}
+		if (*p == '}') {
+			snprintf(err, errlen, "unmatched '}' at offset %zu (write }} for a brace)",
+				 (size_t)(p - t));
+			return -EINVAL;
+		}
+		if (*p != '{') {
+			size_t n = strcspn(p, "{}");
+			out_putn(o, p, n);
+			p += n;
+			continue;
+		}
+		const char *end = strchr(p + 1, '}');
+		char ph[TMPL_PLACEHOLDER_MAX];
+		size_t n;
+		if (!end) {
+			snprintf(err, errlen, "unterminated '{' at offset %zu", (size_t)(p - t));
+			return -EINVAL;
+		}
+		n = (size_t)(end - p - 1);
+		if (n == 0 || n >= sizeof(ph)) {
+			snprintf(err, errlen, "empty or too long placeholder at offset %zu",
+				 (size_t)(p - t));
+			return -EINVAL;
+		}
+		memcpy(ph, p + 1, n);
+		ph[n] = '\0';
+		p = end + 1;
+		r = tmpl_special(ph, numbering, ctx, o, err, errlen, &seen_seq);
+		if (r < 0)
+			return r;
+		if (r == 0 && (r = tmpl_alternatives(ph, numbering, ctx, o, err, errlen)) < 0)
+			return r;
+	}
+	if (numbering && !seen_seq) {
+		snprintf(err, errlen, "the numbering template needs {seq} (e.g. {seq:06}) "
+			 "so that numbers are unique");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int appeal_template_check(const char *tmpl, bool numbering, char *err,
+			  size_t errlen)
+{
+	outbuf o = { 0 };
+	char dummy[8];
+
+	if (!err || errlen == 0) {
+		err = dummy;
+		errlen = sizeof(dummy);
+	}
+	err[0] = '\0';
+	return tmpl_walk(tmpl, numbering, NULL, &o, err, errlen);
+}
+
+static void ctx_set_date(tmpl_ctx *c, uint64_t when_usec, const appeal_tz *z)
+{
+	int64_t t = (int64_t)(when_usec / USEC_PER_SEC);
+	int64_t local = t + appeal_tz_offset(z, t);
+	int64_t days = local / 86400 - (local % 86400 < 0);
+	int64_t sec = local - days * 86400;
+
+	appeal_civil_from_days(days, &c->year, &c->mon, &c->day);
+	c->hour = (unsigned)(sec / 3600);
+	c->min = (unsigned)(sec % 3600 / 60);
+}
+
+int appeal_number_render(const char *tmpl, int64_t seq, uint64_t when_usec,
+			 const char *tz, char *out, size_t len)
+{
+	const appeal_tz *z;
+	tmpl_ctx c = { .seq = seq };
+	outbuf o = { .p = out, .len = len };
+	char err[160];
+	int r;
+
+	if (!out || len == 0)
+		return -ENOBUFS;
+	r = appeal_tz_get(tz, &z);
+	if (r < 0)
+		return r == -ENOENT ? -ENOENT : -EINVAL;
+	ctx_set_date(&c, when_usec, z);
+	r = tmpl_walk(tmpl, true, &c, &o, err, sizeof(err));
+	if (r < 0) {
+		out[0] = '\0';
+		return r;
+	}
+	return out_finish(&o);
+}
+
+int appeal_title_render(const appeal_plan *p, const char *client_name,
+			const char *phone_e164, const call_outcome *o,
+			char *out, size_t len)
+{
+	const appeal_tz *z;
+	tmpl_ctx c = { 0 };
+	outbuf ob = { .p = out, .len = len };
+	char err[160];
+	int r;
+
+	if (!p || !out || len == 0)
+		return -EINVAL;
+	if (appeal_tz_get(p->timezone, &z) < 0)
+		(void)appeal_tz_get(NULL, &z); /* validated at load; UTC if gone */
+	ctx_set_date(&c, p->when_usec, z);
+	c.vars[TV_CLIENT] = client_name;
+	/* An unknown or internal number still reads better than nothing. */
+	c.vars[TV_PHONE] = phone_e164 ? phone_e164
+			   : (o && !o->caller_withheld ? o->caller_num : NULL);
+	if (o) {
+		c.vars[TV_CALLER_NAME] = o->caller_name;
+		c.vars[TV_CALLER] = o->caller_withheld ? NULL : o->caller_num;
+		c.vars[TV_DID] = o->did;
+		c.vars[TV_QUEUE] = o->queue;
+		c.vars[TV_REASON] = call_reason_to_string(o->reason);
+		c.vars[TV_PBX] = o->pbx;
+	}
+	r = tmpl_walk(p->title_tmpl, false, &c, &ob, err, sizeof(err));
+	if (r < 0) {
+		out[0] = '\0';
+		return r;
+	}
+	return out_finish(&ob);
+}
+
+/* ---- business hours and deadlines ----------------------------------------- */
+
+static bool is_holiday(const appeal_hours_cfg *h, int64_t day)
+{
+	size_t lo = 0, hi = h->n_holidays;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (h->holiday_days[mid] == day)
+			return true;
+		if (h->holiday_days[mid] < day)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+static bool is_working_day(const appeal_hours_cfg *h, int64_t day)
+{
+	int dow = (int)(((day % 7) + 7 + 3) % 7); /* 1970-01-01 was a Thursday */
+
+	return (h->day_mask & (1u << dow)) && !is_holiday(h, day);
+}
+
+static const appeal_tz *rules_tz(const appeal_rules_cfg *cfg)
+{
+	const appeal_tz *z;
+
+	if (appeal_tz_get(cfg->business_hours.timezone, &z) < 0)
+		(void)appeal_tz_get(NULL, &z);
+	return z;
+}
+
+bool appeal_rules_after_hours(const appeal_rules_cfg *cfg, uint64_t when_usec)
+{
+	const appeal_hours_cfg *h = &cfg->business_hours;
+	int64_t t = (int64_t)(when_usec / USEC_PER_SEC), local, day, sec;
+
+	if (!h->enabled)
+		return false;
+	local = t + appeal_tz_offset(rules_tz(cfg), t);
+	day = local / 86400 - (local % 86400 < 0);
+	sec = local - day * 86400;
+	return !is_working_day(h, day) || sec < h->start_min * 60 ||
+	       sec >= h->end_min * 60;
+}
+
+int appeal_rules_deadline(const appeal_rules_cfg *cfg, uint64_t when_usec,
+			  int64_t sla_minutes, uint64_t *ret_deadline)
+{
+	const appeal_hours_cfg *h = &cfg->business_hours;
+	const appeal_tz *z;
+	int64_t t = (int64_t)(when_usec / USEC_PER_SEC), local, day, sec, left;
+
+	if (sla_minutes < 0 || sla_minutes > SLA_MINUTES_MAX)
+		return -EINVAL;
+	if (sla_minutes == 0) {
+		*ret_deadline = 0;
+		return 0;
+	}
+	if (!h->enabled) {
+		*ret_deadline = when_usec + (uint64_t)sla_minutes * 60 * USEC_PER_SEC;
+		return 0;
+	}
+	if (h->day_mask == 0 || h->start_min >= h->end_min)
+		return -EINVAL;
+	/* Walk working intervals in local civil time; a DST jump at night
+	 * (outside hours) does not change working minutes. */
+	z = rules_tz(cfg);
+	local = t + appeal_tz_offset(z, t);
+	day = local / 86400 - (local % 86400 < 0);
+	sec = local - day * 86400;
+	left = sla_minutes * 60;
+	/* A year of SLA over >= 1 working day a week minus <= 400 holidays
+	 * ends within this many days. */
+	for (int i = 0; i < 366 * 12; i++, day++, sec = 0) {
+		int64_t start = h->start_min * 60, end = h->end_min * 60;
+		int64_t cur = MCD_MAX(sec, start);
+
+		if (!is_working_day(h, day) || cur >= end)
+			continue;
+		if (left <= end - cur) {
+			int64_t due = appeal_tz_to_utc(z, day * 86400 + cur + left);
+			*ret_deadline = (uint64_t)due * USEC_PER_SEC;
+			return 0;
+		}
+		left -= end - cur;
+	}
+	return -ERANGE;
+}
+
+bool appeal_rules_urgent(const appeal_rules_cfg *cfg, bool client_has_vip_tag,
+			 int64_t repeat_count_in_window)
+{
+	const appeal_urgent_cfg *u = &cfg->urgent;
+
+	if (client_has_vip_tag && u->vip_tag && *u->vip_tag)
+		return true;
+	return u->repeat_count > 0 && u->repeat_window_minutes > 0 &&
+	       repeat_count_in_window >= u->repeat_count;
+}
+
+/* ---- the plan ------------------------------------------------------------------- */
+
+static void plan_add(const char **v, size_t *n, size_t max, const cfg_strv *s)
+{
+	for (size_t i = 0; s && i < s->n; i++) {
+		bool dup = false;
+		for (size_t j = 0; j < *n && !dup; j++)
+			dup = streq(v[j], s->v[i]);
+		if (!dup && *n < max && s->v[i] && *s->v[i])
+			v[(*n)++] = s->v[i];
+	}
+}
+
+static bool route_matches(const appeal_route_cfg *r, const call_outcome *o)
+{
+	if (!r->did && !r->queue)
+		return false;
+	if (r->did && !streq(r->did, o->did))
+		return false;
+	return !r->queue || streq(r->queue, o->queue);
+}
+
+static const char *pick(const char *over, const char *base)
+{
+	return over && *over ? over : base;
+}
+
+int appeal_rules_plan(const appeal_rules_cfg *cfg, const call_outcome *o,
+		      appeal_plan *ret)
+{
+	appeal_plan p = { .route = -1 };
+	const appeal_route_cfg *route = NULL;
+	int r;
+
+	if (!cfg->enabled)
+		return -ECANCELED;
+	if (o->direction != CALL_DIR_INBOUND || o->verdict != CALL_VERDICT_MISSED)
+		return -ENOMSG;
+
+	p.when_usec = o->end_usec ? o->end_usec : o->start_usec;
+	if (!p.when_usec)
+		p.when_usec = real_usec();
+	p.appeal_type = cfg->appeal_type;
+	p.manager = cfg->manager && *cfg->manager ? cfg->manager : NULL;
+	p.comment = cfg->comment;
+	p.source = cfg->source;
+	p.ad_campaign = cfg->ad_campaign;
+	p.location = cfg->location;
+	p.sla_minutes = cfg->sla_minutes;
+	plan_add(p.tags, &p.n_tags, APPEAL_PLAN_MAX_TAGS, &cfg->tags);
+
+	for (size_t i = 0; i < cfg->routes.n; i++) {
+		const appeal_route_cfg *rc = cfg_list_at(&cfg->routes, sizeof(*rc), i);
+		if (route_matches(rc, o)) {
+			route = rc;
+			p.route = (int)i;
+			break;
+		}
+	}
+	if (route) {
+		p.appeal_type = pick(route->appeal_type, p.appeal_type);
+		p.manager = pick(route->manager, p.manager);
+		p.ad_campaign = pick(route->ad_campaign, p.ad_campaign);
+		p.location = pick(route->location, p.location);
+		p.source = pick(route->source, p.source);
+		if (route->sla_minutes >= 0)
+			p.sla_minutes = route->sla_minutes;
+		plan_add(p.tags, &p.n_tags, APPEAL_PLAN_MAX_TAGS, &route->tags);
+	}
+
+	p.after_hours = appeal_rules_after_hours(cfg, p.when_usec);
+	if (p.after_hours && cfg->after_hours.enabled) {
+		p.appeal_type = pick(cfg->after_hours.appeal_type, p.appeal_type);
+		p.manager = pick(cfg->after_hours.manager, p.manager);
+		plan_add(p.tags, &p.n_tags, APPEAL_PLAN_MAX_TAGS,
+			 &cfg->after_hours.tags);
+	}
+	plan_add(p.specialists, &p.n_specialists, APPEAL_PLAN_MAX_SPECIALISTS,
+		 &cfg->specialists);
+
+	r = appeal_rules_deadline(cfg, p.when_usec, p.sla_minutes, &p.deadline_usec);
+	if (r < 0)
+		return r;
+	p.title_tmpl = cfg->title;
+	p.number_tmpl = cfg->numbering;
+	p.timezone = cfg->business_hours.timezone;
+	*ret = p;
+	return 0;
+}
+
+/* ---- names the store checks against the database ------------------------- */
+
+static void names_add(const char **ret, size_t max, size_t *n, const char *s)
+{
+	if (!s || !*s)
+		return;
+	for (size_t i = 0; i < MCD_MIN(*n, max); i++)
+		if (streq(ret[i], s))
+			return;
+	/* Past max the count still grows (dedup then is best effort). */
+	if (*n < max)
+		ret[*n] = s;
+	(*n)++;
+}
+
+size_t appeal_rules_type_names(const appeal_rules_cfg *cfg, const char **ret,
+			       size_t max)
+{
+	size_t n = 0;
+
+	names_add(ret, max, &n, cfg->appeal_type);
+	for (size_t i = 0; i < cfg->routes.n; i++) {
+		const appeal_route_cfg *rc = cfg_list_at(&cfg->routes, sizeof(*rc), i);
+		names_add(ret, max, &n, rc->appeal_type);
+	}
+	names_add(ret, max, &n, cfg->after_hours.appeal_type);
+	return n;
+}
+
+size_t appeal_rules_logins(const appeal_rules_cfg *cfg, const char **ret,
+			   size_t max)
+{
+	size_t n = 0;
+
+	names_add(ret, max, &n, cfg->manager);
+	for (size_t i = 0; i < cfg->routes.n; i++) {
+		const appeal_route_cfg *rc = cfg_list_at(&cfg->routes, sizeof(*rc), i);
+		names_add(ret, max, &n, rc->manager);
+	}
+	names_add(ret, max, &n, cfg->after_hours.manager);
+	for (size_t i = 0; i < cfg->specialists.n; i++)
+		names_add(ret, max, &n, cfg->specialists.v[i]);
+	return n;
+}
+
+void appeal_rules_done(void)
+{
+	appeal_tz_done();
+}
+
+/* ---- configuration ---------------------------------------------------------- */
+
+static const char *const day_names[7] = { "mon", "tue", "wed", "thu",
+					  "fri", "sat", "sun" };
+
+/* "9:00", "09:00"; "24:00" only as an end. Minutes after midnight. */
+static int parse_hhmm(const char *s, bool end, int *ret)
+{
+	int h = 0, m = 0;
+	size_t i = 0;
+
+	if (!s)
+		return -EINVAL;
+	for (; isdigit((unsigned char)s[i]) && i < 2; i++)
+		h = h * 10 + s[i] - '0';
+	if (i == 0 || s[i] != ':' || !isdigit((unsigned char)s[i + 1]) ||
+	    !isdigit((unsigned char)s[i + 2]) || s[i + 3] != '\0')
+		return -EINVAL;
+	m = (s[i + 1] - '0') * 10 + s[i + 2] - '0';
+	if (m > 59 || h > 24 || (h == 24 && (m != 0 || !end)))
+		return -EINVAL;
+	*ret = h * 60 + m;
+	return 0;
+}
+
+/* "YYYY-MM-DD" -> days since 1970-01-01. */
+static int parse_date(const char *s, int32_t *ret)
+{
+	static const unsigned mdays[] = { 31, 29, 31, 30, 31, 30,
+					  31, 31, 30, 31, 30, 31 };
+	unsigned y, m, d;
+	int64_t y2, days;
+	unsigned m2, d2;
+
+	if (!s || strlen(s) != 10 || s[4] != '-' || s[7] != '-' ||
+	    strspn(s, "0123456789") != 4 || strspn(s + 5, "0123456789") != 2 ||
+	    strspn(s + 8, "0123456789") != 2)
+		return -EINVAL;
+	y = (unsigned)atoi(s);
+	m = (unsigned)atoi(s + 5);
+	d = (unsigned)atoi(s + 8);
+	if (y < 1970 || y > 2200 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1])
+		return -EINVAL;
+	days = appeal_days_from_civil(y, m, d);
+	appeal_civil_from_days(days, &y2, &m2, &d2); /* rejects Feb 29 of 2025 */
+	if (m2 != m || d2 != d)
+		return -EINVAL;
+	*ret = (int32_t)days;
+	return 0;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	return (x > y) - (x < y);
+}
+
+static int hours_days(appeal_hours_cfg *h, cfg_report *r, const cfg_where *w)
+{
+	int rr = 0;
+
+	h->day_mask = 0;
+	for (size_t i = 0; i < h->days.n; i++) {
+		size_t d = 0;
+		while (d < 7 && strcasecmp(day_names[d], h->days.v[i]) != 0)
+			d++;
+		if (d == 7) {
+			cfg_report_error(r, w, "days",
+					 "unknown day \"%s\" (mon, tue, wed, thu, fri, sat, sun)",
+					 h->days.v[i]);
+			rr = -EINVAL;
+		} else {
+			h->day_mask |= 1u << d;
+		}
+	}
+	if (rr == 0 && h->enabled && h->day_mask == 0) {
+		cfg_report_error(r, w, "days",
+				 "at least one working day is needed when business hours are enabled");
+		rr = -EINVAL;
+	}
+	return rr;
+}
+
+static int hours_holidays(appeal_hours_cfg *h, cfg_report *r, const cfg_where *w)
+{
+	size_t n = 0;
+	int rr = 0;
+
+	h->n_holidays = 0;
+	if (h->holidays.n > APPEAL_MAX_HOLIDAYS) {
+		cfg_report_error(r, w, "holidays", "too many dates: %zu (at most %d)",
+				 h->holidays.n, APPEAL_MAX_HOLIDAYS);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < h->holidays.n; i++) {
+		if (parse_date(h->holidays.v[i], &h->holiday_days[n]) < 0) {
+			cfg_report_error(r, w, "holidays",
+					 "bad date \"%s\" (YYYY-MM-DD, e.g. \"2026-01-07\")",
+					 h->holidays.v[i]);
+			rr = -EINVAL;
+		} else {
+			n++;
+		}
+	}
+	qsort(h->holiday_days, n, sizeof(h->holiday_days[0]), cmp_i32);
+	h->n_holidays = n;
+	return rr;
+}
+
+static int hours_validate(void *obj, cfg_report *r, const cfg_where *w)
+{
+	appeal_hours_cfg *h = obj;
+	const appeal_tz *z;
+	int rr = 0, e;
+
+	if (hours_days(h, r, w) < 0)
+		rr = -EINVAL;
+	if (parse_hhmm(h->start, false, &h->start_min) < 0) {
+		cfg_report_error(r, w, "start", "bad time \"%s\" (HH:MM, 00:00-23:59)",
+				 h->start ? h->start : "");
+		rr = -EINVAL;
+	} else if (parse_hhmm(h->end, true, &h->end_min) < 0) {
+		cfg_report_error(r, w, "end", "bad time \"%s\" (HH:MM, 00:01-24:00)",
+				 h->end ? h->end : "");
+		rr = -EINVAL;
+	} else if (h->start_min >= h->end_min) {
+		cfg_report_error(r, w, "end",
+				 "\"%s\" is not after start \"%s\" (hours cannot span midnight)",
+				 h->end, h->start);
+		rr = -EINVAL;
+	}
+	if (hours_holidays(h, r, w) < 0)
+		rr = -EINVAL;
+	/* Loaded here, at config load, so the run-time path never reads a
+	 * file (appeal_tz.h). Also dates in numbers use it. */
+	e = appeal_tz_get(h->timezone, &z);
+	if (e < 0) {
+		cfg_report_error(r, w, "timezone",
+				 e == -ENOSPC ? "too many different time zones (\"%s\")"
+					      : "unknown time zone \"%s\" (a tz database name "
+						"such as \"Europe/Moscow\"; is tzdata installed?)",
+				 h->timezone ? h->timezone : "");
+		rr = -EINVAL;
+	}
+	return rr;
+}
+
+static int route_validate(void *obj, cfg_report *r, const cfg_where *w)
+{
+	appeal_route_cfg *rt = obj;
+
+	if ((!rt->did || !*rt->did) && (!rt->queue || !*rt->queue)) {
+		cfg_report_error(r, w, NULL,
+				 "a route needs did or queue (or both) to match calls");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int rules_validate(void *obj, cfg_report *r, const cfg_where *w)
+{
+	appeal_rules_cfg *c = obj;
+	char err[256];
+	size_t route_tags = 0;
+	int rr = 0;
+
+	if (!c->appeal_type || !*c->appeal_type) {
+		cfg_report_error(r, w, "appeal_type", "must name an appeal type");
+		rr = -EINVAL;
+	}
+	if (c->title && appeal_template_check(c->title, false, err, sizeof(err)) < 0) {
+		cfg_report_error(r, w, "title", "%s", err);
+		rr = -EINVAL;
+	}
+	if (c->numbering && appeal_template_check(c->numbering, true, err, sizeof(err)) < 0) {
+		cfg_report_error(r, w, "numbering", "%s", err);
+		rr = -EINVAL;
+	}
+	if (c->after_hours.enabled && !c->business_hours.enabled) {
+		cfg_report_error(r, w, "after_hours",
+				 "after_hours.enabled needs business_hours.enabled "
+				 "(after hours are the time outside business hours)");
+		rr = -EINVAL;
+	}
+	for (size_t i = 0; i < c->routes.n; i++) {
+		const appeal_route_cfg *rc = cfg_list_at(&c->routes, sizeof(*rc), i);
+		route_tags = MCD_MAX(route_tags, rc->tags.n);
+	}
+	if (c->tags.n + route_tags + c->after_hours.tags.n > APPEAL_PLAN_MAX_TAGS) {
+		cfg_report_error(r, w, "tags",
+				 "too many tags: %zu here, up to %zu from a route and %zu after hours "
+				 "(at most %d on one appeal)",
+				 c->tags.n, route_tags, c->after_hours.tags.n,
+				 APPEAL_PLAN_MAX_TAGS);
+		rr = -EINVAL;
+	}
+	if (c->specialists.n > APPEAL_PLAN_MAX_SPECIALISTS) {
+		cfg_report_error(r, w, "specialists", "too many: %zu (at most %d)",
+				 c->specialists.n, APPEAL_PLAN_MAX_SPECIALISTS);
+		rr = -EINVAL;
+	}
+	return rr;
+}
+
+#define R CFG_RELOADABLE
+#define KS(st, n, d, h) { .name = #n, .type = CFG_STRING, .offset = offsetof(st, n), .def = d, .flags = R, .help = h }
+#define KV(st, n, d, h) { .name = #n, .type = CFG_STRINGS, .offset = offsetof(st, n), .def = d, .flags = R, .help = h }
+#define KB(st, n, d, h) { .name = #n, .type = CFG_BOOL, .offset = offsetof(st, n), .def = d, .flags = R, .help = h }
+#define KI(st, n, lo, hi, d, h) { .name = #n, .type = CFG_INT, .offset = offsetof(st, n), .min = lo, .max = hi, .def = d, .flags = R, .help = h }
+
+static const cfg_key hours_keys[] = {
+	KB(appeal_hours_cfg, enabled, "false",
+	   "Count deadlines in working time only and mark calls outside it as after hours."),
+	KS(appeal_hours_cfg, timezone, "\"Europe/Moscow\"",
+	   "Time zone of the business hours and of the dates in appeal numbers (tz database name)."),
+	KV(appeal_hours_cfg, days, "[\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]",
+	   "Working days: mon, tue, wed, thu, fri, sat, sun."),
+	KS(appeal_hours_cfg, start, "\"09:00\"", "Start of the working day, HH:MM local time."),
+	KS(appeal_hours_cfg, end, "\"18:00\"", "End of the working day, HH:MM (24:00 allowed)."),
+	KV(appeal_hours_cfg, holidays, NULL, "Days off, \"YYYY-MM-DD\"."),
+	{ .name = NULL },
+};
+
+static const cfg_section hours_section = {
+	.name = "business_hours", .keys = hours_keys, .size = sizeof(appeal_hours_cfg),
+	.validate = hours_validate,
+	.help = "Working time for deadlines and the after-hours rule.",
+};
+
+static const cfg_key urgent_keys[] = {
+	KS(appeal_urgent_cfg, vip_tag, "\"VIP\"",
+	   "A client tag that makes the appeal urgent; \"\" turns this off."),
+	KI(appeal_urgent_cfg, repeat_count, 0, 1000, "3",
+	   "This many missed calls from one number within the window make it urgent; 0 off."),
+	KI(appeal_urgent_cfg, repeat_window_minutes, 0, SLA_MINUTES_MAX, "60",
+	   "The window of repeat_count, in minutes."),
+	{ .name = NULL },
+};
+
+static const cfg_section urgent_section = {
+	.name = "urgent", .keys = urgent_keys, .size = sizeof(appeal_urgent_cfg),
+	.help = "When an appeal gets the urgent flag.",
+};
+
+static const cfg_key route_keys[] = {
+	KS(appeal_route_cfg, did, NULL, "Called number (DID) this route applies to, exactly as the PBX reports it."),
+	KS(appeal_route_cfg, queue, NULL, "Queue this route applies to (with did: both must match)."),
+	KS(appeal_route_cfg, appeal_type, NULL, "Appeal type for these calls."),
+	KS(appeal_route_cfg, manager, NULL, "Responsible manager (employee login)."),
+	KS(appeal_route_cfg, ad_campaign, NULL, "Ad campaign (e.g. the campaign this number is printed in)."),
+	KS(appeal_route_cfg, location, NULL, "Location (branch, office)."),
+	KV(appeal_route_cfg, tags, NULL, "Tags added to the top-level tags."),
+	KS(appeal_route_cfg, source, NULL, "Source of the client."),
+	KI(appeal_route_cfg, sla_minutes, -1, SLA_MINUTES_MAX, "-1",
+	   "Deadline in minutes for these calls; -1 inherits, 0 no deadline."),
+	{ .name = NULL },
+};
+
+static const cfg_section route_section = {
+	.name = "route", .keys = route_keys, .size = sizeof(appeal_route_cfg),
+	.validate = route_validate,
+	.help = "Overrides for calls to one DID or queue; the first match wins.",
+};
+
+static const cfg_key after_hours_keys[] = {
+	KB(appeal_after_hours_cfg, enabled, "false",
+	   "Apply these overrides to calls missed outside business hours."),
+	KS(appeal_after_hours_cfg, appeal_type, NULL, "Appeal type after hours."),
+	KS(appeal_after_hours_cfg, manager, NULL, "Responsible manager after hours (employee login)."),
+	KV(appeal_after_hours_cfg, tags, NULL, "Tags added after hours."),
+	{ .name = NULL },
+};
+
+static const cfg_section after_hours_section = {
+	.name = "after_hours", .keys = after_hours_keys,
+	.size = sizeof(appeal_after_hours_cfg),
+	.help = "Overrides outside business hours (over routes).",
+};
+
+static const cfg_key rules_keys[] = {
+	KB(appeal_rules_cfg, enabled, "true", "Create an appeal for every missed inbound call."),
+	KS(appeal_rules_cfg, appeal_type, "\"Пропущенный звонок\"",
+	   "Appeal type (by name); its initial status is the appeal's status."),
+	KS(appeal_rules_cfg, manager, NULL, "Responsible manager (employee login); unset: none."),
+	KS(appeal_rules_cfg, comment, "\"Пропущенный\"", "Comment of the appeal."),
+	KS(appeal_rules_cfg, title, "\"Пропущенный звонок — {client|phone}\"",
+	   "Title template: {client|phone|'text'} first non-empty, variables client, phone, "
+	   "caller_name, caller, did, queue, reason, pbx; dates {yyyy} {yy} {mm} {dd} {hh} {mi}."),
+	KS(appeal_rules_cfg, source, "\"Телефония\"", "Source of the client."),
+	KS(appeal_rules_cfg, ad_campaign, NULL, "Ad campaign."),
+	KS(appeal_rules_cfg, location, NULL, "Location (branch, office)."),
+	KV(appeal_rules_cfg, tags, NULL, "Tags of every appeal."),
+	KV(appeal_rules_cfg, specialists, NULL, "Employees (logins) who may see the appeal."),
+	KS(appeal_rules_cfg, numbering, "\"A-{yyyy}-{seq:06}\"",
+	   "Number template: dates, {seq} or {seq:0N} (gap-free counter, required) and text."),
+	KI(appeal_rules_cfg, sla_minutes, 0, SLA_MINUTES_MAX, "60",
+	   "Deadline: minutes after the call (working minutes with business hours); 0 none."),
+	{ .name = "business_hours", .type = CFG_GROUP,
+	  .offset = offsetof(appeal_rules_cfg, business_hours), .flags = R,
+	  .group = &hours_section, .help = "Working time." },
+	{ .name = "urgent", .type = CFG_GROUP, .offset = offsetof(appeal_rules_cfg, urgent),
+	  .flags = R, .group = &urgent_section, .help = "The urgent flag." },
+	KI(appeal_rules_cfg, dedupe_window_minutes, 0, SLA_MINUTES_MAX, "1440",
+	   "A missed call from a number with an open missed-call appeal younger than this is "
+	   "attached to it; 0 always creates a new appeal."),
+	{ .name = "routes", .type = CFG_LIST, .offset = offsetof(appeal_rules_cfg, routes),
+	  .flags = R, .group = &route_section,
+	  .help = "Per-DID or per-queue overrides, first match wins." },
+	{ .name = "after_hours", .type = CFG_GROUP,
+	  .offset = offsetof(appeal_rules_cfg, after_hours), .flags = R,
+	  .group = &after_hours_section, .help = "Overrides outside business hours." },
+	{ .name = NULL },
+};
+
+#undef R
+#undef KS
+#undef KV
+#undef KB
+#undef KI
+
+const cfg_section appeal_rules_cfg_section = {
+	.name = "missed_calls",
+	.keys = rules_keys,
+	.size = sizeof(appeal_rules_cfg),
+	.validate = rules_validate,
+	.help = "What appeal a missed inbound call creates.",
+};
