@@ -71,3 +71,7 @@ int pbx_set_reload(pbx_set *s, const cfg_list *pbx_list,
 void pbx_set_status(const pbx_set *s, char *buf, size_t len);
 /* Every source ready (connected and logged in / listening). */
 bool pbx_set_ready(const pbx_set *s);
+/* Shutdown: closes every source and decides every open call (unknown,
+ * with gap), so outcomes reach the sink while it still exists. The set
+ * stays valid (empty) until pbx_set_free(). */
+void pbx_set_stop(pbx_set *s);
