@@ -1,0 +1,557 @@
+/*
+ * widget_sse: subscribers, fan-out, replay and heartbeats of the event
+ * stream (see widget_sse.h and, for the ids, widget_ring.h).
+ */
+#include "widget_sse.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+#include "widget_json.h"
+
+#define SSE_RETRY_MS 3000
+#define REPLAY_BATCH 200
+
+typedef enum sub_state {
+	SUB_REPLAY,
+	SUB_LIVE,
+	SUB_CLOSED,
+	_SUB_STATE_MAX,
+	_SUB_STATE_INVALID = -1,
+} sub_state;
+
+static const char *const sub_state_names[_SUB_STATE_MAX] = {
+	[SUB_REPLAY] = "replay",
+	[SUB_LIVE] = "live",
+	[SUB_CLOSED] = "closed",
+};
+
+/*
+ * One subscriber. Invariants: every frame of its scope with seq <= cursor
+ * has been written (or deliberately skipped); every appeal event with
+ * outbox id <= last_outbox has been written; req/evcon are valid while
+ * the state is not CLOSED. q is the outbox query in flight (REPLAY only).
+ */
+typedef struct widget_sub {
+	widget_hub *hub;
+	struct widget_sub *prev, *next;
+	sub_state state;
+	struct evhttp_request *req;
+	struct evhttp_connection *evcon;
+	struct evbuffer *scratch; /* moved into the connection on each send */
+	bool own;
+	int64_t employee_id;
+	uint64_t cursor;
+	uint64_t last_outbox;
+	bool calls_lost;	  /* replay: the ring no longer covered the id */
+	size_t replayed;
+	store_query *q;
+} widget_sub;
+
+struct widget_hub {
+	struct event_base *base;
+	store *store;
+	widget_hub_limits lim;
+	widget_ring *ring;
+	uint64_t seq;	      /* last seq handed out */
+	uint64_t outbox_hwm;  /* highest outbox id published */
+	widget_sub *subs;     /* doubly linked, newest first */
+	size_t n_subs;
+	struct event *heartbeat;
+	metric *m_subs, *m_dropped, *m_push;
+	log_ratelimit rl_cut;
+};
+
+static const char heartbeat_text[] = ": heartbeat\n\n";
+
+static void sub_free(widget_sub *s);
+
+/* The only writer of s->state. */
+static void sub_set_state(widget_sub *s, sub_state st)
+{
+	if (s->state == st)
+		return;
+	log_debug("widget: subscriber of employee %lld: %s -> %s",
+		  (long long)s->employee_id, sub_state_names[s->state],
+		  sub_state_names[st]);
+	s->state = st;
+}
+
+/* Bytes written to this subscriber's socket buffer but not yet sent. */
+static size_t sub_pending(const widget_sub *s)
+{
+	struct bufferevent *bev;
+
+	if (!s->evcon)
+		return 0;
+	bev = evhttp_connection_get_bufferevent(s->evcon);
+	return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+}
+
+/* Writes a frame by reference: the subscriber's buffer holds a reference
+ * to the shared bytes until the kernel has taken them. */
+static int sub_write_frame(widget_sub *s, widget_frame *f)
+{
+	size_t len;
+	const char *d = widget_frame_data(f, &len);
+
+	widget_frame_ref(f);
+	if (evbuffer_add_reference(s->scratch, d, len, widget_frame_unref_cb, f) < 0) {
+		widget_frame_unref(f);
+		return -ENOMEM;
+	}
+	evhttp_send_reply_chunk(s->req, s->scratch);
+	return 0;
+}
+
+/* A control event made for this subscriber alone. */
+static void sub_write_control(widget_sub *s, const widget_id *id, const char *event,
+			      char *data /* freed here */)
+{
+	widget_frame *f;
+
+	if (!data)
+		return;
+	f = widget_frame_new(WIDGET_FRAME_CONTROL, id, event, data, NULL, 0);
+	free(data);
+	if (f)
+		(void)sub_write_frame(s, f);
+	widget_frame_unref(f);
+}
+
+/* Ends the stream with a final event and frees the subscriber. The
+ * connection closes once the final bytes are out (Connection: close) or
+ * the write timeout gives up on it. */
+static void sub_cut_off(widget_sub *s, const char *reason)
+{
+	unsigned suppressed = 0;
+
+	if (log_ratelimit_test(&s->hub->rl_cut, &suppressed))
+		log_warning("widget: cutting off subscriber of employee %lld: %s "
+			    "(%zu bytes unsent; %u similar suppressed)",
+			    (long long)s->employee_id, reason, sub_pending(s),
+			    suppressed);
+	metric_inc(s->hub->m_dropped);
+	sub_write_control(s, NULL, "stream.cutoff", widget_json_cutoff(reason));
+	evhttp_connection_set_closecb(s->evcon, NULL, NULL);
+	evhttp_send_reply_end(s->req);
+	s->req = NULL;
+	s->evcon = NULL;
+	sub_set_state(s, SUB_CLOSED);
+	sub_free(s);
+}
+
+/* After a write: a subscriber that does not read is not allowed to make
+ * us buffer without limit. Returns true when it was cut off. */
+static bool sub_check_buffer(widget_sub *s)
+{
+	if (sub_pending(s) <= s->hub->lim.max_buffer)
+		return false;
+	sub_cut_off(s, "output buffer limit");
+	return true;
+}
+
+/* Sends one ring frame if this subscriber should see it; advances the
+ * cursors. Returns true when written. */
+static bool sub_offer(widget_sub *s, widget_frame *f)
+{
+	widget_id id = widget_frame_id(f);
+	bool send = true;
+
+	if (id.seq <= s->cursor)
+		return false;
+	s->cursor = id.seq;
+	if (widget_frame_get_kind(f) == WIDGET_FRAME_APPEAL) {
+		/* Already sent from the outbox during a replay? */
+		if (id.outbox <= s->last_outbox)
+			send = false;
+		else
+			s->last_outbox = id.outbox;
+	}
+	if (send && !widget_frame_visible(f, s->own, s->employee_id))
+		send = false;
+	return send && sub_write_frame(s, f) == 0;
+}
+
+/* Replays the ring after the cursor, then goes live. */
+static void sub_go_live(widget_sub *s)
+{
+	widget_hub *h = s->hub;
+	widget_frame *f;
+
+	if (s->cursor < widget_ring_floor(h->ring)) {
+		s->calls_lost = true;
+		s->cursor = widget_ring_floor(h->ring);
+	}
+	if (s->calls_lost)
+		sub_write_control(s, NULL, "stream.gap",
+				  widget_json_gap(true, false, "call events older than the replay ring"));
+	while ((f = widget_ring_next(h->ring, s->cursor)))
+		(void)sub_offer(s, f);
+	sub_set_state(s, SUB_LIVE);
+	(void)sub_check_buffer(s);
+}
+
+static void sub_replay_next(widget_sub *s);
+
+/* One batch of outbox events read back for a reconnecting subscriber. */
+static void sub_replay_cb(void *userdata, int err, const store_event *ev, size_t n,
+			  bool more, int64_t first_id)
+{
+	widget_sub *s = userdata;
+	widget_hub *h = s->hub;
+	int64_t aud[WIDGET_FRAME_MAX_AUDIENCE];
+
+	s->q = NULL;
+	if (err < 0) {
+		/* The outbox cannot be read now: say so; the page reloads its
+		 * list (and retries that) when it can. */
+		log_info("widget: outbox replay failed: %s", strerror(-err));
+		sub_write_control(s, NULL, "stream.gap",
+				  widget_json_gap(false, true, "appeal events could not be read"));
+		s->last_outbox = MCD_MAX(s->last_outbox, h->outbox_hwm);
+		sub_go_live(s);
+		return;
+	}
+	if (first_id > 0 && s->last_outbox + 1 < (uint64_t)first_id && s->replayed == 0)
+		sub_write_control(s, NULL, "stream.gap",
+				  widget_json_gap(false, true, "appeal events were pruned"));
+	for (size_t i = 0; i < n; i++) {
+		widget_id id = {s->cursor, (uint64_t)ev[i].id};
+		size_t na = 0;
+		char *text = NULL;
+		widget_frame *f;
+
+		if ((uint64_t)ev[i].id <= s->last_outbox)
+			continue;
+		s->last_outbox = (uint64_t)ev[i].id;
+		if (widget_json_appeal(ev[i].payload, ev[i].id, aud, ELEMENTSOF(aud),
+				       &na, &text) < 0)
+			continue;
+		f = widget_frame_new(WIDGET_FRAME_APPEAL, &id, ev[i].kind, text, aud, na);
+		free(text);
+		if (f && widget_frame_visible(f, s->own, s->employee_id))
+			(void)sub_write_frame(s, f);
+		widget_frame_unref(f);
+		s->replayed++;
+	}
+	if (sub_check_buffer(s))
+		return;
+	if (more && s->replayed < h->lim.max_replay) {
+		sub_replay_next(s);
+		return;
+	}
+	if (more) {
+		sub_write_control(s, NULL, "stream.gap",
+				  widget_json_gap(false, true, "too many appeal events to replay"));
+		s->last_outbox = MCD_MAX(s->last_outbox, h->outbox_hwm);
+	}
+	sub_go_live(s);
+}
+
+static void sub_replay_next(widget_sub *s)
+{
+	widget_hub *h = s->hub;
+	int r = -ENOTCONN;
+
+	if (h->store)
+		r = store_events_after(h->store, (int64_t)s->last_outbox, REPLAY_BATCH,
+				       sub_replay_cb, s, &s->q);
+	if (r < 0)
+		sub_replay_cb(s, r, NULL, 0, false, 0);
+}
+
+/* evhttp tells us the connection is going away. */
+static void sub_conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+	widget_sub *s = arg;
+
+	/* On EOF/timeout evhttp detaches an unfinished request from the
+	 * connection and leaves it to us; otherwise it frees it itself. */
+	if (s->req && !evhttp_request_get_connection(s->req))
+		evhttp_request_free(s->req);
+	s->req = NULL;
+	s->evcon = NULL;
+	sub_set_state(s, SUB_CLOSED);
+	sub_free(s);
+}
+
+static void sub_free(widget_sub *s)
+{
+	widget_hub *h = s->hub;
+
+	store_query_cancel(s->q);
+	if (s->evcon)
+		evhttp_connection_set_closecb(s->evcon, NULL, NULL);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		h->subs = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	h->n_subs--;
+	metric_set(h->m_subs, (double)h->n_subs);
+	if (s->scratch)
+		evbuffer_free(s->scratch);
+	free(s);
+}
+
+static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+	widget_hub *h = arg;
+	widget_sub *s = h->subs, *next;
+
+	for (; s; s = next) {
+		next = s->next;
+		evbuffer_add_reference(s->scratch, heartbeat_text,
+				       sizeof(heartbeat_text) - 1, NULL, NULL);
+		evhttp_send_reply_chunk(s->req, s->scratch);
+		(void)sub_check_buffer(s);
+	}
+}
+
+static void arm_heartbeat(widget_hub *h)
+{
+	struct timeval tv = {(time_t)MCD_MAX(h->lim.heartbeat_seconds, 1u), 0};
+
+	event_del(h->heartbeat);
+	event_add(h->heartbeat, &tv);
+}
+
+widget_hub *widget_hub_new(struct event_base *base, store *st,
+			   const widget_hub_limits *lim)
+{
+	widget_hub *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	h->base = base;
+	h->store = st;
+	h->lim = *lim;
+	/* Starting at the wall clock keeps seqs growing across restarts. */
+	h->seq = real_usec();
+	h->ring = widget_ring_new(lim->ring_size, h->seq);
+	h->heartbeat = event_new(base, -1, EV_PERSIST, heartbeat_cb, h);
+	if (!h->ring || !h->heartbeat)
+		return widget_hub_free(h);
+	arm_heartbeat(h);
+	h->rl_cut.interval_usec = 10 * USEC_PER_SEC;
+	h->rl_cut.burst = 10;
+	h->m_subs = metric_gauge("missedcalld_subscribers",
+				 "Widget event-stream subscribers connected", NULL);
+	h->m_dropped = metric_counter("missedcalld_subscribers_dropped_total",
+				      "Widget subscribers cut off for not reading "
+				      "their stream", NULL);
+	h->m_push = metric_histogram("missedcalld_hangup_to_push_seconds",
+				     "From the PBX's final event of a call to its "
+				     "event written to widget subscribers",
+				     metrics_latency_buckets, metrics_latency_nbuckets,
+				     NULL);
+	metric_set(h->m_subs, 0);
+	return h;
+}
+
+widget_hub *widget_hub_free(widget_hub *h)
+{
+	if (!h)
+		return NULL;
+	/* End every stream cleanly; the connections close once the final
+	 * chunk is out, or go with the evhttp that owns them. */
+	while (h->subs) {
+		widget_sub *s = h->subs;
+		if (s->req) {
+			evhttp_connection_set_closecb(s->evcon, NULL, NULL);
+			evhttp_send_reply_end(s->req);
+			s->req = NULL;
+			s->evcon = NULL;
+		}
+		sub_free(s);
+	}
+	if (h->heartbeat)
+		event_free(h->heartbeat);
+	widget_ring_free(h->ring);
+	free(h);
+	return NULL;
+}
+
+void widget_hub_set_limits(widget_hub *h, const widget_hub_limits *lim)
+{
+	size_t ring = h->lim.ring_size;
+	bool rearm = lim->heartbeat_seconds != h->lim.heartbeat_seconds;
+
+	h->lim = *lim;
+	h->lim.ring_size = ring;
+	if (rearm)
+		arm_heartbeat(h);
+}
+
+void widget_hub_set_store(widget_hub *h, store *st)
+{
+	h->store = st;
+}
+
+size_t widget_hub_count(const widget_hub *h)
+{
+	return h->n_subs;
+}
+
+widget_id widget_hub_position(const widget_hub *h)
+{
+	return (widget_id){h->seq, h->outbox_hwm};
+}
+
+/* Starts the response: headers, retry, and the subscriber's book-keeping. */
+static widget_sub *sub_new(widget_hub *h, struct evhttp_request *req,
+			   const widget_identity *who)
+{
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	widget_sub *s = calloc(1, sizeof(*s));
+	char retry[32];
+
+	if (!s)
+		return NULL;
+	s->scratch = evbuffer_new();
+	if (!s->scratch) {
+		free(s);
+		return NULL;
+	}
+	s->hub = h;
+	s->req = req;
+	s->evcon = evhttp_request_get_connection(req);
+	s->own = who->own;
+	s->employee_id = who->employee_id;
+	s->next = h->subs;
+	if (h->subs)
+		h->subs->prev = s;
+	h->subs = s;
+	h->n_subs++;
+	metric_set(h->m_subs, (double)h->n_subs);
+
+	evhttp_add_header(out, "Content-Type", "text/event-stream; charset=utf-8");
+	evhttp_add_header(out, "Cache-Control", "no-store");
+	evhttp_add_header(out, "X-Accel-Buffering", "no");
+	/* A stream connection is never reused: when it ends, it closes. */
+	evhttp_add_header(out, "Connection", "close");
+	evhttp_send_reply_start(req, 200, "OK");
+	evhttp_connection_set_closecb(s->evcon, sub_conn_closed, s);
+	snprintf(retry, sizeof(retry), "retry: %u\n\n", SSE_RETRY_MS);
+	evbuffer_add(s->scratch, retry, strlen(retry));
+	evhttp_send_reply_chunk(req, s->scratch);
+	return s;
+}
+
+int widget_hub_subscribe(widget_hub *h, struct evhttp_request *req,
+			 const widget_identity *who, const char *last_event_id)
+{
+	widget_id last, now = widget_hub_position(h);
+	char idbuf[WIDGET_ID_STRLEN];
+	bool resume;
+	widget_sub *s;
+
+	if (h->n_subs >= h->lim.max_subscribers)
+		return -EBUSY;
+	resume = last_event_id && widget_id_parse(last_event_id, &last) == 0;
+	s = sub_new(h, req, who);
+	if (!s)
+		return -ENOMEM;
+	widget_id_format(resume ? last : now, idbuf, sizeof(idbuf));
+	/* A fresh stream's hello carries the current id, so that a reconnect
+	 * soon after resumes from here even if nothing else was sent. */
+	sub_write_control(s, resume ? NULL : &now, "stream.hello",
+			  widget_json_hello(idbuf, who->own, who->employee_id,
+					    who->login, who->name, SSE_RETRY_MS));
+	if (!resume) {
+		s->cursor = now.seq;
+		s->last_outbox = now.outbox;
+		sub_set_state(s, SUB_LIVE);
+		return 0;
+	}
+	s->last_outbox = last.outbox;
+	if (last.seq >= widget_ring_floor(h->ring) && last.seq <= h->seq) {
+		/* Still in memory: replay calls and appeals from the ring. */
+		s->cursor = last.seq;
+		sub_go_live(s);
+		return 0;
+	}
+	/* Older than the ring (overflow or a restart) or from elsewhere:
+	 * appeals from the durable outbox, then a gap for calls. */
+	s->cursor = widget_ring_floor(h->ring);
+	s->calls_lost = true;
+	sub_set_state(s, SUB_REPLAY);
+	sub_replay_next(s);
+	return 0;
+}
+
+/* Numbers, keeps and fans out one frame. */
+static void publish(widget_hub *h, widget_frame *f)
+{
+	widget_sub *s, *next;
+	size_t delivered = 0;
+
+	if (widget_ring_push(h->ring, f) < 0)
+		log_error("widget: replay ring out of order (bug)");
+	for (s = h->subs; s; s = next) {
+		next = s->next;
+		if (s->state != SUB_LIVE)
+			continue;
+		if (sub_offer(s, f))
+			delivered++;
+		(void)sub_check_buffer(s);
+	}
+	if (delivered && widget_frame_origin(f))
+		metric_observe(h->m_push, (double)(mono_usec() - widget_frame_origin(f)) /
+						  (double)USEC_PER_SEC);
+}
+
+void widget_hub_publish_call(widget_hub *h, const char *event, const char *data,
+			     uint64_t origin_mono)
+{
+	widget_id id = {++h->seq, h->outbox_hwm};
+	widget_frame *f = widget_frame_new(WIDGET_FRAME_CALL, &id, event, data, NULL, 0);
+
+	if (!f) {
+		log_warning("widget: out of memory: %s not sent", event);
+		return;
+	}
+	widget_frame_set_origin(f, origin_mono);
+	publish(h, f);
+	widget_frame_unref(f);
+}
+
+void widget_hub_publish_appeal(widget_hub *h, const store_event *ev)
+{
+	int64_t aud[WIDGET_FRAME_MAX_AUDIENCE];
+	size_t na = 0;
+	char *text = NULL;
+	widget_frame *f;
+	widget_id id;
+
+	if (ev->id <= 0 || (uint64_t)ev->id <= h->outbox_hwm)
+		return;
+	if (widget_json_appeal(ev->payload, ev->id, aud, ELEMENTSOF(aud), &na, &text) < 0) {
+		log_warning("widget: outbox event %lld has no JSON object payload",
+			    (long long)ev->id);
+		h->outbox_hwm = (uint64_t)ev->id;
+		return;
+	}
+	h->outbox_hwm = (uint64_t)ev->id;
+	id = (widget_id){++h->seq, h->outbox_hwm};
+	f = widget_frame_new(WIDGET_FRAME_APPEAL, &id, ev->kind, text, aud, na);
+	free(text);
+	if (!f) {
+		log_warning("widget: out of memory: %s not sent", ev->kind);
+		return;
+	}
+	widget_frame_set_origin(f, ev->final_event_mono_usec);
+	publish(h, f);
+	widget_frame_unref(f);
+}
