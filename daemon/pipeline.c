@@ -49,6 +49,7 @@ struct pipeline {
 	/* ---- widget (widget helper) ---- */
 	/* ---- end widget ---- */
 	/* ---- telephony side (pbx_set helper) ---- */
+	pbx_set *pbx;
 	/* ---- end telephony side ---- */
 };
 
@@ -119,6 +120,14 @@ int pipeline_new(struct event_base *base, const mcd_config *cfg,
 	/* ---- end widget ---- */
 	/* ---- telephony side (pbx_set helper): pbx_set_new(base, &cfg->pbx,
 	 * policy, &p->sink, &p->pbx) ---- */
+	{
+		int pr = pbx_set_new(base, &cfg->pbx, &cfg->calls, &p->sink, &p->pbx);
+		if (pr < 0) {
+			log_error("cannot build the PBX sources: %s", strerror(-pr));
+			pipeline_free(p);
+			return pr;
+		}
+	}
 	/* ---- end telephony side ---- */
 	*ret = p;
 	return 0;
@@ -131,6 +140,7 @@ pipeline *pipeline_free(pipeline *p)
 	/* Reverse of creation: sources stop first so no outcome arrives at
 	 * a freed store. */
 	/* ---- telephony side (pbx_set helper): free ---- */
+	p->pbx = pbx_set_free(p->pbx);
 	/* ---- end telephony side ---- */
 	/* ---- widget (widget helper): free ---- */
 	/* ---- end widget ---- */
@@ -153,6 +163,8 @@ int pipeline_reload(pipeline *p, const mcd_config *cfg)
 	/* ---- widget (widget helper): reload ---- */
 	/* ---- end widget ---- */
 	/* ---- telephony side (pbx_set helper): pbx_set_reload() ---- */
+	if (r == 0 && p->pbx)
+		r = pbx_set_reload(p->pbx, &cfg->pbx, &cfg->calls);
 	/* ---- end telephony side ---- */
 	if (r < 0)
 		return r;
@@ -184,6 +196,11 @@ void pipeline_status(const pipeline *p, char *buf, size_t len)
 	/* ---- appeals side (store helper): "db ok", "N spooled" ---- */
 	/* ---- end appeals side ---- */
 	/* ---- telephony side (pbx_set helper): pbx_set_status() ---- */
+	if (p->pbx && p->cfg->pbx.n) {
+		char pbx_status[1024];
+		pbx_set_status(p->pbx, pbx_status, sizeof(pbx_status));
+		PART("%s", pbx_status);
+	}
 	/* ---- end telephony side ---- */
 	/* ---- widget (widget helper): "N widgets" ---- */
 	/* ---- end widget ---- */
@@ -215,6 +232,7 @@ void pipeline_stop(pipeline *p, void (*done)(void *userdata), void *userdata)
 	p->stop_userdata = userdata;
 	/* ---- telephony side (pbx_set helper): stop sources, flush trackers
 	 * (open calls are decided as unknown with gap) ---- */
+	pbx_set_stop(p->pbx);
 	/* ---- end telephony side ---- */
 	/* ---- widget (widget helper): stop accepting, close subscribers ---- */
 	/* ---- end widget ---- */
