@@ -169,6 +169,9 @@ static void on_dial_begin(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_DIAL_BEGIN;
 	dest(m, ev);
+	/* Exten here is where the dialler's dialplan is, not whom it rings:
+	 * the tracker takes the rung extension from DestChannel. */
+	ev->exten = NULL;
 }
 
 static void on_dial_end(ami_adapter *a, const ami_msg *m, call_event *ev)

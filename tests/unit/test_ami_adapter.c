@@ -1,0 +1,355 @@
+/*
+ * test_ami_adapter: AMI transcripts through the real parser, the adapter
+ * and the call tracker; verdicts compared with tests/data/ami/expected.tsv
+ * and with the verdicts the README of the public pyfreepbx captures states.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "build_config.h"
+#include "ami_adapter.h"
+#include "ami_parser.h"
+#include "call_tracker.h"
+#include "cfg.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#define MAX_OUT 16
+
+typedef struct rec_outcome {
+	call_direction direction;
+	call_verdict verdict;
+	call_reason reason;
+	char answered_by[64];
+	char exts[256];
+	char queue[32];
+	char caller[64];
+	char call_key[64];
+	bool withheld, vm_left, gap;
+	double wait_seconds, ring_seconds;
+} rec_outcome;
+
+typedef struct collector {
+	rec_outcome out[MAX_OUT];
+	size_t n_out;
+	size_t n_live[_CALL_LIVE_MAX];
+	bool outbound_answered;
+	char last_ringing_exts[256];
+} collector;
+
+static void join_exts(const char *const *e, size_t n, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			strncat(buf, ",", len - strlen(buf) - 1);
+		strncat(buf, e[i], len - strlen(buf) - 1);
+	}
+}
+
+static void on_outcome(void *ud, const call_outcome *o)
+{
+	collector *c = ud;
+	assert_true(c->n_out < MAX_OUT);
+	rec_outcome *r = &c->out[c->n_out++];
+	r->direction = o->direction;
+	r->verdict = o->verdict;
+	r->reason = o->reason;
+	snprintf(r->answered_by, sizeof(r->answered_by), "%s",
+		 o->answered_by ? o->answered_by : "-");
+	join_exts(o->extensions, o->n_extensions, r->exts, sizeof(r->exts));
+	if (!r->exts[0])
+		strcpy(r->exts, "-");
+	snprintf(r->queue, sizeof(r->queue), "%s", o->queue ? o->queue : "-");
+	snprintf(r->caller, sizeof(r->caller), "%s",
+		 o->caller_withheld ? "withheld" : o->caller_num ? o->caller_num : "-");
+	snprintf(r->call_key, sizeof(r->call_key), "%s", o->call_key);
+	r->withheld = o->caller_withheld;
+	r->vm_left = o->voicemail_left;
+	r->gap = o->gap;
+	r->wait_seconds = o->wait_seconds;
+	r->ring_seconds = o->ring_seconds;
+	assert_non_null(o->pbx);
+	assert_string_equal(o->pbx, "office");
+}
+
+static void on_live(void *ud, const call_live_event *e)
+{
+	collector *c = ud;
+	assert_true(e->kind >= 0 && e->kind < _CALL_LIVE_MAX);
+	c->n_live[e->kind]++;
+	if (e->kind == CALL_LIVE_OUTBOUND_RESULT)
+		c->outbound_answered = e->answered;
+	if (e->kind == CALL_LIVE_RINGING)
+		join_exts(e->extensions, e->n_extensions, c->last_ringing_exts,
+			  sizeof(c->last_ringing_exts));
+}
+
+static char *read_file(const char *path, size_t *ret_len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	long n;
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = malloc((size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+	buf[n] = '\0';
+	fclose(f);
+	*ret_len = (size_t)n;
+	return buf;
+}
+
+static char *data_path(const char *env, const char *def, const char *rel)
+{
+	const char *root = getenv(env);
+	char *p = NULL;
+	assert_true(asprintf(&p, "%s/%s", root ? root : def, rel) > 0);
+	return p;
+}
+
+static void default_policy(call_policy *p)
+{
+	cfg_report *r = cfg_report_new();
+	memset(p, 0, sizeof(*p));
+	assert_int_equal(cfg_load_string("", "test", &call_policy_cfg_section, p, r), 0);
+	cfg_report_free(r);
+}
+
+/* Runs one transcript, fed in chunks of `chunk` bytes (0: all at once). */
+static void run_stream(const char *text, size_t len, size_t chunk,
+		       const char *const *trunks, size_t n_trunks,
+		       const char *const *ctxs, size_t n_ctxs,
+		       const call_policy *policy, collector *col)
+{
+	cfg_strv tr = {(char **)trunks, n_trunks}, ic = {(char **)ctxs, n_ctxs};
+	call_direction_rules rules = {.trunks = &tr, .inbound_contexts = &ic};
+	call_sink sink = {on_outcome, on_live, col};
+	call_tracker *t = call_tracker_new(NULL, "office", policy, &rules, &sink);
+	ami_adapter *a = ami_adapter_new(t);
+	ami_parser *p = ami_parser_new(0, 0);
+	size_t off = 0;
+	ami_msg m;
+
+	assert_non_null(t);
+	assert_non_null(a);
+	assert_non_null(p);
+	ami_parser_reset(p, false);
+	ami_adapter_resync_begin(a);
+	ami_adapter_resync_end(a);
+	while (off < len) {
+		size_t n = chunk ? MCD_MIN(chunk, len - off) : len - off;
+		size_t took = ami_parser_feed(p, text + off, n);
+		off += took;
+		int rr;
+		while ((rr = ami_parser_next(p, &m)) != -EAGAIN) {
+			assert_true(rr == AMI_PARSE_MSG || rr == AMI_PARSE_BANNER);
+			if (rr == AMI_PARSE_MSG)
+				ami_adapter_feed(a, &m, 1781000000 * USEC_PER_SEC);
+		}
+	}
+	/* Nothing is decided before the grace period has passed. */
+	call_tracker_tick(t, mono_usec());
+	call_tracker_tick(t, mono_usec() + 60 * USEC_PER_SEC);
+	assert_int_equal(call_tracker_live_calls(t), 0);
+	ami_parser_free(p);
+	ami_adapter_free(a);
+	call_tracker_free(t);
+}
+
+static const char *const fpbx_trunks[] = {"PJSIP/provider"};
+static const char *const fpbx_ctx[] = {"from-pstn"};
+
+static void check_row(char **f, size_t chunk)
+{
+	char *rel = NULL, *path;
+	size_t len;
+	char *text;
+	collector col;
+	call_policy pol;
+
+	assert_true(asprintf(&rel, "tests/data/ami/%s.ami", f[0]) > 0);
+	path = data_path("MCD_SOURCE_ROOT", MCD_SOURCE_ROOT, rel);
+	text = read_file(path, &len);
+	if (!text)
+		fail_msg("cannot read %s", path);
+	memset(&col, 0, sizeof(col));
+	default_policy(&pol);
+	run_stream(text, len, chunk, fpbx_trunks, 1, fpbx_ctx, 1, &pol, &col);
+	print_message("%-26s chunk %-4zu -> %zu outcome(s)\n", f[0], chunk, col.n_out);
+	if (streq(f[1], "internal")) {
+		assert_int_equal(col.n_out, 0);
+		assert_int_equal(col.n_live[CALL_LIVE_OUTBOUND_RESULT], 0);
+	} else if (streq(f[1], "outbound")) {
+		assert_int_equal(col.n_out, 0);
+		assert_int_equal(col.n_live[CALL_LIVE_OUTBOUND_RESULT], 1);
+		assert_int_equal(col.outbound_answered, streq(f[2], "answered"));
+	} else {
+		assert_int_equal(col.n_out, 1);
+		rec_outcome *o = &col.out[0];
+		if (!streq(call_verdict_to_string(o->verdict), f[2]) ||
+		    !streq(call_reason_to_string(o->reason), f[3]))
+			fail_msg("%s: got %s/%s, expected %s/%s", f[0],
+				 call_verdict_to_string(o->verdict),
+				 call_reason_to_string(o->reason), f[2], f[3]);
+		assert_int_equal(o->direction, CALL_DIR_INBOUND);
+		assert_string_equal(o->answered_by, f[4]);
+		assert_string_equal(o->exts, f[5]);
+		assert_string_equal(o->queue, f[6]);
+		assert_int_equal(o->vm_left, atoi(f[7]));
+		assert_string_equal(o->caller, f[8]);
+		assert_false(o->gap);
+		/* One ended event per inbound call, answered at most once. */
+		assert_int_equal(col.n_live[CALL_LIVE_ENDED], 1);
+		assert_int_equal(col.n_live[CALL_LIVE_ANSWERED],
+				 o->verdict == CALL_VERDICT_ANSWERED ? 1 : 0);
+		if (!streq(f[5], "-"))
+			assert_true(col.n_live[CALL_LIVE_RINGING] >= 1);
+	}
+	free(text);
+	free(path);
+	free(rel);
+	cfg_free(&call_policy_cfg_section, &pol);
+}
+
+/* Every scenario of expected.tsv, fed whole and split at odd sizes. */
+static void test_transcripts(void **state)
+{
+	char *path = data_path("MCD_SOURCE_ROOT", MCD_SOURCE_ROOT,
+			       "tests/data/ami/expected.tsv");
+	FILE *f = fopen(path, "r");
+	char line[1024];
+	size_t rows = 0;
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *fields[9], *save = NULL, *s = line;
+		size_t n = 0;
+		if (line[0] == '#' || strncmp(line, "scenario\t", 9) == 0)
+			continue;
+		line[strcspn(line, "\r\n")] = '\0';
+		for (char *tok; n < 9 && (tok = strtok_r(s, "\t", &save)); s = NULL)
+			fields[n++] = tok;
+		assert_int_equal(n, 9);
+		check_row(fields, 0);
+		check_row(fields, 7);
+		check_row(fields, 1);
+		rows++;
+	}
+	fclose(f);
+	free(path);
+	assert_true(rows >= 17);
+}
+
+/* The real captures (pyfreepbx, Asterisk 16): ext-to-ext and queue calls
+ * from-internal, counted as inbound by configuring that context. */
+static void run_capture(const char *name, collector *col)
+{
+	char *rel = NULL, *path, *text;
+	size_t len;
+	call_policy pol;
+	static const char *const ctx[] = {"from-internal"};
+
+	assert_true(asprintf(&rel, "fixtures/public/ami-pyfreepbx/%s", name) > 0);
+	path = data_path("MCD_SHARED", MCD_SOURCE_ROOT "/../shared", rel);
+	text = read_file(path, &len);
+	if (!text) {
+		print_message("capture %s not available, skipped\n", path);
+		free(path);
+		free(rel);
+		skip();
+	}
+	memset(col, 0, sizeof(*col));
+	default_policy(&pol);
+	pol.min_ring_seconds = 0; /* no Timestamp headers in the captures */
+	run_stream(text, len, 13, NULL, 0, ctx, 1, &pol, col);
+	cfg_free(&call_policy_cfg_section, &pol);
+	free(text);
+	free(path);
+	free(rel);
+}
+
+static void test_capture_answered(void **state)
+{
+	collector col;
+	run_capture("answered.txt", &col);
+	assert_int_equal(col.n_out, 1);
+	assert_int_equal(col.out[0].verdict, CALL_VERDICT_ANSWERED);
+	assert_string_equal(col.out[0].answered_by, "7002");
+	assert_string_equal(col.out[0].caller, "7001");
+	assert_string_equal(col.out[0].call_key, "1781704172.3807878");
+}
+
+static void test_capture_missed(void **state)
+{
+	collector col;
+	run_capture("missed.txt", &col);
+	assert_int_equal(col.n_out, 1);
+	/* The caller goes Up in macro-vm: still nobody answered. */
+	assert_int_equal(col.out[0].verdict, CALL_VERDICT_MISSED);
+	assert_int_equal(col.out[0].reason, CALL_REASON_NO_ANSWER);
+	assert_string_equal(col.out[0].answered_by, "-");
+}
+
+static void test_capture_abandoned(void **state)
+{
+	collector col;
+	run_capture("abandoned_abridged.txt", &col);
+	assert_int_equal(col.n_out, 1);
+	/* Agent legs end "Answered elsewhere" although nobody answered. */
+	assert_int_equal(col.out[0].verdict, CALL_VERDICT_MISSED);
+	assert_int_equal(col.out[0].reason, CALL_REASON_QUEUE_ABANDON);
+	assert_string_equal(col.out[0].queue, "99");
+	assert_true(col.out[0].wait_seconds == 70);
+}
+
+static void test_capture_queue_answered(void **state)
+{
+	collector col;
+	run_capture("queue_answered_abridged.txt", &col);
+	assert_int_equal(col.n_out, 1);
+	assert_int_equal(col.out[0].verdict, CALL_VERDICT_ANSWERED);
+	assert_string_equal(col.out[0].answered_by, "7006");
+	assert_string_equal(col.out[0].queue, "88");
+	assert_true(col.out[0].wait_seconds == 28);
+}
+
+static int setup(void **state)
+{
+	log_init();
+	log_force_stderr(true);
+	log_set_level(LOG_LVL_WARNING);
+	metrics_init();
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	metrics_done();
+	log_done();
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_transcripts),
+		cmocka_unit_test(test_capture_answered),
+		cmocka_unit_test(test_capture_missed),
+		cmocka_unit_test(test_capture_abandoned),
+		cmocka_unit_test(test_capture_queue_answered),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
