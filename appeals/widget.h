@@ -57,6 +57,10 @@ typedef struct widget_cfg {
 
 extern const cfg_section widget_cfg_section;
 
+/* Splits a numeric "host:port" / "[v6]:port" (no DNS); -EINVAL else. */
+int widget_cfg_parse_listen(const char *s, char *host, size_t hostlen,
+			    uint16_t *port) MCD_WUR;
+
 /* What /healthz says about the PBX side: fills status (one line, e.g.
  * pbx_set_status()) and returns whether every source is ready. */
 typedef bool (*widget_pbx_health_fn)(void *userdata, char *status, size_t len);

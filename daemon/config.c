@@ -46,6 +46,7 @@ static const cfg_key root_keys[] = {
 	 &store_cfg_section, "PostgreSQL."},
 	/* ---- sections added by other modules: one row per line ---- */
 	{"calls", CFG_GROUP, ROOT(calls), 0, 0, NULL, 0, 0, NULL, &call_policy_cfg_section, "How calls are classified: misdials, voicemail, IVR, ignore lists, limits."},
+	{"widget", CFG_GROUP, ROOT(widget), 0, 0, NULL, 0, 0, NULL, &widget_cfg_section, "The incoming-call widget channel: HTTP API, event stream, page, health and metrics."},
 	/* ---- end of module sections ---- */
 	{0},
 };

@@ -8,6 +8,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "store_cfg.h"
+#include "widget.h"       /* widget_cfg: the `widget` section */
 #include "call_tracker.h" /* call_policy: the `calls` section */
 
 /* The `daemon` section: process-wide settings. */
@@ -23,6 +24,7 @@ typedef struct mcd_config {
 	cfg_list pbx;	    /* of pbx_cfg (telephony/pbx.h) */
 	/* ---- sections added by other modules: one member per line ---- */
 	call_policy calls;  /* telephony/call_tracker.h */
+	widget_cfg widget;  /* appeals/widget.h */
 	/* ---- end of module sections ---- */
 } mcd_config;
 

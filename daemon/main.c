@@ -28,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "sdn.h"
+#include "widget_auth.h"
 
 enum {
 	EXIT_USAGE = 2,
@@ -60,6 +61,8 @@ static int cmd_check_config(const cli *c);
 static int cmd_print_config(const cli *c);
 static int cmd_version(const cli *c);
 static int cmd_help(const cli *c);
+static int cmd_issue_token(const cli *c);
+static int cmd_revoke_token(const cli *c);
 
 static const command commands[] = {
 	{"check-config", 't', NULL, cmd_check_config,
@@ -67,6 +70,10 @@ static const command commands[] = {
 	{"print-config", 0, NULL, cmd_print_config,
 	 "print the effective configuration, defaults filled in, secrets redacted"},
 	/* ---- commands added by other modules: one row each ---- */
+	{"issue-token", 0, "LOGIN", cmd_issue_token,
+	 "create a widget token for the employee with this login, store its hash and print the token once"},
+	{"revoke-token", 0, "LOGIN", cmd_revoke_token,
+	 "delete every widget token of the employee with this login"},
 	/* ---- end commands ---- */
 	{"version", 'V', NULL, cmd_version, "print the version and exit"},
 	{"help", 'h', NULL, cmd_help, "show this help and exit"},
@@ -172,6 +179,37 @@ static int cmd_version(const cli *c)
 static int cmd_help(const cli *c)
 {
 	usage(stdout);
+	return EXIT_SUCCESS;
+}
+
+/* --issue-token LOGIN: blocking database access is fine here (no loop). */
+static int cmd_issue_token(const cli *c)
+{
+	mcd_config cfg;
+	int r;
+
+	if (load_config(c, &cfg) < 0)
+		return EXIT_CONFIG;
+	r = widget_token_issue_cli(cfg.database.conninfo, cfg.database.password.value,
+				   c->arg, stdout);
+	mcd_config_free(&cfg);
+	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+static int cmd_revoke_token(const cli *c)
+{
+	mcd_config cfg;
+	unsigned n = 0;
+	int r;
+
+	if (load_config(c, &cfg) < 0)
+		return EXIT_CONFIG;
+	r = widget_token_revoke_cli(cfg.database.conninfo, cfg.database.password.value,
+				    c->arg, &n);
+	mcd_config_free(&cfg);
+	if (r < 0)
+		return EXIT_FAILURE;
+	printf("%u token%s revoked\n", n, n == 1 ? "" : "s");
 	return EXIT_SUCCESS;
 }
 
