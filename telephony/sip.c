@@ -308,16 +308,20 @@ static void hdr_via(sip_msg *m, sip_str v)
 		sip_str branch = { NULL, 0 };
 
 		(void)sip_param_get(params, "branch", &branch);
-		if (m->n_via == 0) {
+		if (m->n_via < 2) {
 			/* "SIP/2.0/UDP host:port": sent-by follows the LWS. */
 			sip_str proto = trim(sip_str_from(e.p, semi));
 			size_t sp = 0;
 			while (sp < proto.len && !is_lws(proto.p[sp]))
 				sp++;
-			m->via_sent_by = trim(sip_str_from(proto.p + sp, proto.len - sp));
-			m->via_branch = branch;
-		} else if (m->n_via == 1) {
-			m->via2_branch = branch;
+			sip_str by = trim(sip_str_from(proto.p + sp, proto.len - sp));
+			if (m->n_via == 0) {
+				m->via_sent_by = by;
+				m->via_branch = branch;
+			} else {
+				m->via2_sent_by = by;
+				m->via2_branch = branch;
+			}
 		}
 		m->n_via++;
 	}

@@ -83,6 +83,7 @@ typedef struct sip_msg {
 	sip_str via_branch;	/* branch of the top Via */
 	sip_str via2_branch;	/* branch of the second Via (the previous hop) */
 	sip_str via_sent_by;	/* top Via host[:port] */
+	sip_str via2_sent_by;	/* second Via host[:port] (the previous hop) */
 	sip_addr contact;	/* first Contact */
 	sip_addr pai;		/* first P-Asserted-Identity value */
 	sip_addr pai_tel;	/* a tel: PAI when both sip: and tel: are given */

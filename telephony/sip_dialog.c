@@ -42,7 +42,8 @@ typedef struct sd_tx {
 	bool cancelled;
 	bool cancel_reason200; /* Reason: SIP;cause=200: answered elsewhere */
 	bool dialled;	  /* DIAL_BEGIN emitted */
-	char exten[SD_NUM_LEN]; /* R-URI user of the request, else Contact user */
+	char exten[SD_NUM_LEN]; /* R-URI user of the request */
+	char contact_user[SD_NUM_LEN]; /* Contact user of an 18x/2xx */
 	char uri[SD_URI_LEN];	/* R-URI of the request, else 2xx Contact */
 	char to_tag[SD_TAG_LEN];
 } sd_tx;
@@ -78,7 +79,7 @@ struct sd_call {
 	char src[64];
 	uint64_t first_mono, last_mono, decide_at, linger_until;
 	uint64_t bye_mono, cancel_mono;
-	uint64_t start_ts, last_ts;
+	uint64_t start_ts, last_ts, max_ts; /* capture wall times */
 	sd_tx tx[SD_MAX_TX];
 	size_t n_tx;
 	bool ringing, bye_seen, reinvite_ok;
@@ -105,6 +106,8 @@ struct sip_dialogs {
 	size_t pickup_next;
 	sip_dialog_stats stats;
 };
+
+static const char *sd_tx_name(const sd_call *c, const sd_tx *t);
 
 static const sip_dialog_cfg sd_defaults = {
 	.call_timeout_usec = 4 * 3600 * USEC_PER_SEC,
@@ -211,11 +214,12 @@ static void sd_emit_dial_begin(sip_dialogs *d, sd_call *c, size_t i)
 
 	sd_ev_init(c, &ev, CALL_EV_DIAL_BEGIN, c->last_ts);
 	sd_peer_id(c, i, peer, sizeof(peer));
-	snprintf(name, sizeof(name), "SIP/%s", c->tx[i].exten);
+	const char *who = sd_tx_name(c, &c->tx[i]);
+	snprintf(name, sizeof(name), "SIP/%s", who[0] ? who : "unknown");
 	ev.peer_id = peer;
 	ev.peer_name = name;
 	ev.peer_linked_id = c->key;
-	ev.exten = c->tx[i].exten[0] ? c->tx[i].exten : NULL;
+	ev.exten = who[0] ? who : NULL;
 	ev.to_num = c->did[0] ? c->did : NULL;
 	c->tx[i].dialled = true;
 	d->emit(d->userdata, &ev);
@@ -299,23 +303,26 @@ static bool sd_did_match(const cfg_strv *dids, const sip_addr *a)
 	return false;
 }
 
-static bool sd_trunk_match(const cfg_strv *trunks, const sip_msg *m,
-			   const sip_dialog_meta *meta)
+/* 1: the message came from a trunk; 2: a proxy forwarded it from a trunk
+ * (its second Via is the trunk's); 0: neither. */
+static int sd_trunk_match(const cfg_strv *trunks, const sip_msg *m,
+			  const sip_dialog_meta *meta)
 {
 	if (!trunks)
-		return false;
+		return 0;
 	for (size_t i = 0; i < trunks->n; i++) {
 		const char *e = trunks->v[i];
 		if (streq(e, meta->src) || streq(e, meta->src_ip))
-			return true;
-		/* A forwarded copy: the previous hop wrote its address in
-		 * the second Via; the top Via is the received copy's. */
-		if (m->n_via >= 1 && m->via_sent_by.len &&
-		    (sip_str_eq_cstr(m->via_sent_by, e) ||
-		     sip_str_eq_cstr(sd_host_only(m->via_sent_by), e)))
-			return true;
+			return 1;
 	}
-	return false;
+	for (size_t i = 0; i < trunks->n; i++) {
+		const char *e = trunks->v[i];
+		if (m->via2_sent_by.len &&
+		    (sip_str_eq_cstr(m->via2_sent_by, e) ||
+		     sip_str_eq_cstr(sd_host_only(m->via2_sent_by), e)))
+			return 2;
+	}
+	return 0;
 }
 
 static bool sd_anonymous_user(sip_str u)
@@ -360,7 +367,8 @@ static void sd_classify(sip_dialogs *d, sd_call *c, const sip_msg *m,
 			const sip_dialog_meta *meta)
 {
 	const sip_dialog_cfg *cfg = &d->cfg;
-	bool from_trunk = sd_trunk_match(cfg->trunks, m, meta);
+	int trunk = sd_trunk_match(cfg->trunks, m, meta);
+	bool from_trunk = trunk != 0;
 	bool ruri_did = sd_did_match(cfg->dids, &m->ruri);
 	bool to_did = sd_did_match(cfg->dids, &m->to);
 	bool no_rules = (!cfg->trunks || !cfg->trunks->n) &&
@@ -373,7 +381,7 @@ static void sd_classify(sip_dialogs *d, sd_call *c, const sip_msg *m,
 		sip_str_copy(m->diversion_last.user, c->did, sizeof(c->did));
 	else if (m->n_history > 1 && m->history_first.user.len)
 		sip_str_copy(m->history_first.user, c->did, sizeof(c->did));
-	else if (ruri_did || (!to_did && from_trunk))
+	else if (ruri_did || (!to_did && trunk == 1))
 		sip_str_copy(m->ruri.user, c->did, sizeof(c->did));
 	else
 		sip_str_copy(m->to.user.len ? m->to.user : m->ruri.user, c->did,
@@ -381,9 +389,11 @@ static void sd_classify(sip_dialogs *d, sd_call *c, const sip_msg *m,
 	snprintf(c->src, sizeof(c->src), "%s", meta->src ? meta->src : "");
 }
 
-static bool sd_non_human(const sip_dialogs *d, const sd_tx *t)
+static bool sd_non_human(const sip_dialogs *d, const sd_call *c,
+			 const sd_tx *t)
 {
 	const cfg_strv *l = d->cfg.non_human_uris;
+	const char *who = sd_tx_name(c, t);
 
 	if (!l)
 		return false;
@@ -392,7 +402,7 @@ static bool sd_non_human(const sip_dialogs *d, const sd_tx *t)
 		size_t n = strlen(e);
 		if (!n)
 			continue;
-		if (streq(e, t->exten) || strncasecmp(t->uri, e, n) == 0)
+		if (streq(e, who) || strncasecmp(t->uri, e, n) == 0)
 			return true;
 	}
 	return false;
@@ -469,6 +479,23 @@ static bool sd_is_fork(const sd_call *c, const sd_tx *t)
 	return t->kind != SD_TX_REINVITE && t->n_via > sd_min_via(c, t->cseq);
 }
 
+/* The name of the party on a leg: a fork's Request-URI user; for the
+ * caller leg the fork with the same To-tag, else the Contact it answered
+ * with (a B2BUA's view has no forks). */
+static const char *sd_tx_name(const sd_call *c, const sd_tx *t)
+{
+	if (sd_is_fork(c, t))
+		return t->exten[0] ? t->exten : t->contact_user;
+	if (t->to_tag[0])
+		for (size_t i = 0; i < c->n_tx; i++) {
+			const sd_tx *f = &c->tx[i];
+			if (f != t && f->exten[0] && streq(f->to_tag, t->to_tag) &&
+			    sd_is_fork(c, f))
+				return f->exten;
+		}
+	return t->contact_user[0] ? t->contact_user : t->exten;
+}
+
 static bool sd_retry_status(int st)
 {
 	return st == 401 || st == 407 || st == 422 || st == 491 ||
@@ -526,10 +553,11 @@ static void sd_emit_answer(sip_dialogs *d, sd_call *c, int leg)
 	call_event ev;
 	char peer[sizeof(c->key) + 24], name[SD_NUM_LEN + 8];
 	sd_tx *t = &c->tx[leg];
+	const char *who = sd_tx_name(c, t);
 
 	c->answer_tx = leg;
 	c->answer_emitted = true;
-	if (sd_non_human(d, t)) {
+	if (sd_non_human(d, c, t)) {
 		/* An IVR or voicemail took the call: the caller is Up, nobody
 		 * talked to them. */
 		c->answered_nonhuman = true;
@@ -537,7 +565,7 @@ static void sd_emit_answer(sip_dialogs *d, sd_call *c, int leg)
 		sd_ev_init(c, &ev, CALL_EV_CHANNEL_EXTEN, c->answer_ts);
 		ev.app = "VoiceMail";
 		ev.app_data = t->uri;
-		ev.mailbox = t->exten[0] ? t->exten : NULL;
+		ev.mailbox = who[0] ? who : NULL;
 		ev.exten = ev.mailbox;
 		ev.context = c->inbound ? SIP_DIALOG_CONTEXT_INBOUND :
 					  SIP_DIALOG_CONTEXT_INTERNAL;
@@ -548,11 +576,12 @@ static void sd_emit_answer(sip_dialogs *d, sd_call *c, int leg)
 		sd_emit_dial_begin(d, c, (size_t)leg);
 	sd_ev_init(c, &ev, CALL_EV_ANSWERED_BY, c->answer_ts);
 	sd_peer_id(c, (size_t)leg, peer, sizeof(peer));
-	snprintf(name, sizeof(name), "SIP/%s", t->exten);
+	snprintf(name, sizeof(name), "SIP/%s", who[0] ? who : "unknown");
 	ev.peer_id = peer;
 	ev.peer_name = name;
 	ev.peer_linked_id = c->key;
-	ev.connected_num = t->exten[0] ? t->exten : NULL;
+	ev.exten = who[0] ? who : NULL;
+	ev.connected_num = ev.exten;
 	ev.dial_status = CALL_DIAL_ANSWER;
 	d->emit(d->userdata, &ev);
 }
@@ -575,7 +604,7 @@ static void sd_sync(sip_dialogs *d, sd_call *c)
 		sd_emit_channel_new(d, c);
 	for (size_t i = 0; i < c->n_tx; i++)
 		if (!c->tx[i].dialled && sd_is_fork(c, &c->tx[i]) &&
-		    c->tx[i].exten[0])
+		    sd_tx_name(c, &c->tx[i])[0])
 			sd_emit_dial_begin(d, c, i);
 	if (c->ringing && !c->ring_emitted) {
 		c->ring_emitted = true;
@@ -668,13 +697,13 @@ static void sd_emit_answered_other(sip_dialogs *d, sd_call *c, const char *by)
 
 	snprintf(peer, sizeof(peer), "%s/answered", c->key);
 	snprintf(name, sizeof(name), "SIP/%s", by && *by ? by : "unknown");
-	sd_ev_init(c, &ev, CALL_EV_DIAL_BEGIN, c->last_ts);
+	sd_ev_init(c, &ev, CALL_EV_DIAL_BEGIN, c->max_ts);
 	ev.peer_id = peer;
 	ev.peer_name = name;
 	ev.peer_linked_id = c->key;
 	ev.exten = by && *by ? by : NULL;
 	d->emit(d->userdata, &ev);
-	sd_ev_init(c, &ev, CALL_EV_ANSWERED_BY, c->last_ts);
+	sd_ev_init(c, &ev, CALL_EV_ANSWERED_BY, c->max_ts);
 	ev.peer_id = peer;
 	ev.peer_name = name;
 	ev.peer_linked_id = c->key;
@@ -694,7 +723,7 @@ static void sd_decide(sip_dialogs *d, sd_call *c, uint64_t now)
 	char peer[sizeof(c->key) + 24];
 
 	if (c->state == SD_ANSWERED) {
-		sd_emit_end(d, c, 16, c->last_ts);
+		sd_emit_end(d, c, 16, c->max_ts);
 		sd_set_done(d, c, now);
 		return;
 	}
@@ -705,7 +734,7 @@ static void sd_decide(sip_dialogs *d, sd_call *c, uint64_t now)
 	if (pk || elsewhere || c->reinvite_ok ||
 	    (c->bye_seen && !(ct && ct->final_status))) {
 		sd_emit_answered_other(d, c, pk ? pk->by : NULL);
-		sd_emit_end(d, c, 16, c->last_ts);
+		sd_emit_end(d, c, 16, c->max_ts);
 		sd_set_done(d, c, now);
 		return;
 	}
@@ -726,13 +755,29 @@ static void sd_decide(sip_dialogs *d, sd_call *c, uint64_t now)
 		call_dial_status ds = sd_status_map(d, c, st, &cause);
 		if (ct && ct->q850 > 0)
 			cause = ct->q850;
-		sd_ev_init(c, &ev, CALL_EV_DIAL_END, c->last_ts);
-		sd_peer_id(c, ct ? (size_t)(ct - c->tx) : 0, peer, sizeof(peer));
-		ev.peer_id = peer;
-		ev.dial_status = ds;
-		d->emit(d->userdata, &ev);
+		bool any = false;
+		/* Every dial ends with the call's status (the tracker counts
+		 * open dials as a caller cancel); the caller leg's last. */
+		for (size_t i = 0; i < c->n_tx; i++) {
+			if (!c->tx[i].dialled)
+				continue;
+			sd_ev_init(c, &ev, CALL_EV_DIAL_END, c->max_ts);
+			sd_peer_id(c, i, peer, sizeof(peer));
+			ev.peer_id = peer;
+			ev.dial_status = ds;
+			d->emit(d->userdata, &ev);
+			any = true;
+		}
+		if (!any) {
+			sd_ev_init(c, &ev, CALL_EV_DIAL_END, c->max_ts);
+			sd_peer_id(c, ct ? (size_t)(ct - c->tx) : 0, peer,
+				   sizeof(peer));
+			ev.peer_id = peer;
+			ev.dial_status = ds;
+			d->emit(d->userdata, &ev);
+		}
 	}
-	sd_emit_end(d, c, cause, c->last_ts);
+	sd_emit_end(d, c, cause, c->max_ts);
 	sd_set_done(d, c, now);
 }
 
@@ -779,8 +824,9 @@ static void sd_on_invite_response(sd_call *c, const sip_msg *m, uint64_t now)
 		return;
 	if (!t->to_tag[0])
 		sip_str_copy(m->to.tag, t->to_tag, sizeof(t->to_tag));
-	if (!t->exten[0] && m->contact.present)
-		sip_str_copy(m->contact.user, t->exten, sizeof(t->exten));
+	if (!t->contact_user[0] && m->contact.present)
+		sip_str_copy(m->contact.user, t->contact_user,
+			     sizeof(t->contact_user));
 	if (m->status < 200) {
 		t->ringing = true;
 		if (t->kind != SD_TX_REINVITE)
@@ -899,6 +945,8 @@ void sip_dialogs_feed(sip_dialogs *d, const sip_msg *m,
 		return; /* late copies and retransmissions change nothing */
 	c->last_mono = now;
 	c->last_ts = meta->ts_usec ? meta->ts_usec : real_usec();
+	/* Copies arrive out of order: the call ends at the latest capture. */
+	c->max_ts = MCD_MAX(c->max_ts, c->last_ts);
 
 	if (m->is_request) {
 		switch (m->method) {
