@@ -46,6 +46,8 @@ static const cfg_key root_keys[] = {
 	 &store_cfg_section, "PostgreSQL."},
 	/* ---- sections added by other modules: one row per line ---- */
 	{"calls", CFG_GROUP, ROOT(calls), 0, 0, NULL, 0, 0, NULL, &call_policy_cfg_section, "How calls are classified: misdials, voicemail, IVR, ignore lists, limits."},
+	{"phone", CFG_GROUP, ROOT(phone), 0, 0, NULL, CFG_RELOADABLE, 0, NULL, &phone_cfg_section, "How caller numbers and stored client phones are read into E.164."},
+	{"missed_calls", CFG_GROUP, ROOT(missed_calls), 0, 0, NULL, CFG_RELOADABLE, 0, NULL, &appeal_rules_cfg_section, "What appeal a missed inbound call creates: type, manager, title, number, deadline, routes."},
 	{"widget", CFG_GROUP, ROOT(widget), 0, 0, NULL, 0, 0, NULL, &widget_cfg_section, "The incoming-call widget channel: HTTP API, event stream, page, health and metrics."},
 	/* ---- end of module sections ---- */
 	{0},

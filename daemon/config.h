@@ -10,6 +10,8 @@
 #include "store_cfg.h"
 #include "widget.h"       /* widget_cfg: the `widget` section */
 #include "call_tracker.h" /* call_policy: the `calls` section */
+#include "phone.h"        /* phone_cfg: the `phone` section */
+#include "appeal_rules.h" /* appeal_rules_cfg: the `missed_calls` section */
 
 /* The `daemon` section: process-wide settings. */
 typedef struct daemon_cfg {
@@ -24,6 +26,8 @@ typedef struct mcd_config {
 	cfg_list pbx;	    /* of pbx_cfg (telephony/pbx.h) */
 	/* ---- sections added by other modules: one member per line ---- */
 	call_policy calls;  /* telephony/call_tracker.h */
+	phone_cfg phone;    /* telephony/phone.h */
+	appeal_rules_cfg missed_calls; /* appeals/appeal_rules.h */
 	widget_cfg widget;  /* appeals/widget.h */
 	/* ---- end of module sections ---- */
 } mcd_config;
