@@ -85,7 +85,7 @@
 
 #define BANNER "Asterisk Call Manager/5.0.5\r\n"
 #define MAX_ACTION 65536
-#define MAX_CHANS 16
+#define MAX_CHANS 40
 #define MAX_STEPS 200
 #define BATCH_FLUSH (256 * 1024)
 #define HIGH_WATER (1024 * 1024)
@@ -419,7 +419,7 @@ typedef struct call {
 	size_t heap_idx;
 	uint16_t next, n_steps;
 	step *steps;
-	chan ch[MAX_CHANS];
+	chan *ch;		/* MAX_CHANS while building, then n_ch */
 	uint8_t n_ch;
 	uint32_t hung;		/* build time: channels with a Hangup step */
 	scenario sc, flow;
@@ -597,7 +597,8 @@ static void leg_answer(call *c, uint32_t *t, int from, const leg *lg, int idx)
 }
 
 /* Talk, then one side hangs up and everything in the bridges ends. */
-static void leg_talk_end(call *c, uint32_t *t, int from, const leg *lg, int idx)
+static void leg_talk_end(call *c, uint32_t *t, int from, const leg *lg, int idx,
+			 int queue_hold)
 {
 	bool caller_ends = rnd() & 1;
 
@@ -613,6 +614,9 @@ static void leg_talk_end(call *c, uint32_t *t, int from, const leg *lg, int idx)
 		add_step(c, tick(t), ST_BRIDGEDESTROY, -1, -1, 1, NULL, NULL, NULL, NULL);
 	}
 	add_step(c, tick(t), ST_BRIDGEDESTROY, -1, -1, 0, NULL, NULL, NULL, NULL);
+	if (queue_hold >= 0)
+		add_step(c, tick(t), ST_AGENTCOMPLETE, from, lg->l1, queue_hold,
+			 "400", NULL, NULL, NULL);
 	hangup(c, t, lg->p, 16);
 	if (lg->l1 >= 0) {
 		hangup(c, t, lg->l2, 16);
@@ -648,7 +652,8 @@ static void caller_gives_up(call *c, uint32_t *t, int a, int cause)
 static void finish_call(call *c, uint32_t *t, int a, int cause)
 {
 	/* Anything still up (dialplan apps) ends with the caller. */
-	exten(c, t, a, c->ch[a].context, "h", "Macro", "hangupcall,");
+	if (!(c->hung & (1u << a)))
+		exten(c, t, a, c->ch[a].context, "h", "Macro", "hangupcall,");
 	for (int i = c->n_ch - 1; i >= 0; i--)
 		if (i != a)
 			hangup(c, t, i, 16);
@@ -709,7 +714,7 @@ static void build_direct(call *c, uint32_t *t)
 		wait_s(t, 3, 15);
 		set_truth(c, "inbound", "answered", "none", t0, *t);
 		leg_answer(c, t, a, &lg, 0);
-		leg_talk_end(c, t, a, &lg, 0);
+		leg_talk_end(c, t, a, &lg, 0, -1);
 		add_step(c, tick(t), ST_CDR, a, -1, 0, NULL, NULL, NULL, NULL);
 		return;
 	case SC_CANCEL:
@@ -768,7 +773,7 @@ static void build_ringgroup(call *c, uint32_t *t)
 		leg_answer(c, t, a, &lg[1], 1);
 		leg_end(c, t, a, &lg[0], "CANCEL", 26, 0);
 		leg_end(c, t, a, &lg[2], "CANCEL", 26, 2);
-		leg_talk_end(c, t, a, &lg[1], 1);
+		leg_talk_end(c, t, a, &lg[1], 1, -1);
 		add_step(c, tick(t), ST_CDR, a, -1, 0, NULL, NULL, NULL, NULL);
 		return;
 	}
@@ -826,9 +831,8 @@ static void build_queue(call *c, uint32_t *t)
 				add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0, "400", NULL, NULL, NULL);
 				add_step(c, tick(t), ST_AGENTCONNECT, a, lg[answered_by].l1,
 					 (int16_t)((*t - t0) / 1000), "400", NULL, NULL, NULL);
-				leg_talk_end(c, t, a, &lg[answered_by], answered_by);
-				add_step(c, tick(t), ST_AGENTCOMPLETE, a, lg[answered_by].l1,
-					 (int16_t)((*t - t0) / 1000), "400", NULL, NULL, NULL);
+				leg_talk_end(c, t, a, &lg[answered_by], answered_by,
+					     (int)((*t - t0) / 1000));
 				add_step(c, tick(t), ST_CDR, a, -1, 0, NULL, NULL, NULL, NULL);
 				return;
 			}
@@ -943,7 +947,7 @@ static void build_local_origin(call *c, uint32_t *t)
 	if (answer) {
 		wait_s(t, 2, 12);
 		leg_answer(c, t, a, &lg, 0);
-		leg_talk_end(c, t, a, &lg, 0);
+		leg_talk_end(c, t, a, &lg, 0, -1);
 	} else {
 		wait_s(t, 5, 25);
 		caller_gives_up(c, t, a, 16);
@@ -1023,7 +1027,8 @@ static call *call_build(uint64_t start_usec)
 	call *c = calloc(1, sizeof *c);
 	uint32_t t = 0;
 
-	if (!c || !(c->steps = malloc(MAX_STEPS * sizeof *c->steps)))
+	if (!c || !(c->steps = malloc(MAX_STEPS * sizeof *c->steps)) ||
+	    !(c->ch = calloc(MAX_CHANS, sizeof *c->ch)))
 		die("out of memory");
 	c->start_usec = start_usec;
 	c->sc = pick_scenario();
@@ -1042,6 +1047,15 @@ static call *call_build(uint64_t start_usec)
 	if (streq(c->verdict, "missed") && !c->withheld) {
 		snprintf(recent[n_recent % ELEMENTSOF(recent)], sizeof recent[0], "%s", c->caller);
 		n_recent++;
+	}
+	/* Keep only what the script uses: memory per live call stays small. */
+	{
+		step *st = realloc(c->steps, c->n_steps * sizeof *st);
+		chan *ch = realloc(c->ch, c->n_ch * sizeof *ch);
+		if (st)
+			c->steps = st;
+		if (ch)
+			c->ch = ch;
 	}
 	/* Render-time state starts fresh: build may have peeked at it. */
 	for (int i = 0; i < c->n_ch; i++) {
@@ -1222,8 +1236,9 @@ static void render(sbuf *m, call *c, const step *s, uint64_t now)
 			sb_kv(m, "RingTime", "3");
 		}
 		if (s->kind == ST_AGENTCOMPLETE) {
+			uint64_t dur = (now - c->start_usec) / USEC_PER_SEC;
 			sb_kvf(m, "TalkTime", "%" PRIu64,
-			       (now - c->start_usec) / USEC_PER_SEC - (uint64_t)s->num);
+			       dur > (uint64_t)s->num ? dur - (uint64_t)s->num : 0);
 			sb_kv(m, "Reason", "caller");
 		}
 		break;
@@ -1355,6 +1370,7 @@ static void write_truth(const call *c)
 static void call_free(call *c)
 {
 	free(c->steps);
+	free(c->ch);
 	free(c);
 }
 
