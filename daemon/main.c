@@ -27,6 +27,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "metrics.h"
+#include "migrate.h"
 #include "sdn.h"
 #include "widget_auth.h"
 
@@ -63,6 +64,7 @@ static int cmd_version(const cli *c);
 static int cmd_help(const cli *c);
 static int cmd_issue_token(const cli *c);
 static int cmd_revoke_token(const cli *c);
+static int cmd_migrate(const cli *c);
 
 static const command commands[] = {
 	{"check-config", 't', NULL, cmd_check_config,
@@ -74,6 +76,8 @@ static const command commands[] = {
 	 "create a widget token for the employee with this login, store its hash and print the token once"},
 	{"revoke-token", 0, "LOGIN", cmd_revoke_token,
 	 "delete every widget token of the employee with this login"},
+	{"migrate", 0, NULL, cmd_migrate,
+	 "apply pending database schema migrations (blocking; run before starting a new version)"},
 	/* ---- end commands ---- */
 	{"version", 'V', NULL, cmd_version, "print the version and exit"},
 	{"help", 'h', NULL, cmd_help, "show this help and exit"},
@@ -183,6 +187,20 @@ static int cmd_help(const cli *c)
 }
 
 /* --issue-token LOGIN: blocking database access is fine here (no loop). */
+/* --migrate: blocking, before any loop; the daemon refuses to run
+ * against any other schema version. */
+static int cmd_migrate(const cli *c)
+{
+	mcd_config cfg;
+	int r;
+
+	if (load_config(c, &cfg) < 0)
+		return EXIT_CONFIG;
+	r = migrate_run(&cfg.database, cfg.phone.default_country, stdout);
+	mcd_config_free(&cfg);
+	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 static int cmd_issue_token(const cli *c)
 {
 	mcd_config cfg;
