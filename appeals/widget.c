@@ -387,8 +387,9 @@ static void listener_update(widget *w)
 		return;
 	if (full) {
 		evconnlistener_disable(w->listener);
-		log_warning("widget: %zu connections: not accepting more until some close",
-			    w->n_conns);
+		if (!w->stopping)
+			log_warning("widget: %zu connections: not accepting more until some close",
+				    w->n_conns);
 	} else {
 		evconnlistener_enable(w->listener);
 	}

@@ -183,41 +183,46 @@ char *widget_json_call_missed(const call_outcome *c, const char *e164)
 	return dump(o);
 }
 
-/* Adds an employee id from v (an integer, or an object with "id"). */
-static void audience_add(json_t *v, int64_t *aud, size_t max, size_t *n)
+/* Adds a login from v (a string, or an object with "login"). */
+static void audience_add(json_t *v, widget_audience *aud)
 {
+	const char *login;
+
 	if (json_is_object(v))
-		v = json_object_get(v, "id");
-	if (!json_is_integer(v) || *n >= max)
+		v = json_object_get(v, "login");
+	login = json_string_value(v);
+	if (!login || !*login || strlen(login) >= WIDGET_LOGIN_MAX ||
+	    aud->n >= WIDGET_AUDIENCE_MAX)
 		return;
-	for (size_t i = 0; i < *n; i++)
-		if (aud[i] == json_integer_value(v))
+	for (size_t i = 0; i < aud->n; i++)
+		if (streq(aud->login[i], login))
 			return;
-	aud[(*n)++] = json_integer_value(v);
+	strcpy(aud->login[aud->n++], login);
 }
 
-int widget_json_appeal(const char *payload, int64_t outbox_id, int64_t *audience,
-		       size_t max, size_t *ret_n, char **ret_text)
+int widget_json_appeal(const char *payload, int64_t outbox_id,
+		       widget_audience *ret_aud, char **ret_text)
 {
-	json_t *o = json_loads(payload ? payload : "", 0, NULL), *v;
-	size_t n = 0, i;
+	json_t *o = json_loads(payload ? payload : "", 0, NULL), *a, *v;
+	widget_audience aud = {0};
+	size_t i;
 	char *text;
 
 	if (!json_is_object(o)) {
 		json_decref(o);
 		return -EBADMSG;
 	}
-	/* Whose appeal it is: the manager (as an id or an object) and the
-	 * specialists who may see it. */
-	audience_add(json_object_get(o, "manager_id"), audience, max, &n);
-	audience_add(json_object_get(o, "manager"), audience, max, &n);
-	json_array_foreach(json_object_get(o, "specialists"), i, v)
-		audience_add(v, audience, max, &n);
+	/* Whose appeal it is: the manager and the specialists who may see
+	 * it (in the payload's "appeal" object, or at the top level). */
+	a = json_is_object(json_object_get(o, "appeal")) ? json_object_get(o, "appeal") : o;
+	audience_add(json_object_get(a, "manager"), &aud);
+	json_array_foreach(json_object_get(a, "specialists"), i, v)
+		audience_add(v, &aud);
 	json_object_set_new(o, "outbox_id", json_integer(outbox_id));
 	text = dump(o);
 	if (!text)
 		return -ENOMEM;
-	*ret_n = n;
+	*ret_aud = aud;
 	*ret_text = text;
 	return 0;
 }

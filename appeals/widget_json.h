@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "util.h"
+#include "widget_ring.h"
 
 struct call_live_event;
 struct call_outcome;
@@ -53,14 +54,13 @@ char *widget_json_call_missed(const struct call_outcome *o, const char *e164);
 const char *widget_json_live_event_name(int kind);
 
 /*
- * appeal.*: validates the outbox payload (a JSON object), adds
- * "outbox_id", and collects the employee ids it belongs to (manager and
- * specialists) into audience[max] (*ret_n). -EBADMSG when the payload is
- * not an object.
+ * appeal.*: validates the outbox payload (a JSON object: {change, appeal,
+ * call, …}, SCHEMA.md), adds "outbox_id", and collects the logins the
+ * appeal belongs to (appeal.manager.login and appeal.specialists) into
+ * *ret_aud. -EBADMSG when the payload is not an object.
  */
 int widget_json_appeal(const char *payload, int64_t outbox_id,
-		       int64_t *audience, size_t max, size_t *ret_n,
-		       char **ret_text) MCD_WUR;
+		       widget_audience *ret_aud, char **ret_text) MCD_WUR;
 
 char *widget_json_hello(const char *id, bool own, int64_t employee_id,
 			const char *login, const char *name, unsigned retry_ms);

@@ -20,7 +20,7 @@ struct widget_frame {
 	widget_frame_kind kind;
 	widget_id id;
 	uint64_t origin_mono;
-	int64_t audience[WIDGET_FRAME_MAX_AUDIENCE];
+	const char *audience; /* logins, each NUL-terminated, after data */
 	size_t n_audience;
 	size_t len;
 	char data[];
@@ -93,18 +93,21 @@ int widget_id_cmp(widget_id a, widget_id b)
 
 widget_frame *widget_frame_new(widget_frame_kind kind, const widget_id *id,
 			       const char *event, const char *data,
-			       const int64_t *audience, size_t n_audience)
+			       const widget_audience *audience)
 {
 	char idbuf[WIDGET_ID_STRLEN];
-	size_t cap;
+	size_t cap, alen = 0, n_aud = audience ? MCD_MIN(audience->n, (size_t)WIDGET_AUDIENCE_MAX) : 0;
 	widget_frame *f;
+	char *a;
 	int n;
 
 	if (id)
 		widget_id_format(*id, idbuf, sizeof(idbuf));
+	for (size_t i = 0; i < n_aud; i++)
+		alen += strnlen(audience->login[i], WIDGET_LOGIN_MAX - 1) + 1;
 	/* "id: " + id + "\nevent: " + event + "\ndata: " + data + "\n\n" */
 	cap = (id ? 5 + strlen(idbuf) : 0) + 8 + strlen(event) + 7 + strlen(data) + 3;
-	f = malloc(sizeof(*f) + cap);
+	f = malloc(sizeof(*f) + cap + alen);
 	if (!f)
 		return NULL;
 	n = snprintf(f->data, cap, "%s%s%sevent: %s\ndata: %s\n\n", id ? "id: " : "",
@@ -114,9 +117,15 @@ widget_frame *widget_frame_new(widget_frame_kind kind, const widget_id *id,
 	f->kind = kind;
 	f->id = id ? *id : (widget_id){0, 0};
 	f->origin_mono = 0;
-	f->n_audience = MCD_MIN(n_audience, (size_t)WIDGET_FRAME_MAX_AUDIENCE);
-	if (f->n_audience)
-		memcpy(f->audience, audience, f->n_audience * sizeof(*audience));
+	f->n_audience = n_aud;
+	a = f->data + cap;
+	f->audience = a;
+	for (size_t i = 0; i < n_aud; i++) {
+		size_t l = strnlen(audience->login[i], WIDGET_LOGIN_MAX - 1);
+		memcpy(a, audience->login[i], l);
+		a[l] = '\0';
+		a += l + 1;
+	}
 	return f;
 }
 
@@ -155,12 +164,14 @@ widget_frame_kind widget_frame_get_kind(const widget_frame *f)
 	return f->kind;
 }
 
-bool widget_frame_visible(const widget_frame *f, bool own, int64_t employee_id)
+bool widget_frame_visible(const widget_frame *f, bool own, const char *login)
 {
+	const char *a = f->audience;
+
 	if (!own || f->kind != WIDGET_FRAME_APPEAL || f->n_audience == 0)
 		return true;
-	for (size_t i = 0; i < f->n_audience; i++)
-		if (f->audience[i] == employee_id)
+	for (size_t i = 0; i < f->n_audience; i++, a += strlen(a) + 1)
+		if (streq(a, login))
 			return true;
 	return false;
 }

@@ -23,8 +23,9 @@
  * Frames. An event is encoded once ("id:…\nevent:…\ndata:…\n\n") into a
  * reference-counted frame; each subscriber's output buffer references it
  * (evbuffer_add_reference), so a fan-out to 10,000 subscribers copies no
- * event bytes. A frame carries its audience (employee ids an appeal
- * belongs to) for subscribers with scope "own".
+ * event bytes. A frame carries its audience (the logins of the employees
+ * an appeal belongs to: manager and specialists) for subscribers with
+ * scope "own".
  */
 #pragma once
 
@@ -55,19 +56,25 @@ typedef enum widget_frame_kind {
 	_WIDGET_FRAME_KIND_INVALID = -1,
 } widget_frame_kind;
 
-#define WIDGET_FRAME_MAX_AUDIENCE 8
+#define WIDGET_AUDIENCE_MAX 8
+#define WIDGET_LOGIN_MAX 128
+
+/* Whose appeal an event is about (logins; n == 0: everybody's). */
+typedef struct widget_audience {
+	size_t n;
+	char login[WIDGET_AUDIENCE_MAX][WIDGET_LOGIN_MAX];
+} widget_audience;
 
 typedef struct widget_frame widget_frame;
 
 /*
  * Encodes one SSE frame. id may be NULL (no id line: control events).
- * data must be one line (compact JSON). audience: employee ids the event
- * belongs to (n == 0: everyone); at most WIDGET_FRAME_MAX_AUDIENCE are
- * kept. Returns the frame with one reference, or NULL (out of memory).
+ * data must be one line (compact JSON). audience may be NULL (everyone).
+ * Returns the frame with one reference, or NULL (out of memory).
  */
 widget_frame *widget_frame_new(widget_frame_kind kind, const widget_id *id,
 			       const char *event, const char *data,
-			       const int64_t *audience, size_t n_audience);
+			       const widget_audience *audience);
 widget_frame *widget_frame_ref(widget_frame *f);
 /* Drops a reference; frees at zero. Returns NULL. */
 widget_frame *widget_frame_unref(widget_frame *f);
@@ -77,9 +84,9 @@ void widget_frame_unref_cb(const void *data, size_t len, void *arg);
 const char *widget_frame_data(const widget_frame *f, size_t *ret_len);
 widget_id widget_frame_id(const widget_frame *f);
 widget_frame_kind widget_frame_get_kind(const widget_frame *f);
-/* Whether a subscriber of employee `employee_id` with scope "own" (own ==
- * true) or "all" sees this frame. Call events are seen by everyone. */
-bool widget_frame_visible(const widget_frame *f, bool own, int64_t employee_id);
+/* Whether a subscriber (employee `login`) with scope "own" (own == true)
+ * or "all" sees this frame. Call events are seen by everyone. */
+bool widget_frame_visible(const widget_frame *f, bool own, const char *login);
 /* Mono time of the PBX's final event behind this frame (0: none). */
 void widget_frame_set_origin(widget_frame *f, uint64_t mono_usec);
 uint64_t widget_frame_origin(const widget_frame *f);

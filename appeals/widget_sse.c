@@ -50,6 +50,7 @@ typedef struct widget_sub {
 	struct evbuffer *scratch; /* moved into the connection on each send */
 	bool own;
 	int64_t employee_id;
+	char login[WIDGET_LOGIN_MAX];
 	uint64_t cursor;
 	uint64_t last_outbox;
 	bool calls_lost;	  /* replay: the ring no longer covered the id */
@@ -121,7 +122,7 @@ static void sub_write_control(widget_sub *s, const widget_id *id, const char *ev
 
 	if (!data)
 		return;
-	f = widget_frame_new(WIDGET_FRAME_CONTROL, id, event, data, NULL, 0);
+	f = widget_frame_new(WIDGET_FRAME_CONTROL, id, event, data, NULL);
 	free(data);
 	if (f)
 		(void)sub_write_frame(s, f);
@@ -177,7 +178,7 @@ static bool sub_offer(widget_sub *s, widget_frame *f)
 		else
 			s->last_outbox = id.outbox;
 	}
-	if (send && !widget_frame_visible(f, s->own, s->employee_id))
+	if (send && !widget_frame_visible(f, s->own, s->login))
 		send = false;
 	return send && sub_write_frame(s, f) == 0;
 }
@@ -209,7 +210,7 @@ static void sub_replay_cb(void *userdata, int err, const store_event *ev, size_t
 {
 	widget_sub *s = userdata;
 	widget_hub *h = s->hub;
-	int64_t aud[WIDGET_FRAME_MAX_AUDIENCE];
+	widget_audience aud;
 
 	s->q = NULL;
 	if (err < 0) {
@@ -227,19 +228,17 @@ static void sub_replay_cb(void *userdata, int err, const store_event *ev, size_t
 				  widget_json_gap(false, true, "appeal events were pruned"));
 	for (size_t i = 0; i < n; i++) {
 		widget_id id = {s->cursor, (uint64_t)ev[i].id};
-		size_t na = 0;
 		char *text = NULL;
 		widget_frame *f;
 
 		if ((uint64_t)ev[i].id <= s->last_outbox)
 			continue;
 		s->last_outbox = (uint64_t)ev[i].id;
-		if (widget_json_appeal(ev[i].payload, ev[i].id, aud, ELEMENTSOF(aud),
-				       &na, &text) < 0)
+		if (widget_json_appeal(ev[i].payload, ev[i].id, &aud, &text) < 0)
 			continue;
-		f = widget_frame_new(WIDGET_FRAME_APPEAL, &id, ev[i].kind, text, aud, na);
+		f = widget_frame_new(WIDGET_FRAME_APPEAL, &id, ev[i].kind, text, &aud);
 		free(text);
-		if (f && widget_frame_visible(f, s->own, s->employee_id))
+		if (f && widget_frame_visible(f, s->own, s->login))
 			(void)sub_write_frame(s, f);
 		widget_frame_unref(f);
 		s->replayed++;
@@ -429,6 +428,7 @@ static widget_sub *sub_new(widget_hub *h, struct evhttp_request *req,
 	s->evcon = evhttp_request_get_connection(req);
 	s->own = who->own;
 	s->employee_id = who->employee_id;
+	snprintf(s->login, sizeof(s->login), "%s", who->login ? who->login : "");
 	s->next = h->subs;
 	if (h->subs)
 		h->subs->prev = s;
@@ -516,7 +516,7 @@ void widget_hub_publish_call(widget_hub *h, const char *event, const char *data,
 			     uint64_t origin_mono)
 {
 	widget_id id = {++h->seq, h->outbox_hwm};
-	widget_frame *f = widget_frame_new(WIDGET_FRAME_CALL, &id, event, data, NULL, 0);
+	widget_frame *f = widget_frame_new(WIDGET_FRAME_CALL, &id, event, data, NULL);
 
 	if (!f) {
 		log_warning("widget: out of memory: %s not sent", event);
@@ -529,15 +529,14 @@ void widget_hub_publish_call(widget_hub *h, const char *event, const char *data,
 
 void widget_hub_publish_appeal(widget_hub *h, const store_event *ev)
 {
-	int64_t aud[WIDGET_FRAME_MAX_AUDIENCE];
-	size_t na = 0;
+	widget_audience aud;
 	char *text = NULL;
 	widget_frame *f;
 	widget_id id;
 
 	if (ev->id <= 0 || (uint64_t)ev->id <= h->outbox_hwm)
 		return;
-	if (widget_json_appeal(ev->payload, ev->id, aud, ELEMENTSOF(aud), &na, &text) < 0) {
+	if (widget_json_appeal(ev->payload, ev->id, &aud, &text) < 0) {
 		log_warning("widget: outbox event %lld has no JSON object payload",
 			    (long long)ev->id);
 		h->outbox_hwm = (uint64_t)ev->id;
@@ -545,7 +544,7 @@ void widget_hub_publish_appeal(widget_hub *h, const store_event *ev)
 	}
 	h->outbox_hwm = (uint64_t)ev->id;
 	id = (widget_id){++h->seq, h->outbox_hwm};
-	f = widget_frame_new(WIDGET_FRAME_APPEAL, &id, ev->kind, text, aud, na);
+	f = widget_frame_new(WIDGET_FRAME_APPEAL, &id, ev->kind, text, &aud);
 	free(text);
 	if (!f) {
 		log_warning("widget: out of memory: %s not sent", ev->kind);

@@ -182,36 +182,40 @@ static void test_missed(void **state)
 
 static void test_appeal_payload(void **state)
 {
-	int64_t aud[8];
-	size_t n = 99;
+	widget_audience aud;
 	char *text = NULL;
 	json_t *o;
 
-	assert_int_equal(widget_json_appeal("{\"number\":\"A-2026-000001\",\"manager\":"
-					    "{\"id\":4,\"login\":\"petrov\"},\"specialists\":"
-					    "[7,{\"id\":8},4]}", 31, aud, 8, &n, &text), 0);
-	assert_int_equal(n, 3);
-	assert_true(aud[0] == 4 && aud[1] == 7 && aud[2] == 8);
+	/* the store's shape: {change, appeal{manager{…}, specialists[logins]}, call} */
+	assert_int_equal(widget_json_appeal("{\"change\":\"created\",\"appeal\":{\"number\":"
+					    "\"A-2026-000001\",\"manager\":{\"id\":4,\"login\":"
+					    "\"petrov\"},\"specialists\":[\"sidorova\",\"petrov\"]},"
+					    "\"call\":null}", 31, &aud, &text), 0);
+	assert_int_equal(aud.n, 2);
+	assert_string_equal(aud.login[0], "petrov");
+	assert_string_equal(aud.login[1], "sidorova");
 	o = decode(text);
-	assert_string_equal(str(o, "number", NULL), "A-2026-000001");
+	assert_string_equal(str(o, "appeal", "number"), "A-2026-000001");
+	assert_string_equal(str(o, "change", NULL), "created");
 	assert_int_equal(json_integer_value(json_object_get(o, "outbox_id")), 31);
 	json_decref(o);
 
-	assert_int_equal(widget_json_appeal("{\"manager_id\":5}", 1, aud, 8, &n, &text), 0);
-	assert_int_equal(n, 1);
-	assert_true(aud[0] == 5);
+	/* a flat object, no manager: nobody in particular */
+	assert_int_equal(widget_json_appeal("{\"number\":\"A-1\",\"manager\":null}", 1, &aud,
+					    &text), 0);
+	assert_int_equal(aud.n, 0);
 	free(text);
 
-	/* the audience is bounded by the caller's array */
-	assert_int_equal(widget_json_appeal("{\"specialists\":[1,2,3,4]}", 1, aud, 2, &n,
-					    &text), 0);
-	assert_int_equal(n, 2);
+	/* the audience is bounded */
+	assert_int_equal(widget_json_appeal("{\"specialists\":[\"a\",\"b\",\"c\",\"d\",\"e\","
+					    "\"f\",\"g\",\"h\",\"i\",\"j\"]}", 1, &aud, &text), 0);
+	assert_int_equal(aud.n, WIDGET_AUDIENCE_MAX);
 	free(text);
 
 	text = NULL;
-	assert_int_equal(widget_json_appeal("[1,2]", 1, aud, 8, &n, &text), -EBADMSG);
-	assert_int_equal(widget_json_appeal("{broken", 1, aud, 8, &n, &text), -EBADMSG);
-	assert_int_equal(widget_json_appeal(NULL, 1, aud, 8, &n, &text), -EBADMSG);
+	assert_int_equal(widget_json_appeal("[1,2]", 1, &aud, &text), -EBADMSG);
+	assert_int_equal(widget_json_appeal("{broken", 1, &aud, &text), -EBADMSG);
+	assert_int_equal(widget_json_appeal(NULL, 1, &aud, &text), -EBADMSG);
 	assert_null(text);
 }
 

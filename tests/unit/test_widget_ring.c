@@ -66,7 +66,7 @@ static void test_frame_bytes(void **state)
 {
 	widget_id id = {42, 7};
 	widget_frame *f = widget_frame_new(WIDGET_FRAME_CALL, &id, "call.ringing",
-					   "{\"a\":1}", NULL, 0);
+					   "{\"a\":1}", NULL);
 	size_t len;
 	const char *d;
 
@@ -78,7 +78,7 @@ static void test_frame_bytes(void **state)
 	widget_frame_unref(f);
 
 	/* control frames carry no id line: they must not move Last-Event-ID */
-	f = widget_frame_new(WIDGET_FRAME_CONTROL, NULL, "stream.gap", "{}", NULL, 0);
+	f = widget_frame_new(WIDGET_FRAME_CONTROL, NULL, "stream.gap", "{}", NULL);
 	d = widget_frame_data(f, &len);
 	assert_memory_equal(d, "event: stream.gap\ndata: {}\n\n", len);
 	widget_frame_unref(f);
@@ -86,25 +86,30 @@ static void test_frame_bytes(void **state)
 
 static void test_frame_audience(void **state)
 {
-	int64_t aud[] = {3, 9};
+	widget_audience aud = {.n = 2, .login = {"petrov", "sidorova"}};
 	widget_id id = {1, 1};
 	widget_frame *ap = widget_frame_new(WIDGET_FRAME_APPEAL, &id, "appeal.created",
-					    "{}", aud, 2);
+					    "{}", &aud);
 	widget_frame *call = widget_frame_new(WIDGET_FRAME_CALL, &id, "call.ringing",
-					      "{}", NULL, 0);
+					      "{}", NULL);
 	widget_frame *anyone = widget_frame_new(WIDGET_FRAME_APPEAL, &id,
-						"appeal.created", "{}", NULL, 0);
+						"appeal.created", "{}", NULL);
+	size_t len;
 
+	/* the audience is not part of the bytes sent */
+	assert_memory_equal(widget_frame_data(ap, &len),
+			    "id: 1-1\nevent: appeal.created\ndata: {}\n\n", len);
 	/* scope "all" sees everything */
-	assert_true(widget_frame_visible(ap, false, 5));
+	assert_true(widget_frame_visible(ap, false, "ivanova"));
 	/* scope "own": the manager or a specialist only */
-	assert_true(widget_frame_visible(ap, true, 3));
-	assert_true(widget_frame_visible(ap, true, 9));
-	assert_false(widget_frame_visible(ap, true, 5));
+	assert_true(widget_frame_visible(ap, true, "petrov"));
+	assert_true(widget_frame_visible(ap, true, "sidorova"));
+	assert_false(widget_frame_visible(ap, true, "ivanova"));
+	assert_false(widget_frame_visible(ap, true, "petro"));
 	/* calls ring for everybody */
-	assert_true(widget_frame_visible(call, true, 5));
+	assert_true(widget_frame_visible(call, true, "ivanova"));
 	/* an appeal without a manager is everybody's */
-	assert_true(widget_frame_visible(anyone, true, 5));
+	assert_true(widget_frame_visible(anyone, true, "ivanova"));
 	widget_frame_unref(ap);
 	widget_frame_unref(call);
 	widget_frame_unref(anyone);
@@ -115,10 +120,10 @@ static void test_frame_audience(void **state)
 static void test_frame_refs(void **state)
 {
 	widget_id id = {5, 0};
-	widget_frame *f = widget_frame_new(WIDGET_FRAME_CALL, &id, "e", "{}", NULL, 0);
+	widget_frame *f = widget_frame_new(WIDGET_FRAME_CALL, &id, "e", "{}", NULL);
 	widget_ring *r = widget_ring_new(1, 0);
 	widget_id id2 = {6, 0};
-	widget_frame *g = widget_frame_new(WIDGET_FRAME_CALL, &id2, "e", "{}", NULL, 0);
+	widget_frame *g = widget_frame_new(WIDGET_FRAME_CALL, &id2, "e", "{}", NULL);
 	size_t len;
 
 	assert_int_equal(widget_ring_push(r, f), 0);
@@ -135,7 +140,7 @@ static widget_frame *mk(uint64_t seq)
 {
 	widget_id id = {seq, seq / 10};
 
-	return widget_frame_new(WIDGET_FRAME_CALL, &id, "e", "{}", NULL, 0);
+	return widget_frame_new(WIDGET_FRAME_CALL, &id, "e", "{}", NULL);
 }
 
 static void test_ring_evicts_and_floor(void **state)
