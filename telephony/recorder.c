@@ -297,6 +297,22 @@ void recorder_write(recorder *r, const void *data, size_t len, uint64_t ts_usec)
 	r->dirty = true;
 }
 
+void recorder_note(recorder *r, const char *what, uint64_t ts_usec)
+{
+	int n;
+
+	if (!r || !r->f || !what || !*what || strpbrk(what, " \r\n"))
+		return;
+	n = fprintf(r->f, "#!%" PRIu64 " %s\n", ts_usec ? ts_usec : real_usec(), what);
+	if (n < 0) {
+		recorder_disable(r, "write", errno ? errno : EIO);
+		return;
+	}
+	r->size += (uint64_t)n;
+	r->total += (uint64_t)n;
+	r->dirty = true;
+}
+
 void recorder_flush(recorder *r)
 {
 	if (!r || !r->f || !r->dirty)
@@ -456,6 +472,16 @@ int recorder_reader_next(recorder_reader *rd, const void **ret_data,
 		return reader_next_plain(rd, ret_data, ret_len, ret_ts_usec);
 	if (!fgets(head, sizeof head, rd->f))
 		return ferror(rd->f) ? -EIO : 0;
+	if (head[0] == '#' && head[1] == '!') {
+		char word[32];
+		if (sscanf(head, "#!%llu %31s", &ts, word) != 2 || !strchr(head, '\n'))
+			return -EBADMSG;
+		snprintf(rd->buf, rd->cap, "%s", word);
+		*ret_data = rd->buf;
+		*ret_len = strlen(word);
+		*ret_ts_usec = ts;
+		return RECORDER_NOTE;
+	}
 	if (sscanf(head, "#@%llu %zu%n", &ts, &len, &c) != 2 || head[c] != '\n' ||
 	    len == 0 || len > READER_MAX_FRAME)
 		return -EBADMSG;
@@ -471,5 +497,5 @@ int recorder_reader_next(recorder_reader *rd, const void **ret_data,
 	*ret_data = rd->buf;
 	*ret_len = len;
 	*ret_ts_usec = ts;
-	return 1;
+	return RECORDER_FRAME;
 }

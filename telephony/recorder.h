@@ -14,11 +14,19 @@
  *   #@1795862493125001 2048\n<2048 raw bytes>
  *   ...
  *
+ *   #!1795862499000000 lost
+ *   #!1795862504000000 connected
+ *
  * `#@<epoch microseconds> <length>\n` precedes each frame; the bytes follow
  * verbatim (no escaping, no trailing newline): an AMI capture stays
  * readable with `less`, a HEP capture keeps datagram boundaries. The time
  * is what makes replays decide like the live path did (ring seconds,
  * grace timers).
+ *
+ * `#!<epoch microseconds> <word>\n` lines are notes about the connection
+ * (`connected`: a new session starts, its banner follows; `lost`): a
+ * replay resets its parser and tells the tracker about the gap, as the
+ * live path did.
  *
  * The reader also accepts plain AMI transcripts (any file whose first line
  * is not the capture header): the whole file is one stream without times.
@@ -64,6 +72,9 @@ typedef struct recorder recorder;
 int recorder_new(struct event_base *base, const char *dir, const char *pbx,
 		 recorder_proto proto, uint64_t max_bytes, unsigned keep,
 		 recorder **ret) MCD_WUR;
+/* Notes a connection event ("connected", "lost"; one word, no spaces)
+ * between frames, stamped ts_usec (0: now). */
+void recorder_note(recorder *r, const char *what, uint64_t ts_usec);
 /* Flushes, closes and frees; accepts NULL; returns NULL. */
 recorder *recorder_free(recorder *r);
 /* Appends one frame stamped `ts_usec` (0: now). Never fails loudly: on
@@ -94,8 +105,10 @@ bool recorder_reader_timed(const recorder_reader *rd);
 /*
  * Next frame: *ret_data and *ret_len valid until the next call; *ret_ts_usec
  * the receive time or 0 when unknown. Plain transcripts come in chunks of
- * up to 64 KiB cut anywhere. Returns 1 for a frame, 0 at end of file,
- * -EBADMSG for a corrupt frame header, -errno on read errors.
+ * up to 64 KiB cut anywhere. Returns RECORDER_FRAME for a frame,
+ * RECORDER_NOTE for a note (data: the NUL-terminated word), 0 at end of
+ * file, -EBADMSG for a corrupt frame header, -errno on read errors.
  */
+enum { RECORDER_FRAME = 1, RECORDER_NOTE = 2 };
 int recorder_reader_next(recorder_reader *rd, const void **ret_data,
 			 size_t *ret_len, uint64_t *ret_ts_usec) MCD_WUR;

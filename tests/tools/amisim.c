@@ -1654,6 +1654,8 @@ static bool replay_fill(void)
 		replay_eof = true;
 		return true;
 	}
+	if (r == RECORDER_NOTE)
+		return true; /* connection notes: the banner that follows is skipped */
 	if (ts)
 		carry_ts = ts;
 	sb_add(&carry, data, len);

@@ -80,8 +80,11 @@ static void test_roundtrip(void **state)
 	char path[4096];
 
 	assert_int_equal(recorder_new(NULL, dir, "office", RECORDER_PROTO_AMI, 1 << 20, 3, &r), 0);
+	recorder_note(r, "connected", 999);
 	for (size_t i = 0; i < 3; i++)
 		recorder_write(r, frames[i], strlen(frames[i]), 1000 + i);
+	recorder_note(r, "lost", 2000);
+	recorder_note(r, "two words", 2001); /* refused: one word only */
 	snprintf(path, sizeof path, "%s", recorder_path(r));
 	assert_non_null(strstr(path, "/office-"));
 	assert_non_null(strstr(path, ".ami.cap"));
@@ -92,12 +95,18 @@ static void test_roundtrip(void **state)
 	assert_true(recorder_reader_timed(rd));
 	assert_int_equal(recorder_reader_proto(rd), RECORDER_PROTO_AMI);
 	assert_string_equal(recorder_reader_pbx(rd), "office");
+	assert_int_equal(recorder_reader_next(rd, &data, &len, &ts), RECORDER_NOTE);
+	assert_string_equal(data, "connected");
+	assert_int_equal(ts, 999);
 	for (size_t i = 0; i < 3; i++) {
 		assert_int_equal(recorder_reader_next(rd, &data, &len, &ts), 1);
 		assert_int_equal(len, strlen(frames[i]));
 		assert_memory_equal(data, frames[i], len);
 		assert_int_equal(ts, 1000 + i);
 	}
+	assert_int_equal(recorder_reader_next(rd, &data, &len, &ts), RECORDER_NOTE);
+	assert_string_equal(data, "lost");
+	assert_int_equal(ts, 2000);
 	assert_int_equal(recorder_reader_next(rd, &data, &len, &ts), 0);
 	recorder_reader_free(rd);
 	rm_rf(dir);
