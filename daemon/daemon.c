@@ -27,14 +27,15 @@ typedef enum daemon_state {
 } daemon_state;
 
 /*
- * Invariants: cfg is the configuration in force and pipe borrows it; a
- * new configuration replaces cfg only after the pipeline accepted it.
+ * Invariants: cfg is the configuration in force (heap, owned) and pipe
+ * borrows it, so it never moves; a new configuration replaces cfg only
+ * after the pipeline accepted it, and the old one is freed after that.
  * reload_problem holds the last failed reload's summary until a reload
  * succeeds, so STATUS= keeps saying it.
  */
 struct mcd_daemon {
 	char *config_path;
-	mcd_config cfg;
+	mcd_config *cfg;
 	struct event_base *base;
 	pipeline *pipe;
 	daemon_state state;
@@ -82,14 +83,17 @@ static void status_cb(evutil_socket_t fd, short what, void *arg)
 int daemon_reload(mcd_daemon *d)
 {
 	cfg_report *r = cfg_report_new();
-	mcd_config next;
+	mcd_config *next = calloc(1, sizeof(*next));
 	int rr;
 
-	if (!r)
+	if (!r || !next) {
+		cfg_report_free(r);
+		free(next);
 		return -ENOMEM;
+	}
 	sdn_reloading();
 	log_notice("reloading configuration from %s", d->config_path);
-	rr = mcd_config_load(d->config_path, &next, r);
+	rr = mcd_config_load(d->config_path, next, r);
 	if (rr < 0) {
 		size_t n = cfg_report_count(r);
 		for (size_t i = 0; i < n; i++)
@@ -102,25 +106,28 @@ int daemon_reload(mcd_daemon *d)
 			 n > 1 ? " (and more, see log)" : "");
 		goto out;
 	}
-	cfg_diff_restart_only(&mcd_config_section, &d->cfg, &next, r);
+	cfg_diff_restart_only(&mcd_config_section, d->cfg, next, r);
 	for (size_t i = 0; i < cfg_report_count(r); i++)
 		log_warning("reload: %s", cfg_report_get(r, i));
-	rr = pipeline_reload(d->pipe, &next);
+	rr = pipeline_reload(d->pipe, next);
 	if (rr < 0) {
 		log_error("reload failed while applying it: %s; the running configuration stays in force",
 			  strerror(-rr));
 		snprintf(d->reload_problem, sizeof(d->reload_problem),
 			 "reload failed, old config in force: %s", strerror(-rr));
-		mcd_config_free(&next);
+		mcd_config_free(next);
 		goto out;
 	}
-	mcd_config_free(&d->cfg);
+	mcd_config_free(d->cfg);
+	free(d->cfg);
 	d->cfg = next;
-	log_set_level(d->cfg.daemon.log_level);
+	next = NULL;
+	log_set_level(d->cfg->daemon.log_level);
 	d->reload_problem[0] = '\0';
 	log_notice("configuration reloaded (log level %s)",
-		   log_level_to_string(d->cfg.daemon.log_level));
+		   log_level_to_string(d->cfg->daemon.log_level));
 out:
+	free(next);
 	cfg_report_free(r);
 	sdn_ready();
 	status_update(d);
@@ -146,13 +153,13 @@ static void stop_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	mcd_daemon *d = arg;
 
 	log_warning("graceful stop took longer than %lld s; exiting anyway",
-		    (long long)d->cfg.daemon.stop_timeout);
+		    (long long)d->cfg->daemon.stop_timeout);
 	stopped(d);
 }
 
 static void stop_begin(mcd_daemon *d, const char *why)
 {
-	struct timeval tv = {.tv_sec = (time_t)d->cfg.daemon.stop_timeout};
+	struct timeval tv = {.tv_sec = (time_t)d->cfg->daemon.stop_timeout};
 
 	if (d->state == DAEMON_STOPPING) {
 		log_warning("%s again: stopping at once", why);
@@ -160,7 +167,7 @@ static void stop_begin(mcd_daemon *d, const char *why)
 		return;
 	}
 	log_notice("%s: stopping (at most %lld s)", why,
-		   (long long)d->cfg.daemon.stop_timeout);
+		   (long long)d->cfg->daemon.stop_timeout);
 	daemon_set_state(d, DAEMON_STOPPING);
 	sdn_stopping();
 	status_update(d);
@@ -198,14 +205,16 @@ int daemon_new(const char *config_path, mcd_config *cfg, mcd_daemon **ret)
 		return -ENOMEM;
 	d->config_path = strdup(config_path);
 	d->base = event_base_new();
-	if (!d->config_path || !d->base) {
+	d->cfg = calloc(1, sizeof(*d->cfg));
+	if (!d->config_path || !d->base || !d->cfg) {
 		free(d->config_path);
+		free(d->cfg);
 		if (d->base)
 			event_base_free(d->base);
 		free(d);
 		return -ENOMEM;
 	}
-	d->cfg = *cfg;
+	*d->cfg = *cfg;
 	memset(cfg, 0, sizeof(*cfg));
 	d->state = DAEMON_STARTING;
 	*ret = d;
@@ -225,14 +234,14 @@ int daemon_run(mcd_daemon *d)
 	struct timeval tv = {.tv_sec = STATUS_INTERVAL_USEC / USEC_PER_SEC};
 	int rr;
 
-	log_set_level(d->cfg.daemon.log_level);
+	log_set_level(d->cfg->daemon.log_level);
 	if (add_signal(d, &d->sig_term, SIGTERM) < 0 ||
 	    add_signal(d, &d->sig_int, SIGINT) < 0 ||
 	    add_signal(d, &d->sig_hup, SIGHUP) < 0) {
 		log_error("cannot install signal events");
 		return EXIT_FAILURE;
 	}
-	rr = pipeline_new(d->base, &d->cfg, &d->pipe);
+	rr = pipeline_new(d->base, d->cfg, &d->pipe);
 	if (rr < 0) {
 		log_error("cannot start: %s", strerror(-rr));
 		return EXIT_FAILURE;
@@ -250,8 +259,8 @@ int daemon_run(mcd_daemon *d)
 	sdn_ready();
 	status_update(d);
 	log_notice("missedcalld %s running (%zu pbx, log level %s)",
-		   MCD_VERSION, d->cfg.pbx.n,
-		   log_level_to_string(d->cfg.daemon.log_level));
+		   MCD_VERSION, d->cfg->pbx.n,
+		   log_level_to_string(d->cfg->daemon.log_level));
 	if (event_base_dispatch(d->base) < 0) {
 		log_error("event loop failed");
 		d->exit_code = EXIT_FAILURE;
@@ -263,7 +272,7 @@ int daemon_run(mcd_daemon *d)
 
 const mcd_config *daemon_config(const mcd_daemon *d)
 {
-	return &d->cfg;
+	return d->cfg;
 }
 
 mcd_daemon *daemon_free(mcd_daemon *d)
@@ -282,7 +291,9 @@ mcd_daemon *daemon_free(mcd_daemon *d)
 	if (d->sig_hup)
 		event_free(d->sig_hup);
 	event_base_free(d->base);
-	mcd_config_free(&d->cfg);
+	if (d->cfg)
+		mcd_config_free(d->cfg);
+	free(d->cfg);
 	free(d->config_path);
 	free(d);
 	return NULL;

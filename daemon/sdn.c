@@ -149,9 +149,11 @@ void sdn_status(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	/* STATUS= is one line: a newline would start a new assignment. */
+	/* STATUS= is one line: a newline would start a new assignment;
+	 * other control characters (libpq messages carry tabs) read badly in
+	 * systemctl status. */
 	for (char *p = line; *p; p++)
-		if (*p == '\n' || *p == '\r')
+		if ((unsigned char)*p < 0x20)
 			*p = ' ';
 	if (strcmp(line, last_status) == 0)
 		return;
