@@ -20,6 +20,8 @@
 #include "metrics.h"
 #include "pbx.h"
 #include "sdn.h"
+#include "store.h"
+#include "widget.h"
 
 typedef enum pipeline_state {
 	PIPELINE_RUNNING,
@@ -45,8 +47,10 @@ struct pipeline {
 	void (*stop_done)(void *);
 	void *stop_userdata;
 	/* ---- appeals side (store helper): store, spool ---- */
+	store *store;
 	/* ---- end appeals side ---- */
 	/* ---- widget (widget helper) ---- */
+	widget *widget;
 	/* ---- end widget ---- */
 	/* ---- telephony side (pbx_set helper) ---- */
 	pbx_set *pbx;
@@ -78,12 +82,30 @@ static void sink_outcome(void *userdata, const call_outcome *o)
 	metric_inc(p->m_outcomes);
 	/* ---- appeals side (store helper): hand the outcome to the rules
 	 * and the store here ---- */
+	if (p->store)
+		(void)store_submit_outcome(p->store, o);
 	/* ---- end appeals side ---- */
+	/* ---- widget (widget helper): call.missed ---- */
+	widget_call_outcome(p->widget, o);
+	/* ---- end widget ---- */
 	log_full(LOG_LVL_INFO, &ctx,
 		 "call %s: direction %d verdict %d reason %d, rang %.1f s, did %s",
 		 o->call_key, (int)o->direction, (int)o->verdict,
 		 (int)o->reason, o->ring_seconds, o->did ? o->did : "-");
 }
+
+/* ---- appeals side (store helper): store parameters from a config ---- */
+static store_params pipeline_store_params(const mcd_config *cfg)
+{
+	store_params sp = {
+		.db = &cfg->database,
+		.rules = &cfg->missed_calls,
+		.default_country = cfg->phone.default_country,
+		.state_dir = cfg->daemon.state_dir,
+	};
+	return sp;
+}
+/* ---- end appeals side ---- */
 
 static void sink_live(void *userdata, const call_live_event *e)
 {
@@ -91,10 +113,46 @@ static void sink_live(void *userdata, const call_live_event *e)
 		       .phone = e->caller_num};
 
 	/* ---- widget (widget helper): publish live events here ---- */
+	widget_call_live(((pipeline *)userdata)->widget, e);
 	/* ---- end widget ---- */
 	log_full(LOG_LVL_DEBUG, &ctx, "call %s: live event %d", e->call_key,
 		 (int)e->kind);
 }
+
+/* ---- widget (widget helper): health of the PBX side, outbox events ---- */
+static bool pipeline_pbx_health(void *userdata, char *buf, size_t len)
+{
+	pipeline *p = userdata;
+
+	if (!p->pbx) {
+		snprintf(buf, len, "no pbx sources");
+		return false;
+	}
+	pbx_set_status(p->pbx, buf, len);
+	return pbx_set_ready(p->pbx);
+}
+
+/* The store's after-commit outbox callback: wakes widget subscribers. */
+static void pipeline_store_event(void *userdata, const struct store_event *ev)
+{
+	pipeline *p = userdata;
+
+	widget_appeal_event(p->widget, ev);
+}
+
+static widget_params pipeline_widget_params(pipeline *p, const mcd_config *cfg)
+{
+	widget_params wp = {
+		.cfg = &cfg->widget,
+		.default_country = cfg->phone.default_country,
+		.store = p->store,
+		.pbx_health = pipeline_pbx_health,
+		.pbx_userdata = p,
+		.listen_fd = -1,
+	};
+	return wp;
+}
+/* ---- end widget ---- */
 
 int pipeline_new(struct event_base *base, const mcd_config *cfg,
 		 pipeline **ret)
@@ -114,9 +172,33 @@ int pipeline_new(struct event_base *base, const mcd_config *cfg,
 	/* Order: appeals side first, so the sink has somewhere to deliver
 	 * before the first call arrives. */
 	/* ---- appeals side (store helper): create store and spool ---- */
+	{
+		store_params sp = pipeline_store_params(cfg);
+		store_callbacks scb = {.event = pipeline_store_event, .userdata = p};
+		int sr = store_new(base, &sp, &scb, &p->store);
+		if (sr == 0)
+			sr = store_start(p->store);
+		if (sr < 0) {
+			log_error("cannot start the appeals store: %s", strerror(-sr));
+			pipeline_free(p);
+			return sr;
+		}
+	}
 	/* ---- end appeals side ---- */
 	/* ---- widget (widget helper): create the widget channel; take the
 	 * socket-activated listener with sdn_take_listen_fd("widget") ---- */
+	if (cfg->widget.enabled) {
+		widget_params wp = pipeline_widget_params(p, cfg);
+		int wr;
+
+		wp.listen_fd = sdn_take_listen_fd("widget");
+		wr = widget_new(base, &wp, &p->widget);
+		if (wr < 0) {
+			log_error("cannot start the widget channel: %s", strerror(-wr));
+			pipeline_free(p);
+			return wr;
+		}
+	}
 	/* ---- end widget ---- */
 	/* ---- telephony side (pbx_set helper): pbx_set_new(base, &cfg->pbx,
 	 * policy, &p->sink, &p->pbx) ---- */
@@ -143,8 +225,10 @@ pipeline *pipeline_free(pipeline *p)
 	p->pbx = pbx_set_free(p->pbx);
 	/* ---- end telephony side ---- */
 	/* ---- widget (widget helper): free ---- */
+	p->widget = widget_free(p->widget);
 	/* ---- end widget ---- */
 	/* ---- appeals side (store helper): free ---- */
+	p->store = store_free(p->store);
 	/* ---- end appeals side ---- */
 	if (p->stop_ev)
 		event_free(p->stop_ev);
@@ -159,8 +243,19 @@ int pipeline_reload(pipeline *p, const mcd_config *cfg)
 	/* Each part checks what it can apply before changing anything; a
 	 * part that fails leaves the old configuration in force. */
 	/* ---- appeals side (store helper): reload ---- */
+	if (p->store) {
+		/* Names the new rules use are checked against the database
+		 * right after (asynchronously): a missing type or login shows
+		 * in the log and STATUS=, and outcomes wait in the spool. */
+		store_params sp = pipeline_store_params(cfg);
+		r = store_apply_config(p->store, &sp);
+	}
 	/* ---- end appeals side ---- */
 	/* ---- widget (widget helper): reload ---- */
+	if (r == 0 && p->widget) {
+		widget_params wp = pipeline_widget_params(p, cfg);
+		r = widget_apply_config(p->widget, &wp);
+	}
 	/* ---- end widget ---- */
 	/* ---- telephony side (pbx_set helper): pbx_set_reload() ---- */
 	if (r == 0 && p->pbx)
@@ -194,6 +289,11 @@ void pipeline_status(const pipeline *p, char *buf, size_t len)
 	if (p->state != PIPELINE_RUNNING)
 		PART("%s", state_names[p->state]);
 	/* ---- appeals side (store helper): "db ok", "N spooled" ---- */
+	if (p->store) {
+		char st[512];
+		store_status(p->store, st, sizeof(st));
+		PART("%s", st);
+	}
 	/* ---- end appeals side ---- */
 	/* ---- telephony side (pbx_set helper): pbx_set_status() ---- */
 	if (p->pbx && p->cfg->pbx.n) {
@@ -203,6 +303,8 @@ void pipeline_status(const pipeline *p, char *buf, size_t len)
 	}
 	/* ---- end telephony side ---- */
 	/* ---- widget (widget helper): "N widgets" ---- */
+	if (p->widget)
+		PART("%zu widget subscribers", widget_subscribers(p->widget));
 	/* ---- end widget ---- */
 	PART("%zu pbx configured", p->cfg->pbx.n);
 	PART("%zu calls decided", p->outcomes);
@@ -235,10 +337,15 @@ void pipeline_stop(pipeline *p, void (*done)(void *userdata), void *userdata)
 	pbx_set_stop(p->pbx);
 	/* ---- end telephony side ---- */
 	/* ---- widget (widget helper): stop accepting, close subscribers ---- */
+	widget_stop(p->widget);
 	/* ---- end widget ---- */
 	/* ---- appeals side (store helper): finish in-flight queries or
 	 * persist them to the spool, then call stop_finish(); until then the
 	 * stop completes on the next loop turn ---- */
+	/* Queued outcomes go to the spool now; batches still in flight are
+	 * spooled by store_free() (a replay of a committed one is a no-op). */
+	if (p->store)
+		store_stop(p->store);
 	p->stop_ev = evtimer_new(p->base, stop_finish, p);
 	if (p->stop_ev)
 		event_active(p->stop_ev, EV_TIMEOUT, 0);
