@@ -22,12 +22,14 @@
 #include <string.h>
 
 #include "ami_client.h"
+#include "hep_listener.h"
 #include "log.h"
 
 typedef struct pbx_entry {
 	pbx_cfg cfg; /* deep copy, owned */
 	ami_client *ami;
 	/* ---- HEP source (hep helper): listener handle ---- */
+	hep_listener *hep;
 	/* ---- end HEP source ---- */
 	bool failed; /* the source could not be created (status says so) */
 } pbx_entry;
@@ -190,6 +192,7 @@ static pbx_entry *entry_free(pbx_entry *e)
 		return NULL;
 	e->ami = ami_client_free(e->ami);
 	/* ---- HEP source (hep helper): free the listener ---- */
+	e->hep = hep_listener_free(e->hep);
 	/* ---- end HEP source ---- */
 	entry_cfg_free(&e->cfg);
 	free(e);
@@ -226,9 +229,12 @@ static int entry_new(pbx_set *s, const pbx_cfg *cfg, const call_policy *policy,
 	/* ---- HEP source (hep helper): replace this case with
 	 * hep_listener_new(s->base, &e->cfg, policy, &s->sink, &e->hep) ---- */
 	case PBX_TYPE_HEP:
-		log_full(LOG_LVL_ERROR, &ctx,
-			 "type \"hep\" is not available in this build; this PBX is not monitored");
-		e->failed = true;
+		r = hep_listener_new(s->base, &e->cfg, policy, &s->sink, &e->hep);
+		if (r < 0) {
+			log_full(LOG_LVL_ERROR, &ctx, "cannot start the HEP listener: %s",
+				 strerror(-r));
+			e->failed = true;
+		}
 		break;
 	/* ---- end HEP source ---- */
 	default:
@@ -246,6 +252,8 @@ static void entry_set_policy(pbx_entry *e, const call_policy *policy)
 	if (e->ami)
 		ami_client_set_policy(e->ami, policy);
 	/* ---- HEP source (hep helper): hep_listener_set_policy() ---- */
+	if (e->hep)
+		hep_listener_set_policy(e->hep, policy);
 	/* ---- end HEP source ---- */
 }
 
@@ -254,6 +262,8 @@ static bool entry_ready(const pbx_entry *e)
 	if (e->ami)
 		return ami_client_ready(e->ami);
 	/* ---- HEP source (hep helper): hep_listener_ready() ---- */
+	if (e->hep)
+		return hep_listener_ready(e->hep);
 	/* ---- end HEP source ---- */
 	return false;
 }
@@ -265,6 +275,10 @@ static void entry_status(const pbx_entry *e, char *buf, size_t len)
 		return;
 	}
 	/* ---- HEP source (hep helper): hep_listener_status() ---- */
+	if (e->hep) {
+		hep_listener_status(e->hep, buf, len);
+		return;
+	}
 	/* ---- end HEP source ---- */
 	snprintf(buf, len, "not monitored (%s source unavailable)",
 		 pbx_type_to_string((pbx_type)e->cfg.type));
