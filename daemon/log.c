@@ -89,9 +89,13 @@ void log_force_stderr(bool on)
 	force_stderr = on;
 }
 
-static void emit_journal(log_level l, const log_ctx *ctx, const char *file,
-			 int line, const char *func, const char *msg)
+static void emit_stderr(log_level l, const log_ctx *ctx, const char *msg);
+
+/* Returns sd_journal_sendv()'s result: < 0 when journald did not take it. */
+static int emit_journal(log_level l, const log_ctx *ctx, const char *file,
+			int line, const char *func, const char *msg)
 {
+	int r;
 	char f_file[512], f_line[32], f_func[256], f_prio[16];
 	char f_pbx[256], f_call[256], f_phone[128], f_appeal[128];
 	struct iovec iov[10];
@@ -124,13 +128,14 @@ static void emit_journal(log_level l, const log_ctx *ctx, const char *file,
 	size_t mlen = strlen(msg) + sizeof("MESSAGE=");
 	char *m = malloc(mlen);
 	if (!m)
-		return;
+		return -ENOMEM;
 	snprintf(m, mlen, "MESSAGE=%s", msg);
 	iov[n].iov_base = m;
 	iov[n].iov_len = mlen - 1;
 	n++;
-	(void)sd_journal_sendv(iov, n);
+	r = sd_journal_sendv(iov, n);
 	free(m);
+	return r;
 }
 
 static void emit_stderr(log_level l, const log_ctx *ctx, const char *msg)
@@ -170,9 +175,10 @@ void log_emitv(log_level l, const log_ctx *ctx, const char *file, int line,
 	if (l < 0 || l >= _LOG_LVL_MAX)
 		l = LOG_LVL_ERROR;
 	vsnprintf(buf, sizeof(buf), fmt, ap);
-	if (use_journal && !force_stderr)
-		emit_journal(l, ctx, file, line, func, buf);
-	else
+	/* If journald refuses (restarting, socket gone), the entry still
+	 * reaches our stderr, which systemd connected to the journal. */
+	if (!use_journal || force_stderr ||
+	    emit_journal(l, ctx, file, line, func, buf) < 0)
 		emit_stderr(l, ctx, buf);
 	errno = saved;
 }

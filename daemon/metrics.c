@@ -222,8 +222,12 @@ void metric_inc(metric *m)
 
 void metric_add(metric *m, double v)
 {
-	if (m && m->family->kind != METRIC_HISTOGRAM)
-		m->value += v;
+	if (!m || m->family->kind == METRIC_HISTOGRAM)
+		return;
+	/* A counter only goes up: Prometheus reads a decrease as a reset. */
+	if (m->family->kind == METRIC_COUNTER && !(v >= 0))
+		return;
+	m->value += v;
 }
 
 void metric_set(metric *m, double v)
@@ -285,8 +289,18 @@ int metrics_render(char **ret_text, size_t *ret_len)
 	if (!f)
 		return -ENOMEM;
 	for (const metric_family *fam = families; fam; fam = fam->next) {
-		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", fam->name, fam->help,
-			fam->name, metric_kind_to_string(fam->kind));
+		fprintf(f, "# HELP %s ", fam->name);
+		/* HELP escapes backslash and newline (text format 0.0.4). */
+		for (const char *p = fam->help; *p; p++) {
+			if (*p == '\\')
+				fputs("\\\\", f);
+			else if (*p == '\n')
+				fputs("\\n", f);
+			else
+				fputc(*p, f);
+		}
+		fprintf(f, "\n# TYPE %s %s\n", fam->name,
+			metric_kind_to_string(fam->kind));
 		for (const metric *s = fam->series; s; s = s->next)
 			render_series(f, fam, s);
 	}
