@@ -259,9 +259,8 @@ struct group {
 	brec *brecs;
 	vmbox *vms;
 	char *queue;
-	char *exts;		/* "7001\0007002\0" */
-	size_t exts_len;
-	uint8_t n_exts;
+	struct ext_ent *exts;	/* rung extensions, by first ring time */
+	uint8_t n_exts, cap_exts;
 	int hold_seconds;
 	bool due, q_joined, q_abandoned, q_connected, q_left;
 	bool vm_reached, vm_left, gap, gap_candidate, resync_seen;
@@ -678,21 +677,49 @@ static chan *chan_find(const call_tracker *t, const char *id)
 	return NULL;
 }
 
-static void ext_add(group *g, const char *ext)
+/* One extension rung. Kept sorted by when it first rang (then by name)
+ * so the order never depends on how events of channels interleave. */
+typedef struct ext_ent {
+	uint64_t ts;
+	char name[32];
+} ext_ent;
+
+static bool ext_before(const ext_ent *a, uint64_t ts, const char *name)
 {
-	size_t n;
-	if (str_empty(ext) || g->n_exts >= CALL_MAX_EXTENSIONS)
+	return a->ts < ts || (a->ts == ts && strcmp(a->name, name) < 0);
+}
+
+static void ext_add(group *g, const char *ext, uint64_t ts)
+{
+	size_t i, pos;
+	if (str_empty(ext))
 		return;
-	for (size_t off = 0; off < g->exts_len; off += strlen(g->exts + off) + 1)
-		if (strcmp(g->exts + off, ext) == 0)
+	for (i = 0; i < g->n_exts; i++)
+		if (strncmp(g->exts[i].name, ext, sizeof(g->exts[i].name) - 1) == 0)
+			break;
+	if (i < g->n_exts) {
+		if (!ext_before(&g->exts[i], ts, ext))
+			return; /* known, and rang earlier */
+		/* rang earlier than we knew: take it out, re-insert below */
+		memmove(&g->exts[i], &g->exts[i + 1],
+			(g->n_exts - i - 1) * sizeof(ext_ent));
+		g->n_exts--;
+	} else if (g->n_exts >= CALL_MAX_EXTENSIONS) {
+		return;
+	}
+	if (g->n_exts == g->cap_exts) {
+		uint8_t cap = (uint8_t)MCD_MIN(CALL_MAX_EXTENSIONS, g->cap_exts ? g->cap_exts * 2 : 2);
+		ext_ent *p = realloc(g->exts, cap * sizeof(ext_ent));
+		if (!p)
 			return;
-	n = strlen(ext) + 1;
-	char *p = realloc(g->exts, g->exts_len + n);
-	if (!p)
-		return;
-	memcpy(p + g->exts_len, ext, n);
-	g->exts = p;
-	g->exts_len += n;
+		g->exts = p;
+		g->cap_exts = cap;
+	}
+	for (pos = 0; pos < g->n_exts && ext_before(&g->exts[pos], ts, ext); pos++)
+		;
+	memmove(&g->exts[pos + 1], &g->exts[pos], (g->n_exts - pos) * sizeof(ext_ent));
+	g->exts[pos].ts = ts;
+	snprintf(g->exts[pos].name, sizeof(g->exts[pos].name), "%s", ext);
 	g->n_exts++;
 }
 
@@ -727,8 +754,8 @@ static void group_absorb(call_tracker *t, group *s, group *v)
 		m->g_next = s->vms;
 		s->vms = m;
 	}
-	for (size_t off = 0; off < v->exts_len; off += strlen(v->exts + off) + 1)
-		ext_add(s, v->exts + off);
+	for (size_t i = 0; i < v->n_exts; i++)
+		ext_add(s, v->exts[i].name, v->exts[i].ts);
 	if (!s->queue) {
 		s->queue = v->queue;
 		v->queue = NULL;
@@ -1211,13 +1238,20 @@ static call_reason dial_reason(const call_tracker *t, const group *g,
 	case CALL_DIAL_ANSWER:
 		/* Answered by a Local half that reached no phone: what
 		 * happened behind it decides. */
-		for (const chan *y = g->chans; y && depth < 4; y = y->g_next)
-			if (y->node.hash == c->ans_peer && y->kind == KIND_LOCAL) {
+		for (const chan *y = g->chans; y && depth < 4; y = y->g_next) {
+			if (y->node.hash != c->ans_peer)
+				continue;
+			/* A forward outside picked up too briefly (carrier
+			 * voicemail): nobody answered. */
+			if (y->kind == KIND_TRUNK)
+				return CALL_REASON_NO_ANSWER;
+			if (y->kind == KIND_LOCAL) {
 				const chan *tw = local_twin(t, y);
 				if (tw && (tw->last_dial || tw->dials_pending))
 					return dial_reason(t, g, tw, depth + 1,
 							   ret_failed);
 			}
+		}
 		return CALL_REASON_UNKNOWN;
 	case CALL_DIAL_NONE:
 	default:
@@ -1260,9 +1294,8 @@ static metric *calls_metric(call_tracker *t, call_verdict v, call_reason r)
 static void fill_exts(const group *g, const char **exts, size_t *n)
 {
 	*n = 0;
-	for (size_t off = 0; off < g->exts_len && *n < CALL_MAX_EXTENSIONS;
-	     off += strlen(g->exts + off) + 1)
-		exts[(*n)++] = g->exts + off;
+	for (size_t i = 0; i < g->n_exts && *n < CALL_MAX_EXTENSIONS; i++)
+		exts[(*n)++] = g->exts[i].name;
 }
 
 static const char *caller_shown(const chan *caller)
@@ -1552,7 +1585,7 @@ static void on_dial_begin(call_tracker *t, chan *c, const call_event *ev)
 	else
 		endpoint_of(ev->peer_name, ext, sizeof(ext));
 	before = g->n_exts;
-	ext_add(g, ext);
+	ext_add(g, ext, ev->ts_usec);
 	if (g->n_exts != before)
 		live_ringing(t, g);
 }
@@ -1751,7 +1784,7 @@ static void feed_chan(call_tracker *t, chan *c, const call_event *ev)
 				snprintf(ext, sizeof(ext), "%s", ev->exten);
 			else
 				endpoint_of(ev->peer_name, ext, sizeof(ext));
-			ext_add(c->g, ext);
+			ext_add(c->g, ext, ev->ts_usec);
 		}
 		live_check_answer(t, c->g);
 		break;
