@@ -89,9 +89,11 @@ static void sink_outcome(void *userdata, const call_outcome *o)
 	widget_call_outcome(p->widget, o);
 	/* ---- end widget ---- */
 	log_full(LOG_LVL_INFO, &ctx,
-		 "call %s: direction %d verdict %d reason %d, rang %.1f s, did %s",
-		 o->call_key, (int)o->direction, (int)o->verdict,
-		 (int)o->reason, o->ring_seconds, o->did ? o->did : "-");
+		 "call %s: %s %s (reason %s, rang %.1f s, did %s)",
+		 o->call_key, call_direction_to_string(o->direction),
+		 call_verdict_to_string(o->verdict),
+		 call_reason_to_string(o->reason), o->ring_seconds,
+		 o->did ? o->did : "-");
 }
 
 /* ---- appeals side (store helper): store parameters from a config ---- */
@@ -115,8 +117,8 @@ static void sink_live(void *userdata, const call_live_event *e)
 	/* ---- widget (widget helper): publish live events here ---- */
 	widget_call_live(((pipeline *)userdata)->widget, e);
 	/* ---- end widget ---- */
-	log_full(LOG_LVL_DEBUG, &ctx, "call %s: live event %d", e->call_key,
-		 (int)e->kind);
+	log_full(LOG_LVL_DEBUG, &ctx, "call %s: %s", e->call_key,
+		 call_live_kind_to_string(e->kind));
 }
 
 /* ---- widget (widget helper): health of the PBX side, outbox events ---- */
