@@ -28,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "replay.h"
 #include "sdn.h"
 #include "widget_auth.h"
 
@@ -44,6 +45,7 @@ typedef struct cli {
 	const char *config_path;
 	const char *arg; /* the argument of the command option, if it has one */
 	/* ---- modifiers added by other modules ---- */
+	bool dry_run; /* --dry-run (replay) */
 	/* ---- end modifiers ---- */
 } cli;
 
@@ -65,6 +67,7 @@ static int cmd_help(const cli *c);
 static int cmd_issue_token(const cli *c);
 static int cmd_revoke_token(const cli *c);
 static int cmd_migrate(const cli *c);
+static int cmd_replay(const cli *c);
 
 static const command commands[] = {
 	{"check-config", 't', NULL, cmd_check_config,
@@ -78,6 +81,8 @@ static const command commands[] = {
 	 "delete every widget token of the employee with this login"},
 	{"migrate", 0, NULL, cmd_migrate,
 	 "apply pending database schema migrations (blocking; run before starting a new version)"},
+	{"replay", 0, "CAPTURE", cmd_replay,
+	 "run a capture (record_dir file or AMI transcript) through the tracker and the appeal rules of the config and print each call's verdict and would-be appeal; needs --dry-run"},
 	/* ---- end commands ---- */
 	{"version", 'V', NULL, cmd_version, "print the version and exit"},
 	{"help", 'h', NULL, cmd_help, "show this help and exit"},
@@ -96,6 +101,7 @@ enum { MOD_CONFIG = 1000 };
 static const modifier modifiers[] = {
 	{"config", 'c', "FILE", "configuration file (default " DEFAULT_CONFIG ")"},
 	/* ---- modifiers added by other modules: one row each ---- */
+	{"dry-run", 0, NULL, "with --replay: write nothing, print what would happen"},
 	/* ---- end modifiers ---- */
 	{0},
 };
@@ -108,6 +114,10 @@ static bool modifier_apply(cli *c, const modifier *m, const char *arg)
 		return true;
 	}
 	/* ---- modifiers added by other modules ---- */
+	if (streq(m->name, "dry-run")) {
+		c->dry_run = true;
+		return true;
+	}
 	/* ---- end modifiers ---- */
 	return false;
 }
@@ -197,6 +207,24 @@ static int cmd_migrate(const cli *c)
 	if (load_config(c, &cfg) < 0)
 		return EXIT_CONFIG;
 	r = migrate_run(&cfg.database, cfg.phone.default_country, stdout);
+	mcd_config_free(&cfg);
+	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* --replay CAPTURE --dry-run: see daemon/replay.h. */
+static int cmd_replay(const cli *c)
+{
+	replay_opts o = {.capture = c->arg, .dry_run = c->dry_run};
+	mcd_config cfg;
+	int r;
+
+	if (!c->dry_run) {
+		fprintf(stderr, "missedcalld: --replay needs --dry-run (a replay never writes appeals)\n");
+		return EXIT_USAGE;
+	}
+	if (load_config(c, &cfg) < 0)
+		return EXIT_CONFIG;
+	r = replay_run(&cfg, &o, NULL);
 	mcd_config_free(&cfg);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,0 +1,564 @@
+/*
+ * replay: a capture through parser -> adapter -> tracker -> rules, printed
+ * instead of stored (see replay.h).
+ *
+ * The only code here is what the AMI client does around those modules
+ * (banner, login answer, resync list, connection notes) and the report.
+ * Verdicts therefore cannot drift from the live path: there is no second
+ * classifier to keep in step.
+ *
+ * The capture clock. The tracker arms its decision grace on the monotonic
+ * clock; a replay runs thousands of times faster than the capture did. We
+ * keep checkpoints (capture time, monotonic time after that message) and,
+ * once the capture clock has moved `decide_grace_ms` past a checkpoint,
+ * tick the tracker with that checkpoint's monotonic time plus the grace
+ * (minus 1 µs). Processing order equals capture order, so exactly the
+ * calls whose last event came at least one grace earlier on the capture's
+ * clock are decided - as the live daemon would have.
+ */
+#include "replay.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "ami_adapter.h"
+#include "ami_parser.h"
+#include "appeal_rules.h"
+#include "call_tracker.h"
+#include "config.h"
+#include "log.h"
+#include "pbx.h"
+#include "phone.h"
+#include "recorder.h"
+
+#define CHECKPOINTS 4096
+
+typedef struct checkpoint {
+	uint64_t cap_usec;
+	uint64_t mono_usec;
+} checkpoint;
+
+/* A would-be appeal of this run, for dedupe and urgency. */
+typedef struct planned {
+	char phone[32];
+	char call_key[64];
+	uint64_t last_call_usec;
+	unsigned long index;
+} planned;
+
+/* A missed call of this run with a number (urgency: repeat count). */
+typedef struct missed_call {
+	char phone[32];
+	uint64_t ended_usec;
+} missed_call;
+
+typedef struct replay {
+	const mcd_config *cfg;
+	const pbx_cfg *pbx;
+	FILE *out;
+	call_tracker *tracker;
+	ami_adapter *adapter;
+	ami_parser *parser;
+	bool up;		/* logged in (plain transcripts: from the start) */
+	uint64_t frame_usec;	/* receive time of the current frame */
+	uint64_t grace_usec;
+	checkpoint cp[CHECKPOINTS];
+	size_t cp_head, cp_len;
+	planned *appeals;
+	size_t n_appeals, cap_appeals;
+	missed_call *missed;
+	size_t n_missed, cap_missed;
+	replay_stats st;
+} replay;
+
+/* ---- report helpers ---- */
+
+/* "2026-11-24T10:41:33Z" (UTC) or "-" for 0. */
+static const char *fmt_time(uint64_t usec, char *buf, size_t len)
+{
+	time_t s = (time_t)(usec / USEC_PER_SEC);
+	struct tm tm;
+
+	if (!usec)
+		return "-";
+	gmtime_r(&s, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return buf;
+}
+
+/* Prints key=value, quoting values with spaces, quotes or control bytes
+ * (caller names are remote input). */
+static void kv(FILE *f, const char *key, const char *value)
+{
+	bool quote = !value || !*value;
+
+	if (!value)
+		value = "";
+	for (const char *p = value; *p && !quote; p++)
+		if ((unsigned char)*p <= ' ' || *p == '"' || *p == '\\')
+			quote = true;
+	fprintf(f, " %s=", key);
+	if (!quote) {
+		fputs(value, f);
+		return;
+	}
+	fputc('"', f);
+	for (const char *p = value; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < ' ' || c == 0x7f)
+			fprintf(f, "\\x%02x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+static void join(char *buf, size_t len, const char *const *v, size_t n)
+{
+	size_t off = 0;
+
+	buf[0] = 0;
+	for (size_t i = 0; i < n && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? "," : "", v[i]);
+}
+
+/* ---- dedupe and urgency, as the store's mcd_submit_one() decides ---- */
+
+static planned *dedupe_target(replay *r, const char *phone, uint64_t when)
+{
+	int64_t win = r->cfg->missed_calls.dedupe_window_minutes;
+
+	if (!phone || win <= 0)
+		return NULL;
+	for (size_t i = r->n_appeals; i-- > 0;) {
+		planned *a = &r->appeals[i];
+		if (streq(a->phone, phone) &&
+		    a->last_call_usec + (uint64_t)win * 60 * USEC_PER_SEC >= when)
+			return a;
+	}
+	return NULL;
+}
+
+static int64_t repeat_count(replay *r, const char *phone, uint64_t ended)
+{
+	int64_t win = r->cfg->missed_calls.urgent.repeat_window_minutes, n = 0;
+
+	if (!phone || win <= 0)
+		return 0;
+	for (size_t i = 0; i < r->n_missed; i++)
+		if (streq(r->missed[i].phone, phone) && r->missed[i].ended_usec <= ended &&
+		    r->missed[i].ended_usec + (uint64_t)win * 60 * USEC_PER_SEC > ended)
+			n++;
+	return n;
+}
+
+static void *grow(void *v, size_t *cap, size_t n, size_t size)
+{
+	if (n < *cap)
+		return v;
+	size_t nc = *cap ? *cap * 2 : 64;
+	void *nv = realloc(v, nc * size);
+	if (nv)
+		*cap = nc;
+	return nv;
+}
+
+/* Prints what appeal the missed call o would make. */
+static void report_appeal(replay *r, const call_outcome *o)
+{
+	const appeal_rules_cfg *rc = &r->cfg->missed_calls;
+	char e164[32], title[512], number[128], tb[32], tags[512];
+	const char *phone = NULL;
+	appeal_plan plan;
+	planned *target;
+	bool urgent;
+	uint64_t ended = o->end_usec ? o->end_usec : o->start_usec;
+	int rr;
+
+	rr = appeal_rules_plan(rc, o, &plan);
+	if (rr == -ECANCELED) {
+		fprintf(r->out, "    appeal: none (missed_calls.enabled = false)\n");
+		return;
+	}
+	if (rr < 0) {
+		fprintf(r->out, "    appeal: none (%s)\n", strerror(-rr));
+		return;
+	}
+	if (!o->caller_withheld && o->caller_num &&
+	    phone_normalize(o->caller_num, r->cfg->phone.default_country, e164, sizeof e164) == 0)
+		phone = e164;
+	if (phone) {
+		missed_call *m = grow(r->missed, &r->cap_missed, r->n_missed, sizeof *m);
+		if (m) {
+			r->missed = m;
+			snprintf(m[r->n_missed].phone, sizeof m->phone, "%s", phone);
+			m[r->n_missed++].ended_usec = ended;
+		}
+	}
+	/* No database in a dry run: the VIP tag of a client is unknown. */
+	urgent = appeal_rules_urgent(rc, false, repeat_count(r, phone, ended));
+	if (urgent)
+		r->st.urgent++;
+	target = dedupe_target(r, phone, plan.when_usec);
+	if (target) {
+		r->st.appeals_attached++;
+		target->last_call_usec = MCD_MAX(target->last_call_usec, ended);
+		fprintf(r->out, "    appeal: attach to #%lu", target->index);
+		kv(r->out, "first_call", target->call_key);
+		kv(r->out, "phone", phone);
+		fprintf(r->out, " urgent=%s (dedupe within %" PRId64 " min)\n",
+			urgent ? "yes" : "no", rc->dedupe_window_minutes);
+		return;
+	}
+	r->st.appeals_new++;
+	if (appeal_title_render(&plan, NULL, phone, o, title, sizeof title) < 0 && !title[0])
+		snprintf(title, sizeof title, "?");
+	if (appeal_number_render(plan.number_tmpl, (int64_t)r->st.appeals_new,
+				 plan.when_usec, plan.timezone, number, sizeof number) < 0)
+		snprintf(number, sizeof number, "?");
+	join(tags, sizeof tags, plan.tags, plan.n_tags);
+	fprintf(r->out, "    appeal: new #%lu", r->st.appeals_new);
+	kv(r->out, "number", number);
+	kv(r->out, "type", plan.appeal_type);
+	kv(r->out, "manager", plan.manager ? plan.manager : "-");
+	kv(r->out, "title", title);
+	kv(r->out, "deadline", fmt_time(plan.deadline_usec, tb, sizeof tb));
+	fprintf(r->out, " urgent=%s", urgent ? "yes" : "no");
+	kv(r->out, "tags", tags[0] ? tags : "-");
+	if (plan.route >= 0)
+		fprintf(r->out, " route=%d", plan.route + 1);
+	if (plan.after_hours)
+		fputs(" after_hours=yes", r->out);
+	fputc('\n', r->out);
+
+	planned *a = grow(r->appeals, &r->cap_appeals, r->n_appeals, sizeof *a);
+	if (!a)
+		return;
+	r->appeals = a;
+	a = &r->appeals[r->n_appeals++];
+	memset(a, 0, sizeof *a);
+	snprintf(a->phone, sizeof a->phone, "%s", phone ? phone : "");
+	snprintf(a->call_key, sizeof a->call_key, "%s", o->call_key ? o->call_key : "");
+	a->last_call_usec = ended;
+	a->index = r->st.appeals_new;
+	if (!phone)
+		a->phone[0] = 0; /* never a dedupe target */
+}
+
+static void on_outcome(void *userdata, const call_outcome *o)
+{
+	replay *r = userdata;
+	char tb[32], ext[256];
+
+	r->st.calls++;
+	switch (o->verdict) {
+	case CALL_VERDICT_ANSWERED: r->st.answered++; break;
+	case CALL_VERDICT_MISSED: r->st.missed++; break;
+	case CALL_VERDICT_DROPPED: r->st.dropped++; break;
+	case CALL_VERDICT_FAILED: r->st.failed++; break;
+	default: break;
+	}
+	if (o->gap)
+		r->st.gap++;
+	if (o->verdict == CALL_VERDICT_MISSED && o->reason >= 0 &&
+	    (size_t)o->reason < ELEMENTSOF(r->st.by_reason))
+		r->st.by_reason[o->reason]++;
+
+	fprintf(r->out, "%s", fmt_time(o->start_usec, tb, sizeof tb));
+	kv(r->out, "call", o->call_key);
+	kv(r->out, "caller", o->caller_withheld || !o->caller_num ? "withheld" : o->caller_num);
+	kv(r->out, "did", o->did ? o->did : "-");
+	fprintf(r->out, " verdict=%s reason=%s ring=%.1fs",
+		call_verdict_to_string(o->verdict), call_reason_to_string(o->reason),
+		o->ring_seconds);
+	if (o->wait_seconds > 0)
+		fprintf(r->out, " wait=%.1fs", o->wait_seconds);
+	if (o->queue)
+		kv(r->out, "queue", o->queue);
+	if (o->n_extensions) {
+		join(ext, sizeof ext, o->extensions, o->n_extensions);
+		kv(r->out, "extensions", ext);
+	}
+	if (o->answered_by)
+		kv(r->out, "answered_by", o->answered_by);
+	if (o->voicemail_left)
+		fputs(" voicemail_left=yes", r->out);
+	if (o->gap)
+		fputs(" gap=yes", r->out);
+	fputc('\n', r->out);
+	if (o->verdict == CALL_VERDICT_MISSED && o->direction == CALL_DIR_INBOUND)
+		report_appeal(r, o);
+}
+
+static void on_live(void *userdata, const call_live_event *e)
+{
+	replay *r = userdata;
+	char tb[32];
+
+	if (e->kind != CALL_LIVE_OUTBOUND_RESULT)
+		return;
+	r->st.outbound++;
+	fprintf(r->out, "%s", fmt_time(e->ts_usec, tb, sizeof tb));
+	kv(r->out, "call", e->call_key);
+	kv(r->out, "outbound_to", e->dialled_num ? e->dialled_num : "-");
+	fprintf(r->out, " result=%s\n", e->answered ? "answered" : "not_answered");
+}
+
+/* ---- the capture clock (see the top of the file) ---- */
+
+static void clock_advance(replay *r, uint64_t cap_usec)
+{
+	checkpoint best = {0, 0};
+	bool have = false;
+
+	if (!cap_usec)
+		return;
+	while (r->cp_len) {
+		checkpoint *c = &r->cp[r->cp_head];
+		if (c->cap_usec + r->grace_usec > cap_usec)
+			break;
+		best = *c;
+		have = true;
+		r->cp_head = (r->cp_head + 1) % CHECKPOINTS;
+		r->cp_len--;
+	}
+	if (have)
+		call_tracker_tick(r->tracker, best.mono_usec + r->grace_usec - 1);
+	if (r->cp_len == CHECKPOINTS) {
+		/* A burst denser than the ring: decide on the oldest. */
+		best = r->cp[r->cp_head];
+		r->cp_head = (r->cp_head + 1) % CHECKPOINTS;
+		r->cp_len--;
+		call_tracker_tick(r->tracker, best.mono_usec + r->grace_usec - 1);
+	}
+	r->cp[(r->cp_head + r->cp_len) % CHECKPOINTS] =
+		(checkpoint){cap_usec, mono_usec()};
+	r->cp_len++;
+}
+
+/* ---- what the AMI client does around the adapter ---- */
+
+static bool is_login_answer(const ami_msg *m)
+{
+	const char *aid = ami_msg_get(m, "ActionID");
+	const char *msg = ami_msg_get(m, "Message");
+
+	return (aid && strcasestr(aid, "login")) ||
+	       (msg && strcasecmp(msg, "Authentication accepted") == 0);
+}
+
+static void on_message(replay *r, const ami_msg *m)
+{
+	const char *ev = ami_msg_get(m, "Event");
+	const char *resp = ami_msg_get(m, "Response");
+	const char *ts = ami_msg_get(m, "Timestamp");
+	uint64_t cap = r->frame_usec;
+
+	r->st.messages++;
+	if (ts) {
+		double v = strtod(ts, NULL);
+		if (v > 0)
+			cap = (uint64_t)(v * 1e6);
+	}
+	if (!r->up) {
+		/* A recorded session: nothing counts before the login answer. */
+		if (resp && strcasecmp(resp, "Success") == 0 && is_login_answer(m)) {
+			r->up = true;
+			ami_adapter_resync_begin(r->adapter);
+		}
+		return;
+	}
+	ami_adapter_feed(r->adapter, m, r->frame_usec);
+	if (ev && strcasecmp(ev, "CoreShowChannelsComplete") == 0)
+		ami_adapter_resync_end(r->adapter);
+	clock_advance(r, cap);
+}
+
+static void on_banner(replay *r)
+{
+	const char *b = ami_parser_banner(r->parser);
+	const char *slash = b ? strchr(b, '/') : NULL;
+	long major = slash ? strtol(slash + 1, NULL, 10) : 0;
+
+	ami_adapter_set_legacy(r->adapter, major >= 1 && major < 2);
+	r->up = false;
+}
+
+static int feed_bytes(replay *r, const char *data, size_t len)
+{
+	size_t off = 0;
+	ami_msg m;
+	int rr;
+
+	while (off < len) {
+		off += ami_parser_feed(r->parser, data + off, len - off);
+		while ((rr = ami_parser_next(r->parser, &m)) != -EAGAIN) {
+			if (rr == AMI_PARSE_MSG)
+				on_message(r, &m);
+			else if (rr == AMI_PARSE_BANNER)
+				on_banner(r);
+			else if (rr == -EMSGSIZE)
+				log_warning("replay: an oversized AMI message was skipped "
+					    "(over pbx.max_message_size)");
+		}
+	}
+	return 0;
+}
+
+static void on_note(replay *r, const char *what)
+{
+	if (streq(what, "lost")) {
+		ami_adapter_connection_lost(r->adapter);
+		r->up = false;
+	} else if (streq(what, "connected")) {
+		ami_parser_reset(r->parser, true);
+		r->up = false;
+	}
+}
+
+/* ---- setup ---- */
+
+static const pbx_cfg *find_pbx(const mcd_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->pbx.n; i++) {
+		const pbx_cfg *p = cfg_list_at(&cfg->pbx, sizeof(pbx_cfg), i);
+		if (name ? streq(p->name, name) : p->type == PBX_TYPE_AMI)
+			return p;
+	}
+	return NULL;
+}
+
+static void print_summary(replay *r)
+{
+	const replay_stats *s = &r->st;
+	bool any = false;
+
+	fprintf(r->out, "\nsummary: %lu messages, %lu inbound calls decided: %lu answered, "
+		"%lu missed, %lu dropped by policy, %lu failed",
+		s->messages, s->calls, s->answered, s->missed, s->dropped, s->failed);
+	if (s->gap)
+		fprintf(r->out, " (%lu unknown: ended unseen)", s->gap);
+	fprintf(r->out, "; %lu outbound\n", s->outbound);
+	fprintf(r->out, "missed by reason:");
+	for (int i = 0; i < _CALL_REASON_MAX && (size_t)i < ELEMENTSOF(s->by_reason); i++)
+		if (s->by_reason[i]) {
+			fprintf(r->out, " %s %lu", call_reason_to_string((call_reason)i),
+				s->by_reason[i]);
+			any = true;
+		}
+	fprintf(r->out, "%s\n", any ? "" : " none");
+	fprintf(r->out, "appeals (dry run, nothing written): %lu new, %lu attached to an "
+		"earlier one of this replay, %lu urgent\n",
+		s->appeals_new, s->appeals_attached, s->urgent);
+}
+
+static int replay_stream(replay *r, recorder_reader *rd)
+{
+	const void *data;
+	size_t len;
+	uint64_t ts;
+	int rr;
+
+	while ((rr = recorder_reader_next(rd, &data, &len, &ts)) > 0) {
+		if (rr == RECORDER_NOTE) {
+			on_note(r, data);
+			continue;
+		}
+		r->frame_usec = ts;
+		feed_bytes(r, data, len);
+	}
+	return rr;
+}
+
+int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_stats)
+{
+	recorder_reader *rd = NULL;
+	replay *r;
+	call_direction_rules rules;
+	call_sink sink;
+	int rr;
+
+	if (!o->dry_run) {
+		log_error("--replay writes nothing and needs --dry-run");
+		return -EINVAL;
+	}
+	rr = recorder_reader_open(o->capture, &rd);
+	if (rr < 0) {
+		log_error("replay: cannot open \"%s\": %s", o->capture,
+			  rr == -EPROTONOSUPPORT ? "unknown capture protocol" : strerror(-rr));
+		return rr;
+	}
+	if (recorder_reader_proto(rd) != RECORDER_PROTO_AMI) {
+		log_error("replay: \"%s\" is a %s capture; only AMI captures can be replayed so far",
+			  o->capture, recorder_proto_to_string(recorder_reader_proto(rd)));
+		recorder_reader_free(rd);
+		return -EPROTONOSUPPORT;
+	}
+	r = calloc(1, sizeof *r);
+	if (!r) {
+		recorder_reader_free(rd);
+		return -ENOMEM;
+	}
+	r->cfg = cfg;
+	r->out = o->out ? o->out : stdout;
+	r->pbx = find_pbx(cfg, o->pbx ? o->pbx : recorder_reader_pbx(rd));
+	if (!r->pbx && !o->pbx && recorder_reader_pbx(rd))
+		r->pbx = find_pbx(cfg, NULL);
+	if (!r->pbx) {
+		log_error("replay: no AMI pbx entry%s%s%s in the configuration to take "
+			  "trunks and inbound_contexts from",
+			  o->pbx || recorder_reader_pbx(rd) ? " named \"" : "",
+			  o->pbx ? o->pbx : recorder_reader_pbx(rd) ? recorder_reader_pbx(rd) : "",
+			  o->pbx || recorder_reader_pbx(rd) ? "\"" : "");
+		recorder_reader_free(rd);
+		free(r);
+		return -ENOENT;
+	}
+	rules = (call_direction_rules){.trunks = &r->pbx->trunks,
+				       .inbound_contexts = &r->pbx->inbound_contexts,
+				       .dids = &r->pbx->dids};
+	sink = (call_sink){.outcome = on_outcome, .live = on_live, .userdata = r};
+	r->grace_usec = (uint64_t)MCD_MAX(cfg->calls.decide_grace_ms, 0) * USEC_PER_MSEC + 1;
+	r->tracker = call_tracker_new(NULL, r->pbx->name, &cfg->calls, &rules, &sink);
+	r->adapter = r->tracker ? ami_adapter_new(r->tracker) : NULL;
+	r->parser = ami_parser_new((size_t)r->pbx->max_message_size, 0);
+	if (!r->tracker || !r->adapter || !r->parser) {
+		rr = -ENOMEM;
+		goto out;
+	}
+	ami_parser_reset(r->parser, true);
+	r->up = true;
+	fprintf(r->out, "# replay of %s (%s capture%s%s) under pbx \"%s\": dry run, "
+		"nothing is written\n", o->capture,
+		recorder_reader_timed(rd) ? "timed" : "plain",
+		recorder_reader_pbx(rd) ? " of pbx " : "",
+		recorder_reader_pbx(rd) ? recorder_reader_pbx(rd) : "", r->pbx->name);
+	rr = replay_stream(r, rd);
+	if (rr < 0) {
+		log_error("replay: \"%s\": %s", o->capture,
+			  rr == -EBADMSG ? "corrupt capture frame" : strerror(-rr));
+		goto out;
+	}
+	/* End of the capture: calls whose end was seen are decided on their
+	 * evidence, calls still open are reported as ended unseen. */
+	call_tracker_flush(r->tracker);
+	print_summary(r);
+	if (ret_stats)
+		*ret_stats = r->st;
+	rr = 0;
+out:
+	ami_adapter_free(r->adapter);
+	call_tracker_free(r->tracker);
+	ami_parser_free(r->parser);
+	recorder_reader_free(rd);
+	free(r->appeals);
+	free(r->missed);
+	free(r);
+	return rr;
+}
