@@ -85,7 +85,7 @@ _pgc_server_start() {
 pg_cluster_start() {
 	local dir=$1 fsync=off bin tries port
 	[ -n "$dir" ] || { _pgc_die "usage: start DIR [--fsync]"; return 1; }
-	[ "$2" = "--fsync" ] && fsync=on
+	[ "${2:-}" = "--fsync" ] && fsync=on
 	bin=$(_pgc_bindir) || return 1
 	mkdir -p "$dir" || return 1
 	dir=$(cd "$dir" && pwd)
