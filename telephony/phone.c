@@ -5,7 +5,8 @@
  * executable form of this comment, and the store's SQL function is tested
  * against the same file):
  *
- *  1. NULL, empty, or only blanks -> withheld (PHONE_E_WITHHELD).
+ *  1. NULL, empty, or only blanks/separators ("-") -> withheld
+ *     (PHONE_E_WITHHELD).
  *     Input longer than PHONE_IN_MAX bytes -> invalid.
  *  2. A display-name wrapper is dropped: `"Ivan" <sip:…>` and `<…>` keep
  *     what is inside the angle brackets.
@@ -45,7 +46,7 @@
  *          (7916…, 375 29…: CRMs store those);
  *        - any known country's code + national number without '+';
  *        - else invalid.
- *  9. The result has at most 15 digits (E.164); a national number starts
+ *  9. The result has 7-15 digits (E.164); a national number starts
  *     with a digit the table allows (never 0, except in Italy; 2-9 in
  *     NANP).
  *
@@ -305,6 +306,18 @@ static char *prepare(const char *in, char *buf, size_t buflen, char *ext,
 	return unwrap(trim(buf), ext, extlen);
 }
 
+/* Nothing but separators ("-", "( )"): no number was presented. */
+static bool only_separators(const char *s)
+{
+	while (*s) {
+		size_t l = sep_len(s);
+		if (!l)
+			return false;
+		s += l;
+	}
+	return true;
+}
+
 bool phone_is_withheld(const char *in)
 {
 	char buf[PHONE_IN_MAX + 1];
@@ -313,7 +326,7 @@ bool phone_is_withheld(const char *in)
 	if (!in)
 		return true;
 	s = prepare(in, buf, sizeof(buf), NULL, 0);
-	return s && (*s == '\0' || is_marker(s));
+	return s && (only_separators(s) || is_marker(s));
 }
 
 /* --- extensions ----------------------------------------------------------- */
@@ -347,7 +360,7 @@ static int split_ext(char *s, char *ext, size_t extlen)
 			     is_word_byte((unsigned char)p[kl])))
 				continue;
 			q = p + kl;
-			while (*q && strchr(" .:=,#-№", *q))
+			while (*q && strchr(" .:=,#-", *q))
 				q++;
 			while (*q) {
 				if (isdigit((unsigned char)*q)) {
@@ -454,7 +467,7 @@ static int emit(const char *cc, const char *nsn, char *out, size_t outlen)
 {
 	size_t need = 1 + strlen(cc) + strlen(nsn) + 1;
 
-	if (need - 2 > 15)
+	if (need - 2 > 15 || need - 2 < 7) /* E.164: at most 15 digits */
 		return -EINVAL;
 	if (need > outlen)
 		return -ENOBUFS;
@@ -532,7 +545,7 @@ int phone_normalize_ext(const char *in, const char *default_country,
 	s = prepare(in, buf, sizeof(buf), ext, sizeof(ext));
 	if (!s)
 		return -EINVAL;
-	if (*s == '\0' || is_marker(s))
+	if (only_separators(s) || is_marker(s))
 		return PHONE_E_WITHHELD;
 	if (strspn(ext, "0123456789") != strlen(ext))
 		return -EINVAL;
@@ -542,8 +555,8 @@ int phone_normalize_ext(const char *in, const char *default_country,
 	n = collect_digits(s, d, sizeof(d), &plus);
 	if (n < 0)
 		return n;
-	if (n == 0)
-		return plus ? -EINVAL : PHONE_E_WITHHELD;
+	if (n == 0) /* "+", or an extension alone */
+		return -EINVAL;
 
 	if (plus) {
 		/* "+8 9xx…": RU/KZ users write the trunk 8 as a code. */
