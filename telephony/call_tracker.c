@@ -180,13 +180,16 @@ typedef enum chan_kind {
 	KIND_INTERNAL, /* Announcer, Snoop, Recorder, ConfBridge internals… */
 } chan_kind;
 
-#define CHAN_BRIDGES 4
+#define CHAN_BRIDGES 3
 
+/* 16 bytes: the id hash's lowest bit says "holding"; times are ms since
+ * the tracker's ts_base (0: unknown). */
 typedef struct chan_bridge {
-	uint64_t id;	  /* hash of the bridge id */
-	uint64_t enter_ts, leave_ts;
-	bool holding;
+	uint64_t id;
+	uint32_t enter_ms, leave_ms;
 } chan_bridge;
+
+#define BR_HOLDING UINT64_C(1)
 
 typedef struct group group;
 
@@ -196,16 +199,14 @@ typedef struct chan {
 	hnode lnode;	  /* t->locals, by Local pair base name (Local only) */
 	group *g;
 	struct chan *g_next;
-	uint64_t ord_hi, ord_lo; /* Uniqueid epoch.seq, or (max, arrival) */
 	uint64_t first_ts, up_ts, hangup_ts;
 	uint64_t ans_peer;	 /* hash of the peer of the last DialEnd ANSWER */
-	uint64_t ans_by_ts;	 /* ANSWERED_BY: when */
-	char *name;
-	char *caller_num, *caller_name;
-	char *exten0;		 /* first exten/DID seen */
-	char *ans_by_name;	 /* ANSWERED_BY: the answering leg */
+	uint64_t ans_by_ts;	 /* ANSWERED_BY: when (name in info) */
+	char *name;		 /* inline after id, or malloc'd (name_owned) */
+	char *info;		 /* caller num, caller name, first exten, answered by */
+	uint32_t arrival;	 /* order for ids that are not epoch.seq */
 	uint8_t kind, local_half, state, last_dial, n_br;
-	bool hung_up, in_lnode, inbound_ctx, withheld, resync_seen;
+	bool hung_up, in_lnode, inbound_ctx, withheld, resync_seen, name_owned;
 	bool q_left, q_continued, hangup_req;
 	uint16_t dials_pending;
 	chan_bridge br[CHAN_BRIDGES];
@@ -281,6 +282,7 @@ struct call_tracker {
 	group *due_head, *due_tail;
 	size_t n_groups;
 	uint64_t arrival;
+	uint64_t ts_base; /* wall clock origin of chan_bridge times */
 	bool down, resyncing;
 	metric *m_calls[_CALL_VERDICT_MAX][_CALL_REASON_MAX];
 	metric *m_evict_cap, *m_evict_age, *m_gap, *m_live, *m_other;
@@ -410,9 +412,52 @@ static void order_key(const char *id, uint64_t arrival, uint64_t *hi,
 
 static bool chan_older(const chan *a, const chan *b)
 {
-	return a->ord_hi < b->ord_hi ||
-	       (a->ord_hi == b->ord_hi && a->ord_lo < b->ord_lo);
+	uint64_t ah, al, bh, bl;
+	order_key(a->id, a->arrival, &ah, &al);
+	order_key(b->id, b->arrival, &bh, &bl);
+	return ah < bh || (ah == bh && al < bl);
 }
+
+/* The caller fields share one allocation (most legs never change them):
+ * number, name, first exten / DID, and the ANSWERED_BY peer (SIP). */
+enum { INFO_NUM, INFO_NAME, INFO_EXTEN0, INFO_ANSBY, _INFO_MAX };
+
+static const char *info_get(const chan *c, int which)
+{
+	const char *p = c->info;
+	if (!p)
+		return NULL;
+	for (int i = 0; i < which; i++)
+		p += strlen(p) + 1;
+	return *p ? p : NULL;
+}
+
+static void info_set(chan *c, int which, const char *v)
+{
+	const char *f[_INFO_MAX];
+	size_t len[_INFO_MAX], total = 0;
+	for (int i = 0; i < _INFO_MAX; i++) {
+		f[i] = i == which ? v : info_get(c, i);
+		len[i] = f[i] ? strlen(f[i]) : 0;
+		total += len[i] + 1;
+	}
+	char *n = malloc(total), *p = n;
+	if (!n)
+		return; /* out of memory: keep what we had */
+	for (int i = 0; i < _INFO_MAX; i++) {
+		if (len[i])
+			memcpy(p, f[i], len[i]);
+		p[len[i]] = '\0';
+		p += len[i] + 1;
+	}
+	free(c->info);
+	c->info = n;
+}
+
+#define chan_num(c) info_get((c), INFO_NUM)
+#define chan_cname(c) info_get((c), INFO_NAME)
+#define chan_exten0(c) info_get((c), INFO_EXTEN0)
+#define chan_ansby(c) info_get((c), INFO_ANSBY)
 
 /* Does channel `name` belong to trunk `prefix` ("PJSIP/provider" matches
  * "PJSIP/provider-0000001a", not "PJSIP/provider2-…")? */
@@ -465,6 +510,25 @@ static void endpoint_of(const char *name, char *out, size_t len)
 		n = len - 1;
 	memcpy(out, s, n);
 	out[n] = '\0';
+}
+
+/* Bridge times in 32 bits: ms after ts_base (set an hour before the first
+ * event seen), 0 = unknown. */
+static uint32_t ms_of(call_tracker *t, uint64_t ts)
+{
+	if (!ts)
+		return 0;
+	if (!t->ts_base)
+		t->ts_base = ts > 3600 * USEC_PER_SEC ? ts - 3600 * USEC_PER_SEC : 1;
+	if (ts <= t->ts_base)
+		return 1;
+	return (uint32_t)MCD_MIN((ts - t->ts_base) / USEC_PER_MSEC + 1,
+				 (uint64_t)UINT32_MAX);
+}
+
+static uint64_t ts_of(const call_tracker *t, uint32_t ms)
+{
+	return ms ? t->ts_base + (uint64_t)(ms - 1) * USEC_PER_MSEC : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -832,13 +896,27 @@ static chan *local_twin(const call_tracker *t, const chan *c)
 }
 
 /* Names a channel (first time or renamed): kind, Local pairing. */
+static void chan_classify(call_tracker *t, chan *c);
+
 static void chan_set_name(call_tracker *t, chan *c, const char *name)
+{
+	if (str_empty(name) || streq(c->name, name))
+		return;
+	char *copy = strdup(name);
+	if (!copy)
+		return;
+	if (c->name_owned)
+		free(c->name);
+	c->name = copy;
+	c->name_owned = true;
+	chan_classify(t, c);
+}
+
+/* Kind from the name; Local halves join the pair table (and their twin). */
+static void chan_classify(call_tracker *t, chan *c)
 {
 	uint64_t h;
 	uint8_t half;
-	if (str_empty(name) || streq(c->name, name))
-		return;
-	set_str(&c->name, name);
 	c->kind = (uint8_t)kind_of(t, c->name);
 	if (c->in_lnode) {
 		htab_del(&t->locals, &c->lnode);
@@ -878,18 +956,23 @@ static chan *chan_get(call_tracker *t, const char *id, const char *linked_id,
 	g = group_of_lid(t, str_empty(linked_id) ? id : linked_id);
 	if (!g)
 		return NULL;
-	size_t n = strlen(id);
-	c = calloc(1, sizeof(*c) + n + 1);
+	/* The name lives inline after the id (renames are rare). */
+	size_t n = strlen(id), nl = str_empty(name) ? 0 : strlen(name) + 1;
+	c = calloc(1, sizeof(*c) + n + 1 + nl);
 	if (!c)
 		return NULL;
 	memcpy(c->id, id, n + 1);
-	order_key(id, t->arrival++, &c->ord_hi, &c->ord_lo);
+	c->arrival = (uint32_t)t->arrival++;
 	c->kind = KIND_INTERNAL;
 	c->g = g;
 	c->g_next = g->chans;
 	g->chans = c;
 	htab_add(&t->chans, &c->node, hash_str(id));
-	chan_set_name(t, c, name);
+	if (nl) {
+		c->name = c->id + n + 1;
+		memcpy(c->name, name, nl);
+		chan_classify(t, c);
+	}
 	return c;
 }
 
@@ -898,11 +981,9 @@ static void chan_free(call_tracker *t, chan *c)
 	htab_del(&t->chans, &c->node);
 	if (c->in_lnode)
 		htab_del(&t->locals, &c->lnode);
-	free(c->name);
-	free(c->caller_num);
-	free(c->caller_name);
-	free(c->exten0);
-	free(c->ans_by_name);
+	if (c->name_owned)
+		free(c->name);
+	free(c->info);
 	free(c);
 }
 
@@ -954,7 +1035,7 @@ static call_direction group_direction(const call_tracker *t, const group *g,
 	if (!caller)
 		return CALL_DIR_INTERNAL;
 	if (caller->kind == KIND_TRUNK || caller->inbound_ctx ||
-	    strv_has(&t->dids, caller->exten0))
+	    strv_has(&t->dids, chan_exten0(caller)))
 		return CALL_DIR_INBOUND;
 	if (g->dialed_trunk)
 		return CALL_DIR_OUTBOUND;
@@ -1092,24 +1173,25 @@ static void push(chan **set, size_t *n, chan *c)
 		set[(*n)++] = c;
 }
 
-static uint64_t end_of(const chan *c, const chan_bridge *b)
+static uint64_t end_of(const call_tracker *t, const chan *c, const chan_bridge *b)
 {
-	if (b && b->leave_ts)
-		return b->leave_ts;
+	if (b && b->leave_ms)
+		return ts_of(t, b->leave_ms);
 	return c->hangup_ts;
 }
 
 /* Considers leg y met by caller-side leg x in bridge slot bx/by. */
-static void consider(answer *best, const chan *x, const chan_bridge *bx,
-		     const chan *y, const chan_bridge *by)
+static void consider(const call_tracker *t, answer *best, const chan *x,
+		     const chan_bridge *bx, const chan *y, const chan_bridge *by)
 {
 	if (y->kind != KIND_HUMAN && y->kind != KIND_TRUNK)
 		return;
-	uint64_t ts = MCD_MAX(bx ? bx->enter_ts : 0, by ? by->enter_ts : 0);
+	uint64_t ts = MCD_MAX(bx ? ts_of(t, bx->enter_ms) : 0,
+			      by ? ts_of(t, by->enter_ms) : 0);
 	if (!ts)
 		ts = y->up_ts;
-	uint64_t end = MCD_MIN(end_of(x, bx) ? end_of(x, bx) : UINT64_MAX,
-			       end_of(y, by) ? end_of(y, by) : UINT64_MAX);
+	uint64_t ex = end_of(t, x, bx), ey = end_of(t, y, by);
+	uint64_t end = MCD_MIN(ex ? ex : UINT64_MAX, ey ? ey : UINT64_MAX);
 	double talk = end != UINT64_MAX && end >= ts ? (double)(end - ts) / 1e6 : -1;
 	bool trunk = y->kind == KIND_TRUNK;
 	/* A phone beats a trunk leg; then the earliest answer wins. */
@@ -1151,11 +1233,12 @@ static bool find_answer(const call_tracker *t, const group *g, chan *caller,
 	push(set, &n, caller);
 	for (size_t i = 0; i < n; i++) {
 		chan *x = set[i];
-		if (x->ans_by_name) {
-			chan_kind k = kind_of(t, x->ans_by_name);
+		const char *ansby = chan_ansby(x);
+		if (ansby) {
+			chan_kind k = kind_of(t, ansby);
 			if ((k == KIND_HUMAN || k == KIND_TRUNK) &&
 			    !(best.by || best.by_name) ) {
-				best.by_name = x->ans_by_name;
+				best.by_name = ansby;
 				best.ts = x->ans_by_ts;
 				best.trunk = k == KIND_TRUNK;
 				best.talk_seconds = x->hangup_ts > x->ans_by_ts
@@ -1164,19 +1247,19 @@ static bool find_answer(const call_tracker *t, const group *g, chan *caller,
 		}
 		for (size_t bi = 0; bi < x->n_br; bi++) {
 			const chan_bridge *bx = &x->br[bi];
-			if (bx->holding)
+			if (bx->id & BR_HOLDING)
 				continue;
 			for (chan *y = g->chans; y; y = y->g_next) {
 				if (y == x || y == caller)
 					continue;
 				for (size_t bj = 0; bj < y->n_br; bj++) {
 					const chan_bridge *by = &y->br[bj];
-					if (by->holding || by->id != bx->id)
+					if (by->id != bx->id)
 						continue;
 					if (y->kind == KIND_LOCAL)
 						push(set, &n, local_twin(t, y));
 					else
-						consider(&best, x, bx, y, by);
+						consider(t, &best, x, bx, y, by);
 				}
 			}
 		}
@@ -1187,7 +1270,7 @@ static bool find_answer(const call_tracker *t, const group *g, chan *caller,
 				if (y->kind == KIND_LOCAL)
 					push(set, &n, local_twin(t, y));
 				else
-					consider(&best, x, NULL, y, NULL);
+					consider(t, &best, x, NULL, y, NULL);
 			}
 		}
 	}
@@ -1300,7 +1383,7 @@ static void fill_exts(const group *g, const char **exts, size_t *n)
 
 static const char *caller_shown(const chan *caller)
 {
-	return caller && !caller->withheld ? caller->caller_num : NULL;
+	return caller && !caller->withheld ? chan_num(caller) : NULL;
 }
 
 static void live_emit(call_tracker *t, group *g, const chan *caller,
@@ -1313,12 +1396,12 @@ static void live_emit(call_tracker *t, group *g, const chan *caller,
 		.call_key = g->key->key,
 		.direction = dir,
 		.caller_num = caller_shown(caller),
-		.caller_name = caller ? caller->caller_name : NULL,
+		.caller_name = caller ? chan_cname(caller) : NULL,
 		.caller_withheld = caller ? caller->withheld : false,
-		.did = caller ? caller->exten0 : NULL,
+		.did = caller ? chan_exten0(caller) : NULL,
 		.queue = g->queue,
 		.answered_by = answered_by,
-		.dialled_num = dir == CALL_DIR_OUTBOUND && caller ? caller->exten0 : NULL,
+		.dialled_num = dir == CALL_DIR_OUTBOUND && caller ? chan_exten0(caller) : NULL,
 		.answered = answered,
 		.ts_usec = ts,
 	};
@@ -1343,8 +1426,8 @@ static call_verdict apply_policy(const call_tracker *t, const chan *caller,
 	const call_policy *p = &t->policy;
 	if (caller->withheld && p->anonymous == CALL_ANON_SKIP)
 		return CALL_VERDICT_DROPPED;
-	if (number_listed(&p->ignore_numbers, caller->caller_num) ||
-	    number_listed(&p->ignore_dids, caller->exten0))
+	if (number_listed(&p->ignore_numbers, chan_num(caller)) ||
+	    number_listed(&p->ignore_dids, chan_exten0(caller)))
 		return CALL_VERDICT_DROPPED;
 	if (v != CALL_VERDICT_MISSED)
 		return v;
@@ -1369,8 +1452,8 @@ static void decide_inbound(call_tracker *t, group *g, chan *caller, int why)
 
 	o.caller_withheld = caller->withheld;
 	o.caller_num = caller_shown(caller);
-	o.caller_name = caller->caller_name;
-	o.did = caller->exten0;
+	o.caller_name = chan_cname(caller);
+	o.did = chan_exten0(caller);
 	o.queue = g->queue;
 	fill_exts(g, o.extensions, &o.n_extensions);
 	o.start_usec = caller->first_ts;
@@ -1485,42 +1568,42 @@ static void chan_note(call_tracker *t, chan *c, const call_event *ev)
 {
 	if (ev->ts_usec && (!c->first_ts || ev->ts_usec < c->first_ts))
 		c->first_ts = ev->ts_usec;
-	if (!c->caller_num && !str_empty(ev->caller_num))
-		set_str(&c->caller_num, ev->caller_num);
-	if (!c->caller_name && !str_empty(ev->caller_name) &&
-	    strcmp(ev->caller_name, "<unknown>") != 0)
-		set_str(&c->caller_name, ev->caller_name);
+	if (!str_empty(ev->caller_num) && !chan_num(c))
+		info_set(c, INFO_NUM, ev->caller_num);
+	if (!str_empty(ev->caller_name) && strcmp(ev->caller_name, "<unknown>") != 0 &&
+	    !chan_cname(c))
+		info_set(c, INFO_NAME, ev->caller_name);
 	if (ev->type == CALL_EV_CHANNEL_NEW || ev->type == CALL_EV_CALLER_ID ||
 	    ev->type == CALL_EV_RESYNC_CHANNEL)
-		c->withheld = ev->caller_withheld || number_withheld(c->caller_num);
+		c->withheld = ev->caller_withheld || number_withheld(chan_num(c));
 	if (!str_empty(ev->context) && !c->inbound_ctx &&
 	    strv_has(&t->inbound_contexts, ev->context))
 		c->inbound_ctx = true;
 	const char *did = !str_empty(ev->to_num) ? ev->to_num : ev->exten;
-	if (!c->exten0 && !str_empty(did) && strcmp(did, "s") != 0 &&
+	if (!str_empty(did) && strcmp(did, "s") != 0 && !chan_exten0(c) &&
 	    (ev->type == CALL_EV_CHANNEL_NEW || ev->type == CALL_EV_RESYNC_CHANNEL ||
 	     !str_empty(ev->to_num)))
-		set_str(&c->exten0, did);
+		info_set(c, INFO_EXTEN0, did);
 }
 
 static void chan_bridge_enter(call_tracker *t, chan *c, const call_event *ev)
 {
-	uint64_t id = hash_str(ev->bridge_id);
+	uint64_t id = hash_str(ev->bridge_id) & ~BR_HOLDING;
+	uint32_t ms = ms_of(t, ev->ts_usec);
 	chan_bridge *b = NULL;
 	for (size_t i = 0; i < c->n_br; i++)
-		if (c->br[i].id == id)
+		if ((c->br[i].id & ~BR_HOLDING) == id)
 			b = &c->br[i];
 	if (!b) {
 		/* Full: the newest replaces the last slot (the first ones
 		 * hold the answer, which is what matters). */
 		b = &c->br[c->n_br < CHAN_BRIDGES ? c->n_br++ : CHAN_BRIDGES - 1];
 		memset(b, 0, sizeof(*b));
-		b->id = id;
-		b->holding = ev->bridge_holding;
+		b->id = id | (ev->bridge_holding ? BR_HOLDING : 0);
 	}
-	if (!b->enter_ts || (ev->ts_usec && ev->ts_usec < b->enter_ts))
-		b->enter_ts = ev->ts_usec;
-	if (b->holding)
+	if (!b->enter_ms || (ms && ms < b->enter_ms))
+		b->enter_ms = ms;
+	if (b->id & BR_HOLDING)
 		return; /* a parking lot or hold: joins no calls */
 	hnode *n = htab_first(&t->bridges, id);
 	if (n) {
@@ -1542,10 +1625,11 @@ static void chan_bridge_enter(call_tracker *t, chan *c, const call_event *ev)
 
 static void chan_bridge_leave(call_tracker *t, chan *c, const call_event *ev)
 {
-	uint64_t id = hash_str(ev->bridge_id);
+	uint64_t id = hash_str(ev->bridge_id) & ~BR_HOLDING;
+	uint32_t ms = ms_of(t, ev->ts_usec);
 	for (size_t i = 0; i < c->n_br; i++)
-		if (c->br[i].id == id && ev->ts_usec > c->br[i].leave_ts)
-			c->br[i].leave_ts = ev->ts_usec;
+		if ((c->br[i].id & ~BR_HOLDING) == id && ms > c->br[i].leave_ms)
+			c->br[i].leave_ms = ms;
 	/* The record stays until the call is decided: a late BridgeEnter of
 	 * the same bridge must still find it. */
 }
@@ -1775,8 +1859,7 @@ static void feed_chan(call_tracker *t, chan *c, const call_event *ev)
 		merge_peer(t, c, ev);
 		break;
 	case CALL_EV_ANSWERED_BY:
-		set_str(&c->ans_by_name, !str_empty(ev->peer_name) ? ev->peer_name
-								   : ev->peer_id);
+		info_set(c, INFO_ANSBY, !str_empty(ev->peer_name) ? ev->peer_name : ev->peer_id);
 		c->ans_by_ts = ev->ts_usec;
 		if (!str_empty(ev->peer_name) && kind_of(t, ev->peer_name) == KIND_HUMAN) {
 			char ext[128];
