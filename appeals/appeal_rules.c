@@ -341,7 +341,7 @@ int appeal_title_render(const appeal_plan *p, const char *client_name,
 	if (!p || !out || len == 0)
 		return -EINVAL;
 	if (appeal_tz_get(p->timezone, &z) < 0)
-		(void)appeal_tz_get(NULL, &z); /* validated at load; UTC if gone */
+		z = appeal_tz_utc(); /* validated at load; cannot happen */
 	ctx_set_date(&c, p->when_usec, z);
 	c.vars[TV_CLIENT] = client_name;
 	/* An unknown or internal number still reads better than nothing. */
@@ -393,7 +393,7 @@ static const appeal_tz *rules_tz(const appeal_rules_cfg *cfg)
 	const appeal_tz *z;
 
 	if (appeal_tz_get(cfg->business_hours.timezone, &z) < 0)
-		(void)appeal_tz_get(NULL, &z);
+		z = appeal_tz_utc(); /* validated at load; cannot happen */
 	return z;
 }
 
@@ -891,7 +891,7 @@ static const cfg_key rules_keys[] = {
 	   "Appeal type (by name); its initial status is the appeal's status."),
 	KS(appeal_rules_cfg, manager, NULL, "Responsible manager (employee login); unset: none."),
 	KS(appeal_rules_cfg, comment, "\"Пропущенный\"", "Comment of the appeal."),
-	KS(appeal_rules_cfg, title, "\"Пропущенный звонок — {client|phone}\"",
+	KS(appeal_rules_cfg, title, "\"Пропущенный звонок — {client|phone|'номер скрыт'}\"",
 	   "Title template: {client|phone|'text'} first non-empty, variables client, phone, "
 	   "caller_name, caller, did, queue, reason, pbx; dates {yyyy} {yy} {mm} {dd} {hh} {mi}."),
 	KS(appeal_rules_cfg, source, "\"Телефония\"", "Source of the client."),

@@ -88,7 +88,7 @@ typedef struct appeal_rules_cfg {
 	char *appeal_type;  /* default "Пропущенный звонок" */
 	char *manager;	    /* employee login; NULL: none */
 	char *comment;	    /* default "Пропущенный" */
-	char *title;	    /* default "Пропущенный звонок — {client|phone}" */
+	char *title;	    /* default "Пропущенный звонок — {client|phone|'номер скрыт'}" */
 	char *source;	    /* default "Телефония" */
 	char *ad_campaign;
 	char *location;

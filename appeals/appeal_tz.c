@@ -431,6 +431,11 @@ int appeal_tz_get(const char *name, const appeal_tz **ret)
 	return 0;
 }
 
+const appeal_tz *appeal_tz_utc(void)
+{
+	return &tz_utc;
+}
+
 int32_t appeal_tz_offset(const appeal_tz *z, int64_t t)
 {
 	size_t lo = 0, hi;

@@ -25,6 +25,9 @@ typedef struct appeal_tz appeal_tz;
  * -ENOENT for an unknown zone, -ENOSPC when the cache is full. */
 int appeal_tz_get(const char *name, const appeal_tz **ret) MCD_WUR;
 
+/* The UTC zone (never fails). */
+const appeal_tz *appeal_tz_utc(void);
+
 /* Seconds east of UTC in effect at unix time t. */
 int32_t appeal_tz_offset(const appeal_tz *z, int64_t t);
 

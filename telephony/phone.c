@@ -471,7 +471,9 @@ static int emit(const char *cc, const char *nsn, char *out, size_t outlen)
 		return -EINVAL;
 	if (need > outlen)
 		return -ENOBUFS;
-	snprintf(out, outlen, "+%s%s", cc, nsn);
+	out[0] = '+';
+	memcpy(out + 1, cc, strlen(cc));
+	memcpy(out + 1 + strlen(cc), nsn, strlen(nsn) + 1);
 	return 0;
 }
 

@@ -109,7 +109,7 @@ static void test_defaults(void **state)
 	assert_string_equal(m->appeal_type, "Пропущенный звонок");
 	assert_null(m->manager);
 	assert_string_equal(m->comment, "Пропущенный");
-	assert_string_equal(m->title, "Пропущенный звонок — {client|phone}");
+	assert_string_equal(m->title, "Пропущенный звонок — {client|phone|'номер скрыт'}");
 	assert_string_equal(m->source, "Телефония");
 	assert_string_equal(m->numbering, "A-{yyyy}-{seq:06}");
 	assert_int_equal(m->sla_minutes, 60);
@@ -297,6 +297,18 @@ static void test_title_render(void **state)
 	assert_string_equal(t, "Пропущенный звонок — +79161234567");
 	assert_true(appeal_title_render(&p, "", "+79161234567", &o, t, sizeof(t)) > 0);
 	assert_string_equal(t, "Пропущенный звонок — +79161234567");
+
+	/* Withheld: the default's literal fallback; a number that is not
+	 * E.164 (internal) as presented. */
+	call_outcome w = o;
+	w.caller_num = NULL;
+	w.caller_withheld = true;
+	assert_true(appeal_title_render(&p, NULL, NULL, &w, t, sizeof(t)) > 0);
+	assert_string_equal(t, "Пропущенный звонок — номер скрыт");
+	w = o;
+	w.caller_num = "100";
+	assert_true(appeal_title_render(&p, NULL, NULL, &w, t, sizeof(t)) > 0);
+	assert_string_equal(t, "Пропущенный звонок — 100");
 
 	/* Other variables, literal fallback, escaped braces, dates. */
 	p.title_tmpl = "{client|caller_name|'без имени'} {{{did}}} {queue}/{reason} {dd}.{mm}.{yyyy} {hh}:{mi}";
