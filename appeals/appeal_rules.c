@@ -17,6 +17,7 @@
 #include "appeal_rules.h"
 #include "appeal_tz.h"
 #include "call_tracker.h"
+#include "phone.h"
 
 #define TMPL_PLACEHOLDER_MAX 128
 #define SLA_MINUTES_MAX 525600 /* a year */
@@ -344,12 +345,14 @@ int appeal_title_render(const appeal_plan *p, const char *client_name,
 		z = appeal_tz_utc(); /* validated at load; cannot happen */
 	ctx_set_date(&c, p->when_usec, z);
 	c.vars[TV_CLIENT] = client_name;
-	/* An unknown or internal number still reads better than nothing. */
-	c.vars[TV_PHONE] = phone_e164 ? phone_e164
-			   : (o && !o->caller_withheld ? o->caller_num : NULL);
+	/* An unknown or internal number still reads better than nothing;
+	 * "anonymous" and friends are no number at all. */
+	const char *raw = o && !o->caller_withheld && !phone_is_withheld(o->caller_num)
+				  ? o->caller_num : NULL;
+	c.vars[TV_PHONE] = phone_e164 ? phone_e164 : raw;
 	if (o) {
 		c.vars[TV_CALLER_NAME] = o->caller_name;
-		c.vars[TV_CALLER] = o->caller_withheld ? NULL : o->caller_num;
+		c.vars[TV_CALLER] = raw;
 		c.vars[TV_DID] = o->did;
 		c.vars[TV_QUEUE] = o->queue;
 		c.vars[TV_REASON] = call_reason_to_string(o->reason);

@@ -306,6 +306,9 @@ static void test_title_render(void **state)
 	assert_true(appeal_title_render(&p, NULL, NULL, &w, t, sizeof(t)) > 0);
 	assert_string_equal(t, "Пропущенный звонок — номер скрыт");
 	w = o;
+	w.caller_num = "Anonymous"; /* a marker the PBX did not flag */
+	assert_true(appeal_title_render(&p, NULL, NULL, &w, t, sizeof(t)) > 0);
+	assert_string_equal(t, "Пропущенный звонок — номер скрыт");
 	w.caller_num = "100";
 	assert_true(appeal_title_render(&p, NULL, NULL, &w, t, sizeof(t)) > 0);
 	assert_string_equal(t, "Пропущенный звонок — 100");
