@@ -110,9 +110,41 @@ q "INSERT INTO appeal_statuses (name) VALUES ('Новое'), ('Входящий 
    INSERT INTO employees (login, name) VALUES ('ivanov', 'Иван Иванов'), ('petrova', 'Мария Петрова');
    INSERT INTO clients (name) VALUES ('Петров Пётр'), ('Сидоров'), ('Кузнецов');
    INSERT INTO client_tags VALUES (1, 'VIP');
-   INSERT INTO client_phones (client_id, phone, phone_e164) VALUES
-     (1, '8 (916) 123-45-67', '+79161234567'),
-     (2, '+7 999 000-00-01', '+79990000001'), (3, '79990000001', '+79990000001');"
+   INSERT INTO client_phones (client_id, phone) VALUES
+     (1, '8 (916) 123-45-67'), (1, 'доб. нет'),
+     (2, '+7 999 000-00-01'), (3, '7 (999) 000 00 01 доб. 5');"
+expect_eq "$(q "SELECT string_agg(coalesce(phone_e164, '-'), ',' ORDER BY id) FROM client_phones")" \
+	"+79161234567,-,+79990000001,+79990000001" "client phones in any format normalised by the trigger"
+
+# The SQL normalisation against every row of phones.tsv (the C module's
+# single source of truth).
+python3 - "$SRC/tests/data/phones.tsv" >"$T/phones.json" <<'PY'
+import json, sys
+rows = []
+for line in open(sys.argv[1], encoding="utf-8"):
+    line = line.rstrip("\n")
+    if line.startswith("#"):
+        continue
+    f = line.split("\t")
+    if len(f) >= 3:
+        rows.append(f[:3])
+print(json.dumps(rows))
+PY
+mismatch=$(pg_cluster_psql "$PGDIR" -qAt -F '|' -v "j=$(cat "$T/phones.json")" <<'SQL'
+SELECT x->>0, x->>1, x->>2, mcd_phone_classify(x->>0, x->>1)
+FROM jsonb_array_elements(:'j'::jsonb) x
+WHERE mcd_phone_classify(x->>0, x->>1) IS DISTINCT FROM x->>2;
+SQL
+)
+[ -z "$mismatch" ] || fail "SQL normalisation differs from phones.tsv: $mismatch"
+rows=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$T/phones.json")
+[ "$rows" -gt 100 ] || fail "phones.tsv has only $rows rows"
+echo "ok: SQL normalisation matches all $rows rows of phones.tsv"
+# A lookup by E.164 is an index probe, not a scan, even with many phones.
+q "INSERT INTO client_phones (client_id, phone) SELECT 3, '8 (900) ' || lpad(g::text, 7, '0') FROM generate_series(1, 20000) g; ANALYZE client_phones"
+q "EXPLAIN SELECT client_id FROM client_phones WHERE phone_e164 = '+79161234567'" | grep -q "Index" ||
+	fail "client phone lookup does not use the index"
+echo "ok: client phone lookup uses the index"
 
 # --- the spooled outcome from before the migration, then the rules ---
 start_drive d2
