@@ -32,8 +32,8 @@ struct cfg_report {
 	char **msgs;
 	size_t n, cap;
 	size_t dropped;
-	/* key paths that already have a problem: a module's cross-key check
-	 * stays quiet about a key the loader already rejected */
+	/* key paths the loader already rejected: a module's cross-key check
+	 * stays quiet about them (it may still report a key twice itself) */
 	char **paths;
 	size_t npaths, cappaths;
 };
@@ -172,8 +172,6 @@ static void report_vat(cfg_report *r, const char *file, unsigned line,
 	if (!r)
 		return;
 	vsnprintf(body, sizeof(body), fmt, ap);
-	if (path && *path)
-		report_mark(r, path);
 	if (file && line)
 		k = asprintf(&msg, "%s:%u: %s%s%s", file, line,
 			     path ? path : "", path && *path ? ": " : "", body);
@@ -192,6 +190,9 @@ static void report_at(cfg_report *r, const char *file, unsigned line,
 {
 	va_list ap;
 
+	/* The loader's own problems silence module checks on the same key. */
+	if (path && *path)
+		report_mark(r, path);
 	va_start(ap, fmt);
 	report_vat(r, file, line, path, fmt, ap);
 	va_end(ap);
