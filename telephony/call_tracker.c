@@ -880,6 +880,13 @@ static bool local_base(const char *name, uint64_t *ret_hash, uint8_t *ret_half)
 	return true;
 }
 
+/* Same Local pair base ("Local/7006@from-queue-00120cc6")? */
+static bool same_base(const char *a, const char *b)
+{
+	const char *sa = strrchr(a, ';'), *sb = strrchr(b, ';');
+	return sa && sb && sa - a == sb - b && memcmp(a, b, (size_t)(sa - a)) == 0;
+}
+
 /* The other half of a Local pair, or NULL. */
 static chan *local_twin(const call_tracker *t, const chan *c)
 {
@@ -887,12 +894,20 @@ static chan *local_twin(const call_tracker *t, const chan *c)
 	uint8_t half;
 	if (c->kind != KIND_LOCAL || !local_base(c->name, &h, &half))
 		return NULL;
+	chan *live = NULL;
 	for (hnode *n = htab_first(&t->locals, h); n; n = htab_next(n)) {
 		chan *o = container_of(n, chan, lnode);
-		if (o != c && o->local_half != half && o->local_half)
+		if (o == c || !o->local_half || o->local_half == half ||
+		    !same_base(o->name, c->name))
+			continue;
+		/* Names are reused after hangup (and across replayed
+		 * captures): the twin in the same call wins. */
+		if (o->g == c->g)
 			return o;
+		if (!o->hung_up && !live)
+			live = o;
 	}
-	return NULL;
+	return live;
 }
 
 /* Names a channel (first time or renamed): kind, Local pairing. */
@@ -928,7 +943,7 @@ static void chan_classify(call_tracker *t, chan *c)
 		c->in_lnode = true;
 		/* Asterisk 11 gives the halves no common linked id: join here. */
 		chan *twin = local_twin(t, c);
-		if (twin && twin->g != c->g)
+		if (twin && twin->g != c->g && !twin->hung_up && !c->hung_up)
 			group_merge(t, twin->g, c->g);
 	}
 }

@@ -23,7 +23,7 @@
 #include "metrics.h"
 #include "util.h"
 
-#define MAX_OUT 16
+#define MAX_OUT 40
 
 typedef struct rec_outcome {
 	call_direction direction;
@@ -253,6 +253,91 @@ static void test_transcripts(void **state)
 	assert_true(rows >= 17);
 }
 
+/* The first Linkedid of a transcript: the call key of its call. */
+static void first_linkedid(const char *text, char *out, size_t len)
+{
+	const char *p = strstr(text, "\nLinkedid: ");
+	assert_non_null(p);
+	p += strlen("\nLinkedid: ");
+	size_t n = strcspn(p, "\r\n");
+	assert_true(n < len);
+	memcpy(out, p, n);
+	out[n] = '\0';
+}
+
+/* All transcripts back to back in one session, as a busy PBX would send
+ * them: channel names (Local/…) repeat across calls, calls overlap in the
+ * grace period; every call still gets its own verdict. */
+static void test_one_session(void **state)
+{
+	char *path = data_path("MCD_SOURCE_ROOT", MCD_SOURCE_ROOT,
+			       "tests/data/ami/expected.tsv");
+	FILE *f = fopen(path, "r");
+	char line[1024], keys[40][64], *all = NULL, *rows[40][9], *copy[40];
+	size_t len_all = 0, n = 0, inbound = 0;
+	collector col;
+	call_policy pol;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) && n < 40) {
+		if (line[0] == '#' || strncmp(line, "scenario\t", 9) == 0)
+			continue;
+		line[strcspn(line, "\r\n")] = '\0';
+		copy[n] = strdup(line);
+		char *save = NULL, *s = copy[n];
+		size_t k = 0;
+		for (char *tok; k < 9 && (tok = strtok_r(s, "\t", &save)); s = NULL)
+			rows[n][k++] = tok;
+		assert_int_equal(k, 9);
+		char *rel = NULL, *tp;
+		size_t len;
+		assert_true(asprintf(&rel, "tests/data/ami/%s.ami", rows[n][0]) > 0);
+		tp = data_path("MCD_SOURCE_ROOT", MCD_SOURCE_ROOT, rel);
+		char *text = read_file(tp, &len);
+		assert_non_null(text);
+		first_linkedid(text, keys[n], sizeof(keys[n]));
+		all = realloc(all, len_all + len + 1);
+		assert_non_null(all);
+		memcpy(all + len_all, text, len + 1);
+		len_all += len;
+		if (streq(rows[n][1], "inbound"))
+			inbound++;
+		free(text);
+		free(tp);
+		free(rel);
+		n++;
+	}
+	fclose(f);
+	memset(&col, 0, sizeof(col));
+	default_policy(&pol);
+	run_stream(all, len_all, 4096, fpbx_trunks, 1, fpbx_ctx, 1, &pol, &col);
+	assert_int_equal(col.n_out, inbound);
+	for (size_t i = 0; i < n; i++) {
+		rec_outcome *o = NULL;
+		for (size_t j = 0; j < col.n_out; j++)
+			if (streq(col.out[j].call_key, keys[i]))
+				o = &col.out[j];
+		if (!streq(rows[i][1], "inbound")) {
+			assert_null(o);
+			continue;
+		}
+		if (!o)
+			fail_msg("%s (%s): no outcome", rows[i][0], keys[i]);
+		if (!streq(call_verdict_to_string(o->verdict), rows[i][2]) ||
+		    !streq(call_reason_to_string(o->reason), rows[i][3]) ||
+		    !streq(o->answered_by, rows[i][4]) || !streq(o->exts, rows[i][5]))
+			fail_msg("%s: got %s/%s by %s exts %s", rows[i][0],
+				 call_verdict_to_string(o->verdict),
+				 call_reason_to_string(o->reason), o->answered_by, o->exts);
+		assert_int_equal(o->vm_left, atoi(rows[i][7]));
+	}
+	for (size_t i = 0; i < n; i++)
+		free(copy[i]);
+	free(all);
+	free(path);
+	cfg_free(&call_policy_cfg_section, &pol);
+}
+
 /* The real captures (pyfreepbx, Asterisk 16): ext-to-ext and queue calls
  * from-internal, counted as inbound by configuring that context. */
 static void run_capture(const char *name, collector *col)
@@ -346,6 +431,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_transcripts),
+		cmocka_unit_test(test_one_session),
 		cmocka_unit_test(test_capture_answered),
 		cmocka_unit_test(test_capture_missed),
 		cmocka_unit_test(test_capture_abandoned),
