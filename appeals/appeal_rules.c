@@ -368,15 +368,15 @@ int appeal_title_render(const appeal_plan *p, const char *client_name,
 
 /* ---- business hours and deadlines ----------------------------------------- */
 
-static bool is_holiday(const appeal_hours_cfg *h, int64_t day)
+static bool in_dates(const int32_t *v, size_t n, int64_t day)
 {
-	size_t lo = 0, hi = h->n_holidays;
+	size_t lo = 0, hi = n;
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (h->holiday_days[mid] == day)
+		if (v[mid] == day)
 			return true;
-		if (h->holiday_days[mid] < day)
+		if (v[mid] < day)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -388,7 +388,10 @@ static bool is_working_day(const appeal_hours_cfg *h, int64_t day)
 {
 	int dow = (int)(((day % 7) + 7 + 3) % 7); /* 1970-01-01 was a Thursday */
 
-	return (h->day_mask & (1u << dow)) && !is_holiday(h, day);
+	if (in_dates(h->holiday_days, h->n_holidays, day))
+		return false;
+	return (h->day_mask & (1u << dow)) ||
+	       in_dates(h->workday_days, h->n_workdays, day);
 }
 
 static const appeal_tz *rules_tz(const appeal_rules_cfg *cfg)
@@ -440,8 +443,8 @@ int appeal_rules_deadline(const appeal_rules_cfg *cfg, uint64_t when_usec,
 	day = local / 86400 - (local % 86400 < 0);
 	sec = local - day * 86400;
 	left = sla_minutes * 60;
-	/* A year of SLA over >= 1 working day a week minus <= 400 holidays
-	 * ends within this many days. */
+	/* Bounded: working time thinner than the SLA can cover in this many
+	 * years (a few minutes a week) is -ERANGE. */
 	for (int i = 0; i < 366 * 12; i++, day++, sec = 0) {
 		int64_t start = h->start_min * 60, end = h->end_min * 60;
 		int64_t cur = MCD_MAX(sec, start);
@@ -550,8 +553,9 @@ int appeal_rules_plan(const appeal_rules_cfg *cfg, const call_outcome *o,
 		 &cfg->specialists);
 
 	r = appeal_rules_deadline(cfg, p.when_usec, p.sla_minutes, &p.deadline_usec);
-	if (r < 0)
-		return r;
+	if (r < 0) /* working time too thin for the SLA: calendar time */
+		p.deadline_usec = p.when_usec +
+				  (uint64_t)p.sla_minutes * 60 * USEC_PER_SEC;
 	p.title_tmpl = cfg->title;
 	p.number_tmpl = cfg->numbering;
 	p.timezone = cfg->business_hours.timezone;
@@ -611,8 +615,22 @@ void appeal_rules_done(void)
 
 /* ---- configuration ---------------------------------------------------------- */
 
-static const char *const day_names[7] = { "mon", "tue", "wed", "thu",
-					  "fri", "sat", "sun" };
+/* Day names: English short and long, Russian short ("пн"). */
+static const char *const day_names[7][3] = {
+	{ "mon", "monday", "пн" },    { "tue", "tuesday", "вт" },
+	{ "wed", "wednesday", "ср" }, { "thu", "thursday", "чт" },
+	{ "fri", "friday", "пт" },    { "sat", "saturday", "сб" },
+	{ "sun", "sunday", "вс" },
+};
+
+static int day_index(const char *s)
+{
+	for (int d = 0; d < 7; d++)
+		for (int k = 0; k < 3; k++)
+			if (strcasecmp(day_names[d][k], s) == 0)
+				return d;
+	return -1;
+}
 
 /* "9:00", "09:00"; "24:00" only as an end. Minutes after midnight. */
 static int parse_hhmm(const char *s, bool end, int *ret)
@@ -672,12 +690,11 @@ static int hours_days(appeal_hours_cfg *h, cfg_report *r, const cfg_where *w)
 
 	h->day_mask = 0;
 	for (size_t i = 0; i < h->days.n; i++) {
-		size_t d = 0;
-		while (d < 7 && strcasecmp(day_names[d], h->days.v[i]) != 0)
-			d++;
-		if (d == 7) {
+		int d = day_index(h->days.v[i]);
+		if (d < 0) {
 			cfg_report_error(r, w, "days",
-					 "unknown day \"%s\" (mon, tue, wed, thu, fri, sat, sun)",
+					 "unknown day \"%s\" (mon, tue, wed, thu, fri, sat, sun; "
+					 "monday…; пн, вт, ср, чт, пт, сб, вс)",
 					 h->days.v[i]);
 			rr = -EINVAL;
 		} else {
@@ -692,29 +709,32 @@ static int hours_days(appeal_hours_cfg *h, cfg_report *r, const cfg_where *w)
 	return rr;
 }
 
-static int hours_holidays(appeal_hours_cfg *h, cfg_report *r, const cfg_where *w)
+/* A list of "YYYY-MM-DD" into sorted day numbers. */
+static int hours_dates(const cfg_strv *in, int32_t *out, size_t max,
+		       size_t *ret_n, const char *key, cfg_report *r,
+		       const cfg_where *w)
 {
 	size_t n = 0;
 	int rr = 0;
 
-	h->n_holidays = 0;
-	if (h->holidays.n > APPEAL_MAX_HOLIDAYS) {
-		cfg_report_error(r, w, "holidays", "too many dates: %zu (at most %d)",
-				 h->holidays.n, APPEAL_MAX_HOLIDAYS);
+	*ret_n = 0;
+	if (in->n > max) {
+		cfg_report_error(r, w, key, "too many dates: %zu (at most %zu)",
+				 in->n, max);
 		return -EINVAL;
 	}
-	for (size_t i = 0; i < h->holidays.n; i++) {
-		if (parse_date(h->holidays.v[i], &h->holiday_days[n]) < 0) {
-			cfg_report_error(r, w, "holidays",
+	for (size_t i = 0; i < in->n; i++) {
+		if (parse_date(in->v[i], &out[n]) < 0) {
+			cfg_report_error(r, w, key,
 					 "bad date \"%s\" (YYYY-MM-DD, e.g. \"2026-01-07\")",
-					 h->holidays.v[i]);
+					 in->v[i]);
 			rr = -EINVAL;
 		} else {
 			n++;
 		}
 	}
-	qsort(h->holiday_days, n, sizeof(h->holiday_days[0]), cmp_i32);
-	h->n_holidays = n;
+	qsort(out, n, sizeof(out[0]), cmp_i32);
+	*ret_n = n;
 	return rr;
 }
 
@@ -740,7 +760,10 @@ static int hours_validate(void *obj, cfg_report *r, const cfg_where *w)
 				 h->end, h->start);
 		rr = -EINVAL;
 	}
-	if (hours_holidays(h, r, w) < 0)
+	if (hours_dates(&h->holidays, h->holiday_days, APPEAL_MAX_HOLIDAYS,
+			&h->n_holidays, "holidays", r, w) < 0 ||
+	    hours_dates(&h->workdays, h->workday_days, APPEAL_MAX_WORKDAYS,
+			&h->n_workdays, "workdays", r, w) < 0)
 		rr = -EINVAL;
 	/* Loaded here, at config load, so the run-time path never reads a
 	 * file (appeal_tz.h). Also dates in numbers use it. */
@@ -829,6 +852,8 @@ static const cfg_key hours_keys[] = {
 	KS(appeal_hours_cfg, start, "\"09:00\"", "Start of the working day, HH:MM local time."),
 	KS(appeal_hours_cfg, end, "\"18:00\"", "End of the working day, HH:MM (24:00 allowed)."),
 	KV(appeal_hours_cfg, holidays, NULL, "Days off, \"YYYY-MM-DD\"."),
+	KV(appeal_hours_cfg, workdays, NULL,
+	   "Extra working days, \"YYYY-MM-DD\" (a working Saturday of a holiday transfer)."),
 	{ .name = NULL },
 };
 

@@ -17,7 +17,7 @@
  *
  * Deadline: sla_minutes after the call was missed (its end), or, with
  * business_hours.enabled, sla_minutes of working time (days, start-end,
- * minus holidays) in business_hours.timezone: missed at 22:00 with 60 min
+ * minus holidays, plus extra workdays such as a working Saturday) in business_hours.timezone: missed at 22:00 with 60 min
  * and hours 09-18 -> 10:00 on the next working day. Time zones are read
  * from /usr/share/zoneinfo (TZif) when the config is loaded, never on the
  * run-time path, and never through the process-global TZ/tzset() state.
@@ -35,6 +35,7 @@ struct call_outcome;
 #define APPEAL_PLAN_MAX_TAGS 32
 #define APPEAL_PLAN_MAX_SPECIALISTS 32
 #define APPEAL_MAX_HOLIDAYS 400
+#define APPEAL_MAX_WORKDAYS 100
 
 /* business_hours: parsed fields after the table ones are filled by the
  * section's validate callback (no allocations, so cfg_free stays exact). */
@@ -45,11 +46,14 @@ typedef struct appeal_hours_cfg {
 	char *start;	    /* "09:00" */
 	char *end;	    /* "18:00" */
 	cfg_strv holidays;  /* "YYYY-MM-DD" */
+	cfg_strv workdays;  /* "YYYY-MM-DD": working although their weekday is not */
 	/* parsed */
 	unsigned day_mask;  /* bit 0 = Monday … bit 6 = Sunday */
 	int start_min, end_min; /* minutes after local midnight */
 	int32_t holiday_days[APPEAL_MAX_HOLIDAYS]; /* days since 1970-01-01, sorted */
 	size_t n_holidays;
+	int32_t workday_days[APPEAL_MAX_WORKDAYS];
+	size_t n_workdays;
 } appeal_hours_cfg;
 
 typedef struct appeal_urgent_cfg {

@@ -462,6 +462,43 @@ static void test_deadline_across_holidays(void **state)
 	unload(c);
 }
 
+static void test_deadline_workdays_and_day_names(void **state)
+{
+	/* A working Saturday (holiday transfer) and Russian day names. */
+	root *c = load_ok("missed_calls = { business_hours = { enabled = true;\n"
+			  "  days = [\"пн\", \"Tuesday\", \"ср\", \"thu\", \"пт\"];\n"
+			  "  workdays = [\"2026-11-28\"]; }; };");
+	uint64_t d;
+
+	(void)state;
+	assert_int_equal(c->missed_calls.business_hours.day_mask, 0x1f);
+	/* Friday 17:30 + 60 -> the working Saturday 09:30. */
+	assert_int_equal(appeal_rules_deadline(&c->missed_calls, at(2026, 11, 27, 17, 30, 3), 60, &d), 0);
+	assert_int_equal(d, at(2026, 11, 28, 9, 30, 3));
+	assert_false(appeal_rules_after_hours(&c->missed_calls, at(2026, 11, 28, 12, 0, 3)));
+	/* The next Saturday is off again. */
+	assert_int_equal(appeal_rules_deadline(&c->missed_calls, at(2026, 12, 4, 17, 30, 3), 60, &d), 0);
+	assert_int_equal(d, at(2026, 12, 7, 9, 30, 3));
+	unload(c);
+}
+
+/* Working time too thin for the SLA: the deadline function says so, and
+ * the plan falls back to calendar time rather than lose the appeal. */
+static void test_deadline_out_of_range(void **state)
+{
+	root *c = load_ok("missed_calls = { sla_minutes = 525600; business_hours = {\n"
+			  "  enabled = true; days = [\"mon\"]; start = \"09:00\"; end = \"09:01\"; }; };");
+	uint64_t when = at(2026, 11, 25, 12, 0, 3), d = 1;
+	call_outcome o = missed("1", NULL, when);
+	appeal_plan p;
+
+	(void)state;
+	assert_int_equal(appeal_rules_deadline(&c->missed_calls, when, 525600, &d), -ERANGE);
+	assert_int_equal(appeal_rules_plan(&c->missed_calls, &o, &p), 0);
+	assert_int_equal(p.deadline_usec, when + 525600ull * 60 * 1000000ull);
+	unload(c);
+}
+
 static void test_deadline_time_zones(void **state)
 {
 	/* One instant: 12:30 UTC on Wednesday 2023-06-14 is 15:30 in Moscow
@@ -539,8 +576,10 @@ static void test_template_errors(void **state)
 static void test_config_errors(void **state)
 {
 	(void)state;
-	load_fails("missed_calls = { business_hours = {\n days = [\"mon\", \"monday\"]; }; };",
-		   "t.conf:2: missed_calls.business_hours.days: unknown day \"monday\"");
+	load_fails("missed_calls = { business_hours = {\n days = [\"mon\", \"mo\"]; }; };",
+		   "t.conf:2: missed_calls.business_hours.days: unknown day \"mo\"");
+	load_fails("missed_calls = { business_hours = {\n workdays = [\"2026-11-28\", \"28.11.2026\"]; }; };",
+		   "t.conf:2: missed_calls.business_hours.workdays: bad date \"28.11.2026\"");
 	load_fails("missed_calls = { business_hours = {\n start = \"25:00\"; }; };",
 		   "t.conf:2: missed_calls.business_hours.start: bad time \"25:00\"");
 	load_fails("missed_calls = { business_hours = {\n start = \"18:00\";\n end = \"09:00\"; }; };",
@@ -585,6 +624,8 @@ int main(void)
 		cmocka_unit_test(test_deadline_night_to_next_morning),
 		cmocka_unit_test(test_deadline_across_weekend),
 		cmocka_unit_test(test_deadline_across_holidays),
+		cmocka_unit_test(test_deadline_workdays_and_day_names),
+		cmocka_unit_test(test_deadline_out_of_range),
 		cmocka_unit_test(test_deadline_time_zones),
 		cmocka_unit_test(test_deadline_across_dst),
 		cmocka_unit_test(test_urgent),
