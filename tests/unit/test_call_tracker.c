@@ -33,7 +33,7 @@
 #endif
 
 #define T(s) ((uint64_t)((1781900000.0 + (s)) * 1e6))
-#define EVB(...) ((call_event){.cause = -1, .hold_seconds = -1, __VA_ARGS__})
+#define EVB(...) {.cause = -1, .hold_seconds = -1, __VA_ARGS__}
 #define NEWCH(ts, id, lid, name, num, ctx, ext)                                \
 	EVB(.type = CALL_EV_CHANNEL_NEW, .ts_usec = T(ts), .chan_id = id,      \
 	    .linked_id = lid, .chan_name = name, .caller_num = num,            \
@@ -1080,9 +1080,9 @@ static void test_sip_style(void **state)
 			    .linked_id = id, .peer_id = "z9hG4bK2", .peer_name = "SIP/7002", .exten = "7002"),
 			EVB(.type = CALL_EV_CHANNEL_STATE, .ts_usec = T(0.3), .chan_id = id,
 			    .linked_id = id, .chan_state = CALL_CHAN_RINGING),
-			answered ? EVB(.type = CALL_EV_ANSWERED_BY, .ts_usec = T(7), .chan_id = id,
+			answered ? (call_event)EVB(.type = CALL_EV_ANSWERED_BY, .ts_usec = T(7), .chan_id = id,
 				       .linked_id = id, .peer_id = "z9hG4bK2", .peer_name = "SIP/7002")
-				 : EVB(.type = CALL_EV_DIAL_END, .ts_usec = T(7), .chan_id = id,
+				 : (call_event)EVB(.type = CALL_EV_DIAL_END, .ts_usec = T(7), .chan_id = id,
 				       .linked_id = id, .dial_status = CALL_DIAL_CANCEL),
 			EVB(.type = CALL_EV_HANGUP, .ts_usec = T(answered ? 60 : 7), .chan_id = id,
 			    .linked_id = id, .cause = 16),
