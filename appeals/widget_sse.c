@@ -22,6 +22,7 @@
 #define REPLAY_BATCH 200
 
 typedef enum sub_state {
+	SUB_NEW,
 	SUB_REPLAY,
 	SUB_LIVE,
 	SUB_CLOSED,
@@ -30,6 +31,7 @@ typedef enum sub_state {
 } sub_state;
 
 static const char *const sub_state_names[_SUB_STATE_MAX] = {
+	[SUB_NEW] = "new",
 	[SUB_REPLAY] = "replay",
 	[SUB_LIVE] = "live",
 	[SUB_CLOSED] = "closed",

@@ -7,6 +7,7 @@
  * sees them, by reference (no per-subscriber copy or re-encoding).
  *
  * Subscriber state machine (sub_set_state() is the only writer):
+ *   NEW      the response head is out; hello follows
  *   REPLAY   reading missed appeal events back from the store's outbox
  *            (Last-Event-ID older than the ring); live frames wait in the
  *            ring meanwhile
