@@ -253,6 +253,196 @@ static void test_transcripts(void **state)
 	assert_true(rows >= 17);
 }
 
+/* A small AMI text (LF line ends) through a tracker the test drives. */
+typedef struct rig {
+	collector col;
+	call_tracker *t;
+	ami_adapter *a;
+	ami_parser *p;
+	call_policy pol;
+} rig;
+
+static void rig_init(rig *r, const char *trunk)
+{
+	static cfg_strv tr;
+	static const char *one[1];
+	one[0] = trunk;
+	tr = (cfg_strv){(char **)one, 1};
+	call_direction_rules rules = {.trunks = &tr};
+	call_sink sink = {on_outcome, on_live, &r->col};
+	memset(r, 0, sizeof(*r));
+	default_policy(&r->pol);
+	r->t = call_tracker_new(NULL, "office", &r->pol, &rules, &sink);
+	r->a = ami_adapter_new(r->t);
+	r->p = ami_parser_new(0, 0);
+	assert_non_null(r->t);
+	assert_non_null(r->a);
+	assert_non_null(r->p);
+	ami_parser_reset(r->p, false);
+}
+
+static void rig_feed(rig *r, const char *text)
+{
+	size_t len = strlen(text), off = 0;
+	ami_msg m;
+	while (off < len) {
+		off += ami_parser_feed(r->p, text + off, len - off);
+		while (ami_parser_next(r->p, &m) == AMI_PARSE_MSG)
+			ami_adapter_feed(r->a, &m, 0);
+	}
+}
+
+static void rig_done(rig *r)
+{
+	ami_parser_free(r->p);
+	ami_adapter_free(r->a);
+	call_tracker_free(r->t);
+	cfg_free(&call_policy_cfg_section, &r->pol);
+}
+
+#define CH(ev, chan, uid, lid, extra)                                          \
+	"Event: " ev "\nPrivilege: call,all\nChannel: " chan                   \
+	"\nChannelState: 6\nChannelStateDesc: Up\nCallerIDNum: 79161234567"    \
+	"\nContext: from-pstn\nExten: 74951234567\nUniqueid: " uid              \
+	"\nLinkedid: " lid "\n" extra "\n"
+
+/* CEL LINKEDID_END (UniqueID/LinkedID spelling) decides without grace. */
+static void test_cel_linkedid_end(void **state)
+{
+	rig r;
+	rig_init(&r, "PJSIP/provider");
+	rig_feed(&r, CH("Newchannel", "PJSIP/provider-00000001", "1700000000.1", "1700000000.1", "")
+		     CH("Newexten", "PJSIP/provider-00000001", "1700000000.1", "1700000000.1",
+			"Application: Playback\nAppData: custom/closed\n")
+		     CH("Hangup", "PJSIP/provider-00000001", "1700000000.1", "1700000000.1",
+			"Cause: 16\n"));
+	call_tracker_tick(r.t, mono_usec());
+	assert_int_equal(r.col.n_out, 0); /* grace */
+	rig_feed(&r, "Event: CEL\nPrivilege: call,all\nEventName: LINKEDID_END\n"
+		     "UniqueID: 1700000000.1\nLinkedID: 1700000000.1\n\n");
+	call_tracker_tick(r.t, mono_usec());
+	assert_int_equal(r.col.n_out, 1);
+	assert_int_equal(r.col.out[0].verdict, CALL_VERDICT_DROPPED); /* IVR < 5 s */
+	assert_int_equal(r.col.out[0].reason, CALL_REASON_IVR_ABANDON);
+	rig_done(&r);
+}
+
+/* Asterisk 11: no Linkedid, `Event: Dial` SubEvent, `Event: Bridge`. */
+static void test_asterisk11(void **state)
+{
+	rig r;
+	ami_adapter_stats st;
+	rig_init(&r, "SIP/provider");
+	rig_feed(&r,
+		 "Event: Newchannel\nPrivilege: call,all\nChannel: SIP/provider-00000001\n"
+		 "ChannelState: 4\nChannelStateDesc: Ring\nCallerIDNum: 79161234567\n"
+		 "CallerIDName: \nAccountCode: \nExten: 74951234567\nContext: from-pstn\n"
+		 "Uniqueid: 1414510600.0\n\n"
+		 "Event: Newchannel\nPrivilege: call,all\nChannel: SIP/7001-00000002\n"
+		 "ChannelState: 0\nChannelStateDesc: Down\nCallerIDNum: 7001\n"
+		 "Exten: \nContext: default\nUniqueid: 1414510600.1\n\n"
+		 "Event: Dial\nPrivilege: call,all\nSubEvent: Begin\nChannel: SIP/provider-00000001\n"
+		 "Destination: SIP/7001-00000002\nCallerIDNum: 79161234567\nUniqueID: 1414510600.0\n"
+		 "DestUniqueID: 1414510600.1\nDialstring: 7001\n\n"
+		 "Event: Newstate\nPrivilege: call,all\nChannel: SIP/7001-00000002\nChannelState: 6\n"
+		 "ChannelStateDesc: Up\nUniqueid: 1414510600.1\n\n"
+		 "Event: Dial\nPrivilege: call,all\nSubEvent: End\nChannel: SIP/provider-00000001\n"
+		 "UniqueID: 1414510600.0\nDialStatus: ANSWER\n\n"
+		 "Event: Bridge\nPrivilege: call,all\nBridgestate: Link\nBridgetype: core\n"
+		 "Channel1: SIP/provider-00000001\nChannel2: SIP/7001-00000002\n"
+		 "Uniqueid1: 1414510600.0\nUniqueid2: 1414510600.1\nCallerID1: 79161234567\nCallerID2: 7001\n\n"
+		 "Event: Bridge\nPrivilege: call,all\nBridgestate: Unlink\nBridgetype: core\n"
+		 "Channel1: SIP/provider-00000001\nChannel2: SIP/7001-00000002\n"
+		 "Uniqueid1: 1414510600.0\nUniqueid2: 1414510600.1\n\n"
+		 "Event: Hangup\nPrivilege: call,all\nChannel: SIP/7001-00000002\nUniqueid: 1414510600.1\n"
+		 "Cause: 16\nCause-txt: Normal Clearing\n\n"
+		 "Event: Hangup\nPrivilege: call,all\nChannel: SIP/provider-00000001\nUniqueid: 1414510600.0\n"
+		 "Cause: 16\nCause-txt: Normal Clearing\n\n");
+	call_tracker_tick(r.t, mono_usec() + 60 * USEC_PER_SEC);
+	ami_adapter_get_stats(r.a, &st);
+	assert_true(st.legacy);
+	assert_int_equal(r.col.n_out, 1);
+	assert_int_equal(r.col.out[0].verdict, CALL_VERDICT_ANSWERED);
+	assert_string_equal(r.col.out[0].answered_by, "7001");
+	rig_done(&r);
+}
+
+/* Reconnect: CoreShowChannels rebuilds live calls, the call that ended
+ * in the gap is reported unknown with the gap flag. */
+static void test_resync(void **state)
+{
+	rig r;
+	rig_init(&r, "PJSIP/provider");
+	rig_feed(&r, CH("Newchannel", "PJSIP/provider-00000001", "1700000000.1", "1700000000.1", "")
+		     CH("Newchannel", "PJSIP/provider-00000002", "1700000001.5", "1700000001.5", ""));
+	ami_adapter_connection_lost(r.a);
+	ami_adapter_resync_begin(r.a);
+	rig_feed(&r, "Response: Success\nActionID: 7\nEventList: start\nMessage: Channels will follow\n\n"
+		     "Event: CoreShowChannel\nActionID: 7\nChannel: PJSIP/provider-00000002\n"
+		     "Uniqueid: 1700000001.5\nLinkedid: 1700000001.5\nContext: from-pstn\nExten: 74951234567\n"
+		     "ChannelState: 6\nChannelStateDesc: Up\nCallerIDNum: 79161234567\n"
+		     "Application: Queue\nApplicationData: 400\nDuration: 00:00:42\nBridgeId: \n\n"
+		     "Event: CoreShowChannelsComplete\nActionID: 7\nEventList: Complete\nListItems: 1\n\n");
+	ami_adapter_resync_end(r.a); /* already ended by the Complete event */
+	call_tracker_tick(r.t, mono_usec() + 60 * USEC_PER_SEC);
+	assert_int_equal(r.col.n_out, 1);
+	assert_string_equal(r.col.out[0].call_key, "1700000000.1");
+	assert_int_equal(r.col.out[0].reason, CALL_REASON_UNKNOWN);
+	assert_true(r.col.out[0].gap);
+	assert_int_equal(call_tracker_live_calls(r.t), 1);
+	/* A CoreShowChannel outside a resync (someone else's list) is ignored. */
+	rig_feed(&r, "Event: CoreShowChannel\nChannel: PJSIP/x-1\nUniqueid: 1700000009.9\n"
+		     "Linkedid: 1700000009.9\n\n");
+	assert_int_equal(call_tracker_live_calls(r.t), 1);
+	rig_done(&r);
+}
+
+/* Responses, unknown events and events without a Uniqueid are counted,
+ * never fed; MessageWaiting with Waiting: 0 is not a message. */
+static void test_stats_and_malformed(void **state)
+{
+	rig r;
+	ami_adapter_stats st;
+	rig_init(&r, "PJSIP/provider");
+	rig_feed(&r, "Response: Success\nPing: Pong\n\n"
+		     "Event: VarSet\nChannel: PJSIP/x\nUniqueid: 1.1\nVariable: A\nValue: b\n\n"
+		     "Event: Hangup\nChannel: PJSIP/x\nCause: 16\n\n"
+		     "Event: MessageWaiting\nMailbox: 7001@default\nWaiting: 0\n\n"
+		     "Event: Newchannel\nChannel: PJSIP/provider-1\nUniqueid: 1.2\nLinkedid: 1.2\n\n");
+	ami_adapter_get_stats(r.a, &st);
+	assert_int_equal(st.messages, 5);
+	assert_int_equal(st.events, 4);
+	assert_int_equal(st.ignored, 2);   /* VarSet, MessageWaiting 0 */
+	assert_int_equal(st.malformed, 1); /* Hangup without Uniqueid */
+	assert_int_equal(st.translated, 1);
+	assert_false(st.legacy);
+	assert_int_equal(call_tracker_live_calls(r.t), 1);
+	rig_done(&r);
+}
+
+/* A busy XiVO box (Asterisk 11, 748 events incl. CEL): robust, and an
+ * originated Local call is nobody's inbound call. */
+static void test_panoramisk_stream(void **state)
+{
+	char *path = data_path("MCD_SHARED", MCD_SOURCE_ROOT "/../shared",
+			       "fixtures/public/ami-panoramisk/originate_with_events.yaml");
+	size_t len;
+	char *text = read_file(path, &len);
+	collector col;
+	call_policy pol;
+	if (!text) {
+		free(path);
+		skip();
+	}
+	memset(&col, 0, sizeof(col));
+	default_policy(&pol);
+	run_stream(text, len, 333, fpbx_trunks, 1, fpbx_ctx, 1, &pol, &col);
+	assert_int_equal(col.n_out, 0);
+	free(text);
+	free(path);
+	cfg_free(&call_policy_cfg_section, &pol);
+}
+
 /* The first Linkedid of a transcript: the call key of its call. */
 static void first_linkedid(const char *text, char *out, size_t len)
 {
@@ -432,6 +622,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_transcripts),
 		cmocka_unit_test(test_one_session),
+		cmocka_unit_test(test_cel_linkedid_end),
+		cmocka_unit_test(test_asterisk11),
+		cmocka_unit_test(test_resync),
+		cmocka_unit_test(test_stats_and_malformed),
+		cmocka_unit_test(test_panoramisk_stream),
 		cmocka_unit_test(test_capture_answered),
 		cmocka_unit_test(test_capture_missed),
 		cmocka_unit_test(test_capture_abandoned),
