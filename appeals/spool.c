@@ -181,7 +181,7 @@ static void quarantine(spool *s, uint64_t off, uint64_t len)
 	char buf[SCAN_CHUNK];
 
 	if (q < 0) {
-		log_error("spool %s: cannot open %s: %m", s->path, s->corrupt_path);
+		log_error("spool %s: cannot open %s: %s", s->path, s->corrupt_path, strerror(errno));
 		return;
 	}
 	while (len > 0) {
@@ -322,7 +322,7 @@ static void spool_on_sync(evutil_socket_t fd, short what, void *arg)
 	spool *s = arg;
 
 	if (s->dirty && fdatasync(s->fd) < 0)
-		log_error("spool %s: fdatasync: %m", s->path);
+		log_error("spool %s: fdatasync: %s", s->path, strerror(errno));
 	s->dirty = false;
 }
 
@@ -429,7 +429,7 @@ int spool_append(spool *s, const void *data, size_t len)
 	if (s->fsync_policy == STORE_FSYNC_ALWAYS ||
 	    (s->fsync_policy == STORE_FSYNC_BATCH && !s->ev_sync)) {
 		if (fdatasync(s->fd) < 0)
-			log_error("spool %s: fdatasync: %m", s->path);
+			log_error("spool %s: fdatasync: %s", s->path, strerror(errno));
 	} else if (s->fsync_policy == STORE_FSYNC_BATCH && !s->dirty) {
 		s->dirty = true;
 		event_active(s->ev_sync, EV_TIMEOUT, 0);
@@ -443,7 +443,7 @@ static void maybe_compact(spool *s)
 	if (s->n_out || s->send_off != s->end || s->end == 0)
 		return;
 	if (ftruncate(s->fd, 0) < 0) {
-		log_error("spool %s: truncate: %m", s->path);
+		log_error("spool %s: truncate: %s", s->path, strerror(errno));
 		return;
 	}
 	s->end = s->read_off = s->send_off = 0;

@@ -348,7 +348,8 @@ static void reject_doc(store *s, const char *doc, const char *why)
 
 	metric_inc(s->m_rejected);
 	if (fd < 0 || !line || dprintf(fd, "%s\n", line) < 0)
-		log_error("store: cannot keep a rejected outcome in %s: %m", s->rejected_path);
+		log_error("store: cannot keep a rejected outcome in %s: %s", s->rejected_path,
+			  strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	free(line);
