@@ -207,7 +207,7 @@ typedef struct chan {
 	uint32_t arrival;	 /* order for ids that are not epoch.seq */
 	uint8_t kind, local_half, state, last_dial, n_br;
 	bool hung_up, in_lnode, inbound_ctx, withheld, resync_seen, name_owned;
-	bool q_left, q_continued, hangup_req;
+	bool q_left, q_after, q_continued, hangup_req;
 	uint16_t dials_pending;
 	chan_bridge br[CHAN_BRIDGES];
 	char id[];
@@ -1708,12 +1708,16 @@ static void on_exten(call_tracker *t, chan *c, const call_event *ev)
 		g->vm_reached = true;
 		vm_register(t, g, ev->app_data);
 	}
-	/* The dialplan moved on after the queue: a timeout, not an abandon
-	 * (the `h` extension and hangup handlers run after an abandon). */
-	if (c->q_left && !c->hangup_req && !c->hung_up &&
-	    !streq(ev->exten, "h") &&
-	    !(ev->app && strcasecmp(ev->app, "Hangup") == 0))
-		c->q_continued = true;
+	/* The first dialplan step after leaving the queue tells a timeout
+	 * (the dialplan moves on) from an abandon (the `h` extension, hangup
+	 * handlers and FreePBX's macro-hangupcall run after a hang-up). */
+	if (c->q_left && !c->q_after) {
+		c->q_after = true;
+		if (!c->hangup_req && !c->hung_up && !streq(ev->exten, "h") &&
+		    !(ev->app && strcasecmp(ev->app, "Hangup") == 0) &&
+		    !(ev->context && strcasestr(ev->context, "hangup")))
+			c->q_continued = true;
+	}
 }
 
 static void on_transfer(call_tracker *t, const call_event *ev)
@@ -1850,6 +1854,8 @@ static void feed_chan(call_tracker *t, chan *c, const call_event *ev)
 		c->g->final_mono = mono_usec();
 		break;
 	case CALL_EV_QUEUE_JOIN:
+		/* a later queue decides: forget how an earlier one ended */
+		c->q_left = c->q_after = c->q_continued = false;
 		c->g->q_joined = true;
 		if (!str_empty(ev->queue))
 			set_str(&c->g->queue, ev->queue);
@@ -1866,8 +1872,10 @@ static void feed_chan(call_tracker *t, chan *c, const call_event *ev)
 			c->g->q_connected = true;
 		else if (ev->type == CALL_EV_QUEUE_ABANDON)
 			c->g->q_abandoned = true;
-		else
+		else {
 			c->q_left = c->g->q_left = true;
+			c->q_after = false;
+		}
 		break;
 	case CALL_EV_PICKUP:
 	case CALL_EV_LOCAL_OPTIMIZED:

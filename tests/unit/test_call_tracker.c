@@ -413,6 +413,21 @@ static const call_event s_queue_abandon[] = {
 	HANG(71, L1, L1, 16),
 };
 
+/* Abandon without HangupRequest: the hang-up path (h, macro-hangupcall)
+ * runs after the queue, which must not look like a timeout. */
+static const call_event s_queue_abandon_h[] = {
+	NEWCH(0, L1, L1, TRUNK, CALLER, "from-pstn", DID),
+	STATE(1, L1, L1, CALL_CHAN_UP),
+	QJOIN(1, L1, L1, "400"),
+	QEV(CALL_EV_QUEUE_ABANDON, 40, L1, L1, "400", 39),
+	QEV(CALL_EV_QUEUE_LEAVE, 40, L1, L1, "400", -1),
+	EVB(.type = CALL_EV_CHANNEL_EXTEN, .ts_usec = T(40), .chan_id = L1, .linked_id = L1,
+	    .context = "ext-queues", .exten = "h", .app = "Macro", .app_data = "hangupcall,"),
+	EVB(.type = CALL_EV_CHANNEL_EXTEN, .ts_usec = T(40), .chan_id = L1, .linked_id = L1,
+	    .context = "macro-hangupcall", .exten = "s", .app = "GotoIf", .app_data = "1?theend"),
+	HANG(40, L1, L1, 16),
+};
+
 static const call_event s_queue_timeout[] = {
 	NEWCH(0, L1, L1, TRUNK, CALLER, "from-pstn", DID),
 	STATE(1, L1, L1, CALL_CHAN_UP),
@@ -580,6 +595,7 @@ static const scenario scenarios[] = {
 	SC("queue answered via Local", s_queue_answered, CALL_DIR_INBOUND, CALL_VERDICT_ANSWERED, CALL_REASON_NONE, "7006", "7006", "400", false),
 	SC("queue agent Local ends in voicemail", s_queue_local_vm, CALL_DIR_INBOUND, CALL_VERDICT_MISSED, CALL_REASON_VOICEMAIL, "-", "-", "400", true),
 	SC("queue abandon", s_queue_abandon, CALL_DIR_INBOUND, CALL_VERDICT_MISSED, CALL_REASON_QUEUE_ABANDON, "-", "7006", "400", false),
+	SC("queue abandon, hangup macro", s_queue_abandon_h, CALL_DIR_INBOUND, CALL_VERDICT_MISSED, CALL_REASON_QUEUE_ABANDON, "-", "-", "400", false),
 	SC("queue timeout", s_queue_timeout, CALL_DIR_INBOUND, CALL_VERDICT_MISSED, CALL_REASON_QUEUE_TIMEOUT, "-", "-", "400", false),
 	SC("IVR hangup", s_ivr, CALL_DIR_INBOUND, CALL_VERDICT_MISSED, CALL_REASON_IVR_ABANDON, "-", "-", "-", false),
 	SC("voicemail left", s_vm_left, CALL_DIR_INBOUND, CALL_VERDICT_MISSED, CALL_REASON_VOICEMAIL, "-", "7001", "-", true),
