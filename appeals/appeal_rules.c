@@ -395,33 +395,31 @@ static bool is_working_day(const appeal_hours_cfg *h, int64_t day)
 	       in_dates(h->workday_days, h->n_workdays, day);
 }
 
-static const appeal_tz *rules_tz(const appeal_rules_cfg *cfg)
+static const appeal_tz *hours_tz(const appeal_hours_cfg *h)
 {
 	const appeal_tz *z;
 
-	if (appeal_tz_get(cfg->business_hours.timezone, &z) < 0)
+	if (appeal_tz_get(h->timezone, &z) < 0)
 		z = appeal_tz_utc(); /* validated at load; cannot happen */
 	return z;
 }
 
-bool appeal_rules_after_hours(const appeal_rules_cfg *cfg, uint64_t when_usec)
+static bool hours_after(const appeal_hours_cfg *h, uint64_t when_usec)
 {
-	const appeal_hours_cfg *h = &cfg->business_hours;
 	int64_t t = (int64_t)(when_usec / USEC_PER_SEC), local, day, sec;
 
 	if (!h->enabled)
 		return false;
-	local = t + appeal_tz_offset(rules_tz(cfg), t);
+	local = t + appeal_tz_offset(hours_tz(h), t);
 	day = local / 86400 - (local % 86400 < 0);
 	sec = local - day * 86400;
 	return !is_working_day(h, day) || sec < h->start_min * 60 ||
 	       sec >= h->end_min * 60;
 }
 
-int appeal_rules_deadline(const appeal_rules_cfg *cfg, uint64_t when_usec,
+static int hours_deadline(const appeal_hours_cfg *h, uint64_t when_usec,
 			  int64_t sla_minutes, uint64_t *ret_deadline)
 {
-	const appeal_hours_cfg *h = &cfg->business_hours;
 	const appeal_tz *z;
 	int64_t t = (int64_t)(when_usec / USEC_PER_SEC), local, day, sec, left;
 
@@ -439,7 +437,7 @@ int appeal_rules_deadline(const appeal_rules_cfg *cfg, uint64_t when_usec,
 		return -EINVAL;
 	/* Walk working intervals in local civil time; a DST jump at night
 	 * (outside hours) does not change working minutes. */
-	z = rules_tz(cfg);
+	z = hours_tz(h);
 	local = t + appeal_tz_offset(z, t);
 	day = local / 86400 - (local % 86400 < 0);
 	sec = local - day * 86400;
@@ -460,6 +458,18 @@ int appeal_rules_deadline(const appeal_rules_cfg *cfg, uint64_t when_usec,
 		left -= end - cur;
 	}
 	return -ERANGE;
+}
+
+bool appeal_rules_after_hours(const appeal_rules_cfg *cfg, uint64_t when_usec)
+{
+	return hours_after(&cfg->business_hours, when_usec);
+}
+
+int appeal_rules_deadline(const appeal_rules_cfg *cfg, uint64_t when_usec,
+			  int64_t sla_minutes, uint64_t *ret_deadline)
+{
+	return hours_deadline(&cfg->business_hours, when_usec, sla_minutes,
+			      ret_deadline);
 }
 
 bool appeal_rules_urgent(const appeal_rules_cfg *cfg, bool client_has_vip_tag,
@@ -543,7 +553,12 @@ int appeal_rules_plan(const appeal_rules_cfg *cfg, const call_outcome *o,
 		plan_add(p.tags, &p.n_tags, APPEAL_PLAN_MAX_TAGS, &route->tags);
 	}
 
-	p.after_hours = appeal_rules_after_hours(cfg, p.when_usec);
+	/* A route with its own business hours (another office, another
+	 * time zone) decides after hours and the deadline for its calls. */
+	const appeal_hours_cfg *hours = route && route->business_hours.enabled
+						? &route->business_hours
+						: &cfg->business_hours;
+	p.after_hours = hours_after(hours, p.when_usec);
 	if (p.after_hours && cfg->after_hours.enabled) {
 		p.appeal_type = pick(cfg->after_hours.appeal_type, p.appeal_type);
 		p.manager = pick(cfg->after_hours.manager, p.manager);
@@ -553,7 +568,7 @@ int appeal_rules_plan(const appeal_rules_cfg *cfg, const call_outcome *o,
 	plan_add(p.specialists, &p.n_specialists, APPEAL_PLAN_MAX_SPECIALISTS,
 		 &cfg->specialists);
 
-	r = appeal_rules_deadline(cfg, p.when_usec, p.sla_minutes, &p.deadline_usec);
+	r = hours_deadline(hours, p.when_usec, p.sla_minutes, &p.deadline_usec);
 	if (r < 0) /* working time too thin for the SLA: calendar time */
 		p.deadline_usec = p.when_usec +
 				  (uint64_t)p.sla_minutes * 60 * USEC_PER_SEC;

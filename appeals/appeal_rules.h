@@ -17,8 +17,10 @@
  *
  * Deadline: sla_minutes after the call was missed (its end), or, with
  * business_hours.enabled, sla_minutes of working time (days, start-end,
- * minus holidays, plus extra workdays such as a working Saturday) in business_hours.timezone: missed at 22:00 with 60 min
- * and hours 09-18 -> 10:00 on the next working day. Time zones are read
+ * minus holidays, plus extra workdays such as a working Saturday) in
+ * business_hours.timezone (a route's own business_hours win for its
+ * calls): missed at 22:00 with 60 min and hours 09-18 -> 10:00 on the
+ * next working day. Time zones are read
  * from /usr/share/zoneinfo (TZif) when the config is loaded, never on the
  * run-time path, and never through the process-global TZ/tzset() state.
  */
@@ -64,7 +66,9 @@ typedef struct appeal_urgent_cfg {
 
 /* One entry of `routes`: first match wins; did/queue compared exactly
  * (both given: both must match). Unset strings inherit the top level;
- * tags are added to the top-level tags; sla_minutes -1 inherits. */
+ * tags are added to the top-level tags; sla_minutes -1 inherits; its own
+ * business_hours, when enabled, replace the top-level ones for its calls
+ * (deadline and after hours: another office, another time zone). */
 typedef struct appeal_route_cfg {
 	char *did;
 	char *queue;
@@ -75,10 +79,12 @@ typedef struct appeal_route_cfg {
 	cfg_strv tags;
 	char *source;
 	int64_t sla_minutes;
+	appeal_hours_cfg business_hours;
 } appeal_route_cfg;
 
-/* after_hours: outside business hours (needs business_hours.enabled)
- * these override type/manager (over routes) and add tags. */
+/* after_hours: outside business hours (needs business hours enabled at
+ * the top level or in a route) these override type/manager (over routes)
+ * and add tags. */
 typedef struct appeal_after_hours_cfg {
 	bool enabled;
 	char *appeal_type;
@@ -157,11 +163,14 @@ int appeal_number_render(const char *tmpl, int64_t seq, uint64_t when_usec,
 			 const char *tz, char *out, size_t len);
 
 /* The deadline for a call missed at when_usec with sla_minutes, under the
- * cfg's business hours (if enabled). 0 when sla_minutes is 0. */
+ * cfg's top-level business hours (if enabled). 0 when sla_minutes is 0;
+ * -ERANGE when working time is too thin for the SLA (the plan then uses
+ * calendar time). */
 int appeal_rules_deadline(const appeal_rules_cfg *cfg, uint64_t when_usec,
 			  int64_t sla_minutes, uint64_t *ret_deadline) MCD_WUR;
 
-/* True when the call is outside business hours (false when disabled). */
+/* True when the call is outside the top-level business hours (false when
+ * disabled); appeal_plan.after_hours also honours a route's hours. */
 bool appeal_rules_after_hours(const appeal_rules_cfg *cfg, uint64_t when_usec);
 
 /* Urgent: the client carries urgent.vip_tag, or repeat_count_in_window

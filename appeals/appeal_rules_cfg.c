@@ -215,15 +215,17 @@ static int rules_validate(void *obj, cfg_report *r, const cfg_where *w)
 		cfg_report_error(r, w, "numbering", "%s", err);
 		rr = -EINVAL;
 	}
-	if (c->after_hours.enabled && !c->business_hours.enabled) {
+	bool any_hours = c->business_hours.enabled;
+	for (size_t i = 0; i < c->routes.n; i++) {
+		const appeal_route_cfg *rc = cfg_list_at(&c->routes, sizeof(*rc), i);
+		route_tags = MCD_MAX(route_tags, rc->tags.n);
+		any_hours = any_hours || rc->business_hours.enabled;
+	}
+	if (c->after_hours.enabled && !any_hours) {
 		cfg_report_error(r, w, "after_hours",
 				 "after_hours.enabled needs business_hours.enabled "
 				 "(after hours are the time outside business hours)");
 		rr = -EINVAL;
-	}
-	for (size_t i = 0; i < c->routes.n; i++) {
-		const appeal_route_cfg *rc = cfg_list_at(&c->routes, sizeof(*rc), i);
-		route_tags = MCD_MAX(route_tags, rc->tags.n);
 	}
 	if (c->tags.n + route_tags + c->after_hours.tags.n > APPEAL_PLAN_MAX_TAGS) {
 		cfg_report_error(r, w, "tags",
@@ -294,6 +296,10 @@ static const cfg_key route_keys[] = {
 	KS(appeal_route_cfg, source, NULL, "Source of the client."),
 	KI(appeal_route_cfg, sla_minutes, -1, SLA_MINUTES_MAX, "-1",
 	   "Deadline in minutes for these calls; -1 inherits, 0 no deadline."),
+	{ .name = "business_hours", .type = CFG_GROUP,
+	  .offset = offsetof(appeal_route_cfg, business_hours), .flags = R,
+	  .group = &hours_section,
+	  .help = "Working time of these calls when enabled (else the top level's)." },
 	{ .name = NULL },
 };
 

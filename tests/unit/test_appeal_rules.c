@@ -519,6 +519,42 @@ static void test_deadline_time_zones(void **state)
 	unload(ala);
 }
 
+/* A route for another office: its own hours and time zone decide after
+ * hours and the deadline of its calls; other calls keep the top level's.
+ * after_hours may rely on a route's hours alone. */
+static void test_route_business_hours(void **state)
+{
+	root *c = load_ok(
+		"missed_calls = {\n"
+		"  business_hours = { enabled = true; timezone = \"Europe/Moscow\"; };\n"
+		"  routes = ( { did = \"77272000000\"; location = \"Алматы\";\n"
+		"    business_hours = { enabled = true; timezone = \"Asia/Almaty\"; }; } );\n"
+		"  after_hours = { enabled = true; tags = [\"Нерабочее время\"]; };\n"
+		"};");
+	uint64_t t = at(2023, 6, 14, 12, 30, 0);
+	call_outcome o = missed("77272000000", NULL, t);
+	appeal_plan p;
+
+	(void)state;
+	assert_int_equal(appeal_rules_plan(&c->missed_calls, &o, &p), 0);
+	assert_int_equal(p.route, 0);
+	assert_true(p.after_hours);
+	assert_int_equal(p.n_tags, 1);
+	assert_int_equal(p.deadline_usec, at(2023, 6, 15, 10, 0, 6));
+	o = missed("74951234567", NULL, t);
+	assert_int_equal(appeal_rules_plan(&c->missed_calls, &o, &p), 0);
+	assert_int_equal(p.route, -1);
+	assert_false(p.after_hours);
+	assert_int_equal(p.n_tags, 0);
+	assert_int_equal(p.deadline_usec, at(2023, 6, 14, 16, 30, 3));
+	unload(c);
+
+	c = load_ok("missed_calls = { routes = ( { queue = \"kz\";\n"
+		    "  business_hours = { enabled = true; timezone = \"Asia/Almaty\"; }; } );\n"
+		    "  after_hours = { enabled = true; }; };");
+	unload(c);
+}
+
 static void test_deadline_across_dst(void **state)
 {
 	/* Berlin switches to summer time on Sunday 2026-03-29: Friday 17:30
@@ -628,6 +664,7 @@ int main(void)
 		cmocka_unit_test(test_deadline_out_of_range),
 		cmocka_unit_test(test_deadline_time_zones),
 		cmocka_unit_test(test_deadline_across_dst),
+		cmocka_unit_test(test_route_business_hours),
 		cmocka_unit_test(test_urgent),
 		cmocka_unit_test(test_template_errors),
 		cmocka_unit_test(test_config_errors),
