@@ -4,6 +4,7 @@
  * the country table, the `phone` config section).
  */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -175,6 +176,86 @@ static void test_country_table(void **state)
 	}
 }
 
+/*
+ * The store mirrors the country table in SQL (a migration inserting into
+ * phone_countries) so the database normalises stored phones by the same
+ * rules; this keeps the two from drifting. Rows look like
+ *   (1, 'RU', '7', '8', false, 10, 10, '810', '346789'),
+ */
+/* Splits a SQL VALUES row "(1, 'RU', '', false)," into unquoted fields. */
+static size_t sql_row_fields(char *line, char **f, size_t max)
+{
+	char *p = strchr(line, '('), *e = strrchr(line, ')');
+	size_t n = 0;
+
+	if (!p || !e || e < p)
+		return 0;
+	*e = '\0';
+	for (char *tok = strtok(p + 1, ","); tok && n < max; tok = strtok(NULL, ",")) {
+		while (*tok == ' ')
+			tok++;
+		size_t l = strlen(tok);
+		while (l > 0 && tok[l - 1] == ' ')
+			tok[--l] = '\0';
+		if (l >= 2 && tok[0] == '\'' && tok[l - 1] == '\'') {
+			tok[l - 1] = '\0';
+			tok++;
+		}
+		f[n++] = tok;
+	}
+	return n;
+}
+
+static void test_sql_country_table_in_sync(void **state)
+{
+	const char *root = getenv("MCD_SOURCE_ROOT");
+	char path[4096], line[512];
+	size_t n, seen = 0;
+	const phone_country *t = phone_country_table(&n);
+	bool in_insert = false, found = false;
+
+	(void)state;
+	assert_non_null(root);
+	for (int m = 1; m < 100 && !found; m++) {
+		snprintf(path, sizeof(path), "%s/appeals/migrations/%03d_phone.sql", root, m);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		found = true;
+		while (fgets(line, sizeof(line), f)) {
+			char *v[10];
+			bool last = strstr(line, ");") != NULL;
+
+			if (strstr(line, "INSERT INTO phone_countries")) {
+				in_insert = true;
+				continue;
+			}
+			if (!in_insert)
+				continue;
+			if (sql_row_fields(line, v, ELEMENTSOF(v)) != 9)
+				fail_msg("%s: cannot read row: %s", path, line);
+			int ord = atoi(v[0]);
+			assert_true(ord >= 1 && (size_t)ord <= n);
+			const phone_country *c = &t[ord - 1];
+			if (strcmp(c->iso2, v[1]) || strcmp(c->cc, v[2]) ||
+			    strcmp(c->trunk, v[3]) ||
+			    c->trunk_optional != streq(v[4], "true") ||
+			    c->nsn_min != atoi(v[5]) || c->nsn_max != atoi(v[6]) ||
+			    strcmp(c->intl ? c->intl : "", v[7]) ||
+			    strcmp(c->nsn_first ? c->nsn_first : "123456789", v[8]))
+				fail_msg("%s: row %d (%s) differs from phone.c's table",
+					 path, ord, v[1]);
+			seen++;
+			if (last)
+				break;
+		}
+		fclose(f);
+	}
+	if (!found)
+		skip(); /* no SQL mirror in this tree */
+	assert_int_equal(seen, n);
+}
+
 /* A root with only the phone section, as the daemon's config embeds it. */
 typedef struct root {
 	phone_cfg phone;
@@ -221,6 +302,7 @@ int main(void)
 		cmocka_unit_test(test_bad_default_country),
 		cmocka_unit_test(test_oversized_input),
 		cmocka_unit_test(test_country_table),
+		cmocka_unit_test(test_sql_country_table_in_sync),
 		cmocka_unit_test(test_cfg_section),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
