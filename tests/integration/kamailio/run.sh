@@ -189,29 +189,25 @@ ok "call placed: parallel fork, one branch answers"
 call "$HERE/uac_call.xml" 7199 hep-notfound +79161000007
 ok "call placed: 404 from the proxy"
 
-# --- the daemon's decisions: one outcome line per call ---
-outcome() { # PREFIX -> "verdict reason" numbers from the pipeline's line
-	sed -nE "s/.*\] call $1-[^:]*: direction ([0-9]+) verdict ([0-9]+) reason ([0-9]+),.*/\1 \2 \3/p" \
-		"$T/missedcalld.log" | head -1
-}
-expect_outcome() { # PREFIX "direction verdict reason" WHAT
-	wait_line "$T/missedcalld.log" "\] call $1-[^:]*: direction" 30 "$1 decided"
+# --- the daemon's decisions: the tracker logs one line per inbound call,
+# `inbound call KEY: VERDICT (REASON)[ by EXTENSION]` (debug level for
+# answered calls), the same contract the AMI integration test reads.
+expect_outcome() { # PREFIX "VERDICT (REASON)[ by EXT]" WHAT
+	wait_line "$T/missedcalld.log" "inbound call $1-[^:]*: " 30 "$1 decided"
 	local got
-	got=$(outcome "$1")
+	got=$(sed -nE "s/.*inbound call $1-[^:]*: (.*)$/\1/p" "$T/missedcalld.log" | head -1)
 	[ "$got" = "$2" ] || fail "$1: outcome '$got', want '$2' ($3)"
+	[ "$(grep -cE "inbound call $1-[^:]*: " "$T/missedcalld.log")" = 1 ] ||
+		fail "$1: decided more than once"
 	ok "$1: $3"
 }
-# call_direction: 0 inbound; call_verdict: 0 answered, 1 missed, 3 failed;
-# call_reason: 0 none, 1 caller_cancel, 2 no_answer, 3 busy, 9 declined, 10 unknown.
-expect_outcome hep-answered "0 0 0" "inbound, answered"
-grep -qE "inbound call hep-answered-[^:]*: answered \(none\) by 7101" "$T/missedcalld.log" ||
-	fail "answered call not attributed to 7101"
-expect_outcome hep-cancel "0 1 1" "inbound, missed: caller_cancel"
-expect_outcome hep-busy "0 1 3" "inbound, missed: busy"
-expect_outcome hep-noanswer "0 1 2" "inbound, missed: no_answer"
-expect_outcome hep-decline "0 1 9" "inbound, missed: declined"
-expect_outcome hep-fork "0 0 0" "inbound, answered by one fork branch"
-expect_outcome hep-notfound "0 3 10" "inbound, failed (not missed)"
+expect_outcome hep-answered "answered (none) by 7101" "inbound, answered by 7101"
+expect_outcome hep-cancel "missed (caller_cancel)" "inbound, missed: caller_cancel"
+expect_outcome hep-busy "missed (busy)" "inbound, missed: busy"
+expect_outcome hep-noanswer "missed (no_answer)" "inbound, missed: no_answer"
+expect_outcome hep-decline "missed (declined)" "inbound, missed: declined"
+expect_outcome hep-fork "answered (none) by 7106" "inbound, answered by one fork branch"
+expect_outcome hep-notfound "failed (unknown)" "inbound, failed (not missed)"
 
 # --- the appeals in PostgreSQL ---
 deadline=$((SECONDS + 60))
