@@ -12,6 +12,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <syslog.h>
+/* We send the caller's CODE_FILE/LINE/FUNC ourselves; without this the
+ * header's macro adds log.c's own location as a second value. */
+#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
@@ -175,8 +178,9 @@ void log_emitv(log_level l, const log_ctx *ctx, const char *file, int line,
 	if (l < 0 || l >= _LOG_LVL_MAX)
 		l = LOG_LVL_ERROR;
 	vsnprintf(buf, sizeof(buf), fmt, ap);
-	/* If journald refuses (restarting, socket gone), the entry still
-	 * reaches our stderr, which systemd connected to the journal. */
+	/* If journald refuses the datagram (overloaded, restarting), the
+	 * entry still reaches our stderr, which systemd connected to the
+	 * journal's stream. */
 	if (!use_journal || force_stderr ||
 	    emit_journal(l, ctx, file, line, func, buf) < 0)
 		emit_stderr(l, ctx, buf);
