@@ -52,5 +52,10 @@ done
 for s in daemon pbx database; do
 	grep -q "^\.SS $s" "$BUILD/man/missedcalld.conf.5" || fail "section $s missing in missedcalld.conf.5"
 done
+# Every option --help lists is documented in missedcalld(8).
+for opt in $("$BIN" --help | grep -oE -- '--[a-z][a-z-]*' | sort -u); do
+	roff=$(sed 's/-/\\-/g' <<<"$opt")
+	grep -qF -- "$roff" "$SRC/man/missedcalld.8" || fail "missedcalld(8) does not document $opt"
+done
 echo "ok: manuals"
 echo PASS
