@@ -524,8 +524,11 @@ int widget_new(struct event_base *base, const widget_params *p, widget **ret)
 	}
 	w->m_http = metric_counter("missedcalld_http_requests_total",
 				   "HTTP requests received by the widget server", NULL);
+	/* Other methods reach the router too, which answers 405 with Allow. */
 	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
-						    EVHTTP_REQ_OPTIONS);
+						    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_POST |
+						    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+						    EVHTTP_REQ_PATCH);
 	evhttp_set_bevcb(w->http, new_conn_cb, w);
 	evhttp_set_gencb(w->http, handle_request, w);
 	apply_limits(w);
