@@ -159,6 +159,18 @@ static void on_newexten(ami_adapter *a, const ami_msg *m, call_event *ev)
 		ev->exten = get(m, "Extension");
 }
 
+/* FreePBX records the dialled number in FROM_DID when the trunk sends the
+ * call to `s`: the only place the DID is then seen. Other VarSets (the
+ * most frequent event of all) are ignored. */
+static void on_varset(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+	const char *var = get(m, "Variable");
+	if (!var || (strcasecmp(var, "__FROM_DID") != 0 && strcasecmp(var, "FROM_DID") != 0))
+		return;
+	ev->type = CALL_EV_CALLER_ID;
+	ev->to_num = get(m, "Value");
+}
+
 static void on_callerid(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_CALLER_ID;
@@ -399,6 +411,7 @@ typedef struct handler_row {
 
 /* Most frequent first: the lookup is a linear scan. */
 static const handler_row handlers[] = {
+	{"VarSet", on_varset},
 	{"Newexten", on_newexten},
 	{"Newstate", on_newstate},
 	{"Newchannel", on_newchannel},

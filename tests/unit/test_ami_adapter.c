@@ -420,6 +420,33 @@ static void test_stats_and_malformed(void **state)
 	rig_done(&r);
 }
 
+/* A trunk that sends every call to `s`: the DID comes from FreePBX's
+ * FROM_DID variable. */
+static void test_did_from_varset(void **state)
+{
+	rig r;
+	rig_init(&r, "PJSIP/provider");
+	rig_feed(&r, "Event: Newchannel\nChannel: PJSIP/provider-1\nChannelState: 4\n"
+		     "CallerIDNum: 79161234567\nContext: from-pstn\nExten: s\n"
+		     "Uniqueid: 1700000000.1\nLinkedid: 1700000000.1\n\n"
+		     "Event: VarSet\nChannel: PJSIP/provider-1\nUniqueid: 1700000000.1\n"
+		     "Linkedid: 1700000000.1\nVariable: __FROM_DID\nValue: 74951234567\n\n"
+		     "Event: Newexten\nChannel: PJSIP/provider-1\nUniqueid: 1700000000.1\n"
+		     "Linkedid: 1700000000.1\nContext: ivr-1\nExten: s\nApplication: Background\n"
+		     "AppData: welcome\n\n"
+		     "Event: Hangup\nChannel: PJSIP/provider-1\nUniqueid: 1700000000.1\n"
+		     "Linkedid: 1700000000.1\nCause: 16\n\n");
+	char *dids[] = {"74951234567"};
+	cfg_strv saved = r.pol.ignore_dids;
+	r.pol.ignore_dids = (cfg_strv){dids, 1};
+	call_tracker_set_policy(r.t, &r.pol); /* ignore that DID from now on */
+	r.pol.ignore_dids = saved;
+	call_tracker_tick(r.t, mono_usec() + 60 * USEC_PER_SEC);
+	assert_int_equal(r.col.n_out, 1);
+	assert_int_equal(r.col.out[0].verdict, CALL_VERDICT_DROPPED);
+	rig_done(&r);
+}
+
 /* A busy XiVO box (Asterisk 11, 748 events incl. CEL): robust, and an
  * originated Local call is nobody's inbound call. */
 static void test_panoramisk_stream(void **state)
@@ -626,6 +653,7 @@ int main(void)
 		cmocka_unit_test(test_asterisk11),
 		cmocka_unit_test(test_resync),
 		cmocka_unit_test(test_stats_and_malformed),
+		cmocka_unit_test(test_did_from_varset),
 		cmocka_unit_test(test_panoramisk_stream),
 		cmocka_unit_test(test_capture_answered),
 		cmocka_unit_test(test_capture_missed),
