@@ -323,7 +323,9 @@ static bool header_line(ami_parser *p, char *ls, char *le)
 	*le = 0;
 	if (!add_header(p, ls, v))
 		return false;
-	if (!p->follows && value_is_follows(v) && strcasecmp(ls, "Response") == 0)
+	/* Cheap first-byte test: this runs for every header. */
+	if ((*v | 0x20) == 'f' && (*ls | 0x20) == 'r' && !p->follows &&
+	    value_is_follows(v) && strcasecmp(ls, "Response") == 0)
 		p->follows = true;
 	return true;
 }
