@@ -510,10 +510,19 @@ static int hl_open_sockets(hep_listener *l)
 					       : strerror(-fd));
 			return fd;
 		}
-		r = hl_add_socket(l, fd, tcp, spec);
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		char name[80], addr[72];
+		/* Name the socket by its bound address (port 0 in tests). */
+		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+			snprintf(name, sizeof(name), "%s:%s", tcp ? "tcp" : "udp",
+				 hl_addr_str(&ss, addr, sizeof(addr)));
+		else
+			snprintf(name, sizeof(name), "%s", spec);
+		r = hl_add_socket(l, fd, tcp, name);
 		if (r < 0)
 			return r;
-		log_full(LOG_LVL_INFO, &ctx, "HEP listening on %s", spec);
+		log_full(LOG_LVL_INFO, &ctx, "HEP listening on %s", name);
 	}
 	return l->n_socks ? 0 : -EINVAL;
 }

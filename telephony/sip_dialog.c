@@ -80,8 +80,8 @@ struct sd_call {
 	uint64_t first_mono, last_mono, decide_at, linger_until;
 	uint64_t bye_mono, cancel_mono;
 	uint64_t start_ts, last_ts, max_ts; /* capture wall times */
-	sd_tx tx[SD_MAX_TX];
-	size_t n_tx;
+	sd_tx *tx; /* grown on demand up to SD_MAX_TX: most calls have 2-4 */
+	size_t n_tx, cap_tx;
 	bool ringing, bye_seen, reinvite_ok;
 	bool new_emitted, ring_emitted, answer_emitted;
 	bool answered_nonhuman;
@@ -184,6 +184,7 @@ static void sd_call_free(sip_dialogs *d, sd_call *c)
 	else
 		d->newest = c->prev;
 	d->n_calls--;
+	free(c->tx);
 	free(c);
 }
 
@@ -421,8 +422,17 @@ static sd_tx *sd_tx_get(sd_call *c, const sip_msg *m)
 		if (t->cseq == m->cseq && sip_str_eq_cstr(b, t->branch))
 			return t;
 	}
-	if (c->n_tx >= SD_MAX_TX)
-		return NULL;
+	if (c->n_tx >= c->cap_tx) {
+		size_t cap = c->cap_tx ? c->cap_tx * 2 : 4;
+		sd_tx *v;
+		if (c->cap_tx >= SD_MAX_TX)
+			return NULL;
+		v = realloc(c->tx, MCD_MIN(cap, (size_t)SD_MAX_TX) * sizeof(*v));
+		if (!v)
+			return NULL;
+		c->tx = v;
+		c->cap_tx = MCD_MIN(cap, (size_t)SD_MAX_TX);
+	}
 	sd_tx *t = &c->tx[c->n_tx++];
 	memset(t, 0, sizeof(*t));
 	sip_str_copy(b, t->branch, sizeof(t->branch));
