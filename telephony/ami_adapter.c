@@ -162,11 +162,14 @@ static void on_newexten(ami_adapter *a, const ami_msg *m, call_event *ev)
 /* FreePBX records the dialled number in FROM_DID when the trunk sends the
  * call to `s`: the only place the DID is then seen. Other VarSets (the
  * most frequent event of all) are ignored. */
-static void on_varset(ami_adapter *a, const ami_msg *m, call_event *ev)
+static bool varset_wanted(const ami_msg *m)
 {
 	const char *var = get(m, "Variable");
-	if (!var || (strcasecmp(var, "__FROM_DID") != 0 && strcasecmp(var, "FROM_DID") != 0))
-		return;
+	return var && (strcasecmp(var, "__FROM_DID") == 0 || strcasecmp(var, "FROM_DID") == 0);
+}
+
+static void on_varset(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
 	ev->type = CALL_EV_CALLER_ID;
 	ev->to_num = get(m, "Value");
 }
@@ -516,7 +519,8 @@ void ami_adapter_feed(ami_adapter *a, const ami_msg *m, uint64_t recv_usec)
 		if (strcasecmp(name, handlers[i].event) == 0)
 			fn = handlers[i].fn;
 	bool legacy_br = !fn && strcasecmp(name, "Bridge") == 0;
-	if (!fn && !legacy_br) {
+	/* Cheap exits before the snapshot: most VarSets are not wanted. */
+	if ((!fn && !legacy_br) || (fn == on_varset && !varset_wanted(m))) {
 		a->stats.ignored++;
 		return;
 	}
