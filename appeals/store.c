@@ -96,6 +96,7 @@ struct store {
 	size_t batches, outcomes_inflight;
 
 	bool checking;		 /* start-up check in flight */
+	bool recheck;		 /* the config changed while it was in flight */
 	bool overdue_running;
 	struct event *ev_pump, *ev_overdue, *ev_recheck;
 
@@ -624,6 +625,13 @@ static void check_finish(check *c, int err, const char *msg)
 			cb(s->reload_ud, err, msg);
 	} else {
 		s->checking = false;
+		if (s->recheck && err != -ENOTCONN) {
+			/* Checked the previous rules: check the current ones. */
+			s->recheck = false;
+			free(c);
+			start_check(s);
+			return;
+		}
 		if (err == 0) {
 			store_set_state(s, STORE_STATE_READY);
 		} else if (err != -ENOTCONN) {
@@ -691,12 +699,12 @@ static void check_names_done(void *userdata, int err, const PGresult *r)
 			 n ? "; " : "");
 		list_names(msg, sizeof(msg), PQgetvalue(r, 0, 1));
 	}
-	if (!PQgetisnull(r, 0, 2) && c->default_country &&
-	    strcasecmp(PQgetvalue(r, 0, 2), c->default_country) != 0)
+	const char *cc = c->reload ? c->default_country : c->s->p.default_country;
+	if (!PQgetisnull(r, 0, 2) && cc && strcasecmp(PQgetvalue(r, 0, 2), cc) != 0)
 		log_warning("store: phone.default_country is %s but the client phones in the "
 			    "database were normalised for %s: run `missedcalld -c FILE --migrate` "
 			    "to re-normalise them",
-			    c->default_country, PQgetvalue(r, 0, 2));
+			    cc, PQgetvalue(r, 0, 2));
 	check_finish(c, msg[0] ? -ENOENT : 0, msg[0] ? msg : NULL);
 }
 
@@ -727,8 +735,10 @@ static void check_version_done(void *userdata, int err, const PGresult *r)
 		check_finish(c, have < migrate_latest() ? -ESTALE : -EPROTO, msg);
 		return;
 	}
-	types = names_json(appeal_rules_type_names, c->rules);
-	logins = names_json(appeal_rules_logins, c->rules);
+	/* The start-up check reads the rules in force now (a reload may have
+	 * replaced them since it began); a reload check the caller's. */
+	types = names_json(appeal_rules_type_names, c->reload ? c->rules : s->p.rules);
+	logins = names_json(appeal_rules_logins, c->reload ? c->rules : s->p.rules);
 	rr = types && logins
 		     ? store_conn_query(s->wr,
 					"SELECT m.missing_types, m.missing_logins, "
@@ -762,8 +772,11 @@ static int check_start(store *s, bool reload, const appeal_rules_cfg *rules,
 
 static void start_check(store *s)
 {
-	if (s->checking)
+	if (s->checking) {
+		s->recheck = true;
 		return;
+	}
+	s->recheck = false;
 	if (s->state != STORE_STATE_INCOMPATIBLE)
 		store_set_state(s, STORE_STATE_CHECKING);
 	if (check_start(s, false, s->p.rules, s->p.default_country) == 0)
@@ -1019,9 +1032,10 @@ int store_apply_config(store *s, const store_params *params)
 		conn_params(params, false, &cp);
 		r = store_conn_set_params(s->rd, &cp);
 	}
-	/* New names may fix what the database lacked. */
-	if (s->state == STORE_STATE_INCOMPATIBLE &&
-	    store_conn_get_state(s->wr) == STORE_CONN_READY)
+	/* The new rules may name types or logins the database lacks (or
+	 * fix what it lacked): check them now; until the check passes,
+	 * outcomes wait in the spool and STATUS= says what is missing. */
+	if (store_conn_get_state(s->wr) == STORE_CONN_READY)
 		start_check(s);
 	return r;
 }

@@ -131,6 +131,10 @@ int store_submit_outcome(store *s, const struct call_outcome *o);
  * one human message naming what is missing; -ENOTCONN when the database
  * is unreachable (the caller may keep or apply the new config; the store
  * re-checks on reconnect). Only one check runs at a time (-EBUSY).
+ * params must stay valid until done runs. (store_apply_config() also
+ * checks the names it is given, after switching: a missing one turns the
+ * state to STORE_STATE_INCOMPATIBLE with the message in store_status(),
+ * and outcomes wait in the spool until the database or config is fixed.)
  */
 typedef void (*store_check_cb)(void *userdata, int err, const char *msg);
 int store_check_config(store *s, const store_params *params,

@@ -20,7 +20,7 @@ cleanup() {
 	rm -rf "$T"
 }
 trap cleanup EXIT
-[ -n "${STORE_TEST_KEEP:-}" ] && trap - EXIT
+[ -n "${STORE_TEST_KEEP:-}" ] && { trap - EXIT; echo "keeping T=$T PGDIR=$PGDIR"; }
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 q() { pg_cluster_psql "$PGDIR" -qAt -c "$1"; }
@@ -146,6 +146,18 @@ q "EXPLAIN SELECT client_id FROM client_phones WHERE phone_e164 = '+79161234567'
 	fail "client phone lookup does not use the index"
 echo "ok: client phone lookup uses the index"
 
+# --- names in the config the database lacks: refused with the names ---
+sed 's/manager = "ivanov";/manager = "nobody"; appeal_type = "Нет такого типа";/' "$T/mcd.conf" >"$T/bad.conf"
+cp "$T/mcd.conf" "$T/good.conf"
+cp "$T/bad.conf" "$T/mcd.conf"
+start_drive b1
+wait_line b1 "STATE incompatible"
+grep -q 'appeal types the database lacks (table appeal_types): "Нет такого типа"' "$T/b1.err" || fail "missing type not named"
+grep -q 'employee logins the database lacks (table employees): "nobody"' "$T/b1.err" || fail "missing login not named"
+echo "ok: config names missing in the database refused, named in the log"
+stop_drive b1
+cp "$T/good.conf" "$T/mcd.conf"
+
 # --- the spooled outcome from before the migration, then the rules ---
 start_drive d2
 wait_line d2 "STATE ready"
@@ -246,10 +258,14 @@ kill -9 "$k1_PID"
 wait "$k1_PID" 2>/dev/null || true
 exec {k1_FD}>&-
 pg_cluster_up "$PGDIR"
+# Three appeals past their deadline: one appeal.overdue each, once.
+q "UPDATE appeals SET deadline = now() - interval '5 minutes' WHERE id IN (SELECT id FROM appeals WHERE status_id = (SELECT id FROM appeal_statuses WHERE name = 'Новое') ORDER BY id LIMIT 3)"
 start_drive k2
 wait_line k2 "STATE ready"
 send k2 "#drain"
 wait_line k2 "DRAINED" 120
+wait_line k2 "EVENT [0-9]+ appeal.overdue"
+expect_eq "$(q "SELECT count(*) FROM appeals WHERE overdue_at IS NOT NULL")" 3 "overdue sweep marks appeals past their deadline"
 stop_drive k2
 grep -q "80 records from an earlier run to replay" "$T/k2.err" || fail "spool not recovered after kill -9"
 expect_eq "$(q "SELECT count(*) FROM appeal_calls WHERE call_key LIKE 'kill-%'")" 80 "kill -9: nothing lost"
@@ -257,4 +273,10 @@ expect_eq "$(q "SELECT count(*) FROM (SELECT pbx, call_key FROM appeal_calls GRO
 expect_eq "$(q "SELECT count(*) FROM appeal_events e WHERE kind = 'appeal.created'")" "$(q "SELECT count(*) FROM appeals")" "one appeal.created per appeal"
 [ ! -s "$T/state/outcomes.spool" ] || fail "spool not compacted"
 echo "ok: spool compacted"
+start_drive k3
+wait_line k3 "STATE ready"
+send k3 "#events 0"
+wait_line k3 "^EVENTS "
+stop_drive k3
+expect_eq "$(q "SELECT count(*) FROM appeal_events WHERE kind = 'appeal.overdue'")" 3 "one appeal.overdue event per appeal"
 echo "store_db: all checks passed"
