@@ -19,18 +19,24 @@ Usage: widget_e2e.py MISSEDCALLD AMISIM
    for the call events that were only in memory; ids keep increasing.
 6. /v1/appeals lists the appeal with its filters; CORS only for allowed
    origins; a subscriber cap answers 503; request limits hold.
+7. a slow client lookup (the clients table locked in PostgreSQL) never
+   holds call.ringing back: it goes out without the card (card_pending),
+   and the card follows as call.card once the lookup returns.
 """
 import json
 import os
 import socket
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from widget_env import (CLIENT_E164, CLIENT_NAME, SSE, SRC, TestFailure, WidgetEnv,  # noqa: E402
-                        check, http_get, id_key)
+from widget_env import (CLIENT_E164, CLIENT_NAME, PG_CLUSTER, SSE, SRC, TestFailure,  # noqa: E402
+                        WidgetEnv, check, http_get, id_key)
 
 MISSEDCALLD, AMISIM = sys.argv[1], sys.argv[2]
 TRANSCRIPT = os.path.join(SRC, "tests", "data", "ami", "no_answer.ami")
+BUSY = os.path.join(SRC, "tests", "data", "ami", "busy.ami")
 ALLOWED = "http://crm.example.test"
 MAX_SUBS = 4
 
@@ -202,6 +208,39 @@ def after_restart(env, tok, hello, calls):
     sub2.close()
 
 
+def slow_card(env, tok):
+    sub = SSE(env.widget_port, tok)
+    sub.next()
+    # Hold an exclusive lock on clients: every card lookup waits behind it.
+    locker = subprocess.Popen(["bash", PG_CLUSTER, "psql", env.pgdir, "-qAt"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    env.procs.append(locker)
+    locker.stdin.write("BEGIN;\nLOCK TABLE clients IN ACCESS EXCLUSIVE MODE;\n")
+    locker.stdin.flush()
+    end = time.monotonic() + 20
+    while env.psql("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                   " WHERE c.relname = 'clients' AND l.mode = 'AccessExclusiveLock' AND l.granted") != "1":
+        if time.monotonic() > end:
+            raise TestFailure("could not lock clients")
+        time.sleep(0.05)
+    env.amisim.kill()
+    env.amisim.wait()
+    env.start_amisim("--replay", BUSY)
+    ringing = sub.until("call.ringing", 60)[-1]["data"]
+    check(ringing["card"] is None and ringing["card_pending"] is True,
+          "a slow client lookup: call.ringing goes out without the card")
+    locker.stdin.write("COMMIT;\n")
+    locker.stdin.close()
+    got = sub.until("call.card", 30)
+    card = got[-1]["data"]
+    check(card["call_key"] == ringing["call_key"] and card["card"]["match"] == "one" and
+          card["card"]["clients"][0]["name"] == CLIENT_NAME, "the card follows as call.card")
+    rest = sub.until("call.missed", 30)
+    check(rest[-1]["data"]["reason"] == "busy", "then call.missed (busy)")
+    locker.wait(10)
+    sub.close()
+
+
 def appeals_list(env, tok):
     status, h, body = http_get(env.widget_port, "/v1/appeals?open=1&manager=ivanov", token=tok)
     doc = json.loads(body)
@@ -275,6 +314,7 @@ def main():
         appeals_list(env, tok)
         cors(env, tok)
         limits(env, tok)
+        slow_card(env, tok)
         after_restart(env, tok, hello, calls)
         print("widget_e2e: all checks passed")
         return 0
