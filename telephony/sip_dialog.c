@@ -44,7 +44,8 @@ typedef struct sd_tx {
 	bool dialled;	  /* DIAL_BEGIN emitted */
 	char exten[SD_NUM_LEN]; /* R-URI user of the request */
 	char contact_user[SD_NUM_LEN]; /* Contact user of an 18x/2xx */
-	char uri[SD_URI_LEN];	/* R-URI of the request, else 2xx Contact */
+	char uri[SD_URI_LEN];	/* R-URI of the request */
+	char contact_uri[SD_URI_LEN]; /* Contact of the 2xx */
 	char to_tag[SD_TAG_LEN];
 } sd_tx;
 
@@ -108,6 +109,7 @@ struct sip_dialogs {
 };
 
 static const char *sd_tx_name(const sd_call *c, const sd_tx *t);
+static bool sd_is_fork(const sd_call *c, const sd_tx *t);
 
 static const sip_dialog_cfg sd_defaults = {
 	.call_timeout_usec = 4 * 3600 * USEC_PER_SEC,
@@ -403,7 +405,9 @@ static bool sd_non_human(const sip_dialogs *d, const sd_call *c,
 		size_t n = strlen(e);
 		if (!n)
 			continue;
-		if (streq(e, who) || strncasecmp(t->uri, e, n) == 0)
+		/* The caller leg's R-URI is the DID, not who answered. */
+		if (streq(e, who) || strncasecmp(t->contact_uri, e, n) == 0 ||
+		    (sd_is_fork(c, t) && strncasecmp(t->uri, e, n) == 0))
 			return true;
 	}
 	return false;
@@ -574,7 +578,7 @@ static void sd_emit_answer(sip_dialogs *d, sd_call *c, int leg)
 		sd_emit_state(d, c, CALL_CHAN_UP, c->answer_ts);
 		sd_ev_init(c, &ev, CALL_EV_CHANNEL_EXTEN, c->answer_ts);
 		ev.app = "VoiceMail";
-		ev.app_data = t->uri;
+		ev.app_data = t->contact_uri[0] ? t->contact_uri : t->uri;
 		ev.mailbox = who[0] ? who : NULL;
 		ev.exten = ev.mailbox;
 		ev.context = c->inbound ? SIP_DIALOG_CONTEXT_INBOUND :
@@ -853,8 +857,9 @@ static void sd_on_invite_response(sd_call *c, const sip_msg *m, uint64_t now)
 			if (!c->answer_ts)
 				c->answer_ts = c->last_ts;
 		}
-		if (!t->uri[0] && m->contact.present)
-			sip_str_copy(m->contact.uri, t->uri, sizeof(t->uri));
+		if (!t->contact_uri[0] && m->contact.present)
+			sip_str_copy(m->contact.uri, t->contact_uri,
+				     sizeof(t->contact_uri));
 		return;
 	}
 	if (!t->final_status) {

@@ -518,6 +518,18 @@ static void sc_voicemail(harness *h, expect *e)
 		       "+79161234567", false, "+74951234567", 0 };
 }
 
+/* A B2BUA's view (no forks): its own voicemail answers the caller leg. */
+static void sc_voicemail_b2bua(harness *h, expect *e)
+{
+	invite(h, 'T', 'P', "c1", 1, "+74951234567", NULL);
+	response(h, 'P', 'T', 180, "c1", 1, "INVITE", "tV", "7001");
+	response(h, 'P', 'T', 200, "c1", 1, "INVITE", "tV", "vm7001");
+	request(h, 'T', 'P', "ACK", "c9", 1, "tV", NULL);
+	request(h, 'T', 'P', "BYE", "c8", 2, "tV", NULL);
+	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_VOICEMAIL, NULL,
+		       "+79161234567", false, "+74951234567", 0 };
+}
+
 /* A forwarded call: the DID is the number first dialled (Diversion). */
 static void sc_diverted(harness *h, expect *e)
 {
@@ -747,6 +759,7 @@ SCENARIO(cancel_200_race)
 SCENARIO(pickup)
 SCENARIO(challenge_retry)
 SCENARIO(voicemail)
+SCENARIO(voicemail_b2bua)
 SCENARIO(diverted)
 SCENARIO(internal)
 
@@ -862,6 +875,7 @@ int main(void)
 		cmocka_unit_test(test_pickup),
 		cmocka_unit_test(test_challenge_retry),
 		cmocka_unit_test(test_voicemail),
+		cmocka_unit_test(test_voicemail_b2bua),
 		cmocka_unit_test(test_diverted),
 		cmocka_unit_test(test_internal),
 		cmocka_unit_test(test_inbound_by_did),
