@@ -586,6 +586,11 @@ int hep_listener_new(struct event_base *base, const pbx_cfg *cfg,
 				 cfg->record_dir, strerror(-r));
 		}
 	}
+	if (cfg->trunks.n == 0 && cfg->dids.n == 0) {
+		log_ctx ctx = {.pbx = cfg->name};
+		log_full(LOG_LVL_WARNING, &ctx,
+			 "neither trunks nor dids set: no SIP call will count as inbound");
+	}
 	r = hl_open_sockets(l);
 	if (r < 0) {
 		hep_listener_free(l);

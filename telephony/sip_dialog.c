@@ -374,10 +374,10 @@ static void sd_classify(sip_dialogs *d, sd_call *c, const sip_msg *m,
 	bool from_trunk = trunk != 0;
 	bool ruri_did = sd_did_match(cfg->dids, &m->ruri);
 	bool to_did = sd_did_match(cfg->dids, &m->to);
-	bool no_rules = (!cfg->trunks || !cfg->trunks->n) &&
-			(!cfg->dids || !cfg->dids->n);
 
-	c->inbound = no_rules || from_trunk || ruri_did || to_did;
+	/* Direction is not in SIP: without trunks or DIDs nothing is inbound
+	 * (the listener warns at start). */
+	c->inbound = from_trunk || ruri_did || to_did;
 	sd_classify_caller(c, m);
 	/* Forwarded calls carry the number first dialled. */
 	if (m->n_diversion && m->diversion_last.user.len)

@@ -44,6 +44,8 @@ struct sip_msg;
 #define SIP_DIALOG_CONTEXT_INTERNAL "sip-internal"
 
 typedef struct sip_dialog_cfg {
+	/* A call is inbound when its INVITE comes from a trunk or is for a
+	 * DID; with both lists empty no call is inbound. */
 	const cfg_strv *trunks;	       /* "ip" or "ip:port" of INVITE sources */
 	const cfg_strv *dids;	       /* called numbers or domains */
 	const cfg_strv *non_human_uris; /* URI, URI prefix or user part */

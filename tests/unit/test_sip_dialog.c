@@ -783,6 +783,23 @@ static void test_inbound_by_did(void **state)
 	free(h);
 }
 
+/* Neither trunks nor DIDs: direction is unknowable, nothing is inbound. */
+static void test_no_direction_rules(void **state)
+{
+	harness *h = calloc(1, sizeof(*h));
+	expect e;
+
+	scenario_init(h, "norules");
+	sc_busy(h, &e);
+	run_start(h);
+	h->trunks.n = 0;
+	for (size_t i = 0; i < h->n_msgs; i++)
+		feed_datagram(h, &h->msgs[i]);
+	run_finish(h);
+	assert_int_equal(h->n_out, 0);
+	free(h);
+}
+
 /* A stuck call (no final, no BYE) ends after the call timeout. */
 static void test_timeout(void **state)
 {
@@ -879,6 +896,7 @@ int main(void)
 		cmocka_unit_test(test_diverted),
 		cmocka_unit_test(test_internal),
 		cmocka_unit_test(test_inbound_by_did),
+		cmocka_unit_test(test_no_direction_rules),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_orphans),
 		cmocka_unit_test(test_max_calls),
