@@ -354,7 +354,10 @@ static void handle_request(struct evhttp_request *req, void *arg)
 					   "this origin may not use the API");
 			return;
 		}
-		if (streq(path, "/v1/events"))
+		if (streq(path, "/v1/events") && cmd == EVHTTP_REQ_HEAD)
+			widget_reply_error(req, 405, "Method Not Allowed", "method_not_allowed",
+					   "the event stream is GET only");
+		else if (streq(path, "/v1/events"))
 			widget_api_events(w, req);
 		else
 			widget_api_appeals(w, req);
