@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -587,6 +589,121 @@ static void test_resync_rebuilds_calls(void **state)
 	run_until(f, list_done, "the listed channel is tracked after the resync");
 }
 
+/* A name is resolved through evdns (here from a hosts file), never with a
+ * blocking lookup. */
+static void test_name_resolved_async(void **state)
+{
+	fixture *f = *state;
+	char hosts[] = "/tmp/test_ami_client.hosts.XXXXXX";
+	int fd = mkstemp(hosts);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "127.0.0.1 pbx.test\n", 19), 19);
+	close(fd);
+	struct evdns_base *dns = evdns_base_new(f->base, 0);
+	assert_non_null(dns);
+	assert_int_equal(evdns_base_load_hosts(dns, hosts), 0);
+	f->cfg.host = "pbx.test";
+	assert_int_equal(ami_client_new(f->base, dns, &f->cfg, &f->policy, &f->sink, &f->c), 0);
+	run_until(f, is_up, "connected to a resolved name");
+	assert_string_equal(f->srv.login_user, "admin");
+	f->c = ami_client_free(f->c);
+	evdns_base_free(dns, 0);
+	unlink(hosts);
+}
+
+/* ---- the pbx set: several connections, reload ---- */
+
+#define NSRV 5
+
+typedef struct set_fixture {
+	fixture *f;
+	fake_srv srv[NSRV];
+	pbx_set *set;
+} set_fixture;
+
+static set_fixture *sf_cur;
+
+static bool set_ready(fixture *f)
+{
+	return pbx_set_ready(sf_cur->set);
+}
+
+static pbx_cfg entry(fixture *f, const char *name, const fake_srv *srv)
+{
+	pbx_cfg c = f->cfg;
+	c.name = (char *)name;
+	c.port = srv->port;
+	return c;
+}
+
+static bool reload_settled(fixture *f)
+{
+	set_fixture *sf = sf_cur;
+	return pbx_set_ready(sf->set) && !sf->srv[1].conn && !sf->srv[2].conn &&
+	       sf->srv[3].connections == 1 && sf->srv[4].connections == 1;
+}
+
+static void test_pbx_set_reload(void **state)
+{
+	fixture *f = *state;
+	set_fixture sf = {.f = f};
+	char status[1024];
+
+	sf_cur = &sf;
+	for (int i = 0; i < NSRV; i++)
+		srv_start(&sf.srv[i], f->base);
+	pbx_cfg first[3] = {entry(f, "a", &sf.srv[0]), entry(f, "b", &sf.srv[1]),
+			    entry(f, "c", &sf.srv[2])};
+	cfg_list l1 = {.items = first, .n = 3};
+	assert_int_equal(pbx_set_new(f->base, &l1, &f->policy, &f->sink, &sf.set), 0);
+	assert_false(pbx_set_ready(sf.set));
+	run_until(f, set_ready, "three PBXs logged in");
+	pbx_set_status(sf.set, status, sizeof(status));
+	assert_non_null(strstr(status, "pbx a connected"));
+	assert_non_null(strstr(status, "pbx b connected"));
+	assert_non_null(strstr(status, "pbx c connected"));
+
+	/* a unchanged, b moved to another server, c removed, d added. */
+	pbx_cfg second[3] = {entry(f, "a", &sf.srv[0]), entry(f, "b", &sf.srv[3]),
+			     entry(f, "d", &sf.srv[4])};
+	cfg_list l2 = {.items = second, .n = 3};
+	assert_int_equal(pbx_set_reload(sf.set, &l2, &f->policy), 0);
+	run_until(f, reload_settled, "b restarted on its new server, c stopped, d started");
+	assert_int_equal(sf.srv[0].connections, 1); /* a untouched */
+	assert_non_null(sf.srv[0].conn);
+	assert_int_equal(sf.srv[1].connections, 1);
+	pbx_set_status(sf.set, status, sizeof(status));
+	assert_non_null(strstr(status, "pbx a connected"));
+	assert_non_null(strstr(status, "pbx d connected"));
+	assert_null(strstr(status, "pbx c"));
+
+	/* Shutdown: every source closes, the set stays usable until freed. */
+	pbx_set_stop(sf.set);
+	pbx_set_status(sf.set, status, sizeof(status));
+	assert_string_equal(status, "no pbx configured");
+	sf.set = pbx_set_free(sf.set);
+	for (int i = 0; i < NSRV; i++)
+		srv_stop(&sf.srv[i]);
+}
+
+static void test_pbx_set_unsupported_type(void **state)
+{
+	fixture *f = *state;
+	pbx_set *set = NULL;
+	char status[512];
+	pbx_cfg c = f->cfg;
+
+	c.type = PBX_TYPE_ESL;
+	c.name = "fs";
+	cfg_list l = {.items = &c, .n = 1};
+	assert_int_equal(pbx_set_new(f->base, &l, &f->policy, &f->sink, &set), 0);
+	assert_false(pbx_set_ready(set));
+	pbx_set_status(set, status, sizeof(status));
+	assert_non_null(strstr(status, "pbx fs not monitored"));
+	pbx_set_free(set);
+}
+
 int main(void)
 {
 	log_init();
@@ -608,6 +725,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_backoff_grows_and_caps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_name_without_resolver, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resync_rebuilds_calls, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_name_resolved_async, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pbx_set_reload, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pbx_set_unsupported_type, setup, teardown),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	metrics_done();
