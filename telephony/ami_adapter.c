@@ -34,13 +34,6 @@ static const char *get(const ami_msg *m, const char *key)
 	return v && *v ? v : NULL;
 }
 
-/* "<unknown>" is Asterisk's way of saying "not set". */
-static const char *get_id(const ami_msg *m, const char *key)
-{
-	const char *v = get(m, key);
-	return v && strcmp(v, "<unknown>") != 0 ? v : NULL;
-}
-
 static int get_int(const ami_msg *m, const char *key, int def)
 {
 	const char *v = get(m, key);
@@ -72,10 +65,8 @@ static uint64_t parse_timestamp(const char *v)
 }
 
 /* Asterisk's numeric channel states (ast_channel_state). */
-static call_chan_state chan_state(const ami_msg *m, const char *num_key,
-				  const char *desc_key)
+static call_chan_state state_of(const char *v, const char *desc)
 {
-	const char *v = get(m, num_key);
 	if (v && v[0] >= '0' && v[0] <= '9' && !v[1]) {
 		switch (v[0]) {
 		case '4':
@@ -90,7 +81,7 @@ static call_chan_state chan_state(const ami_msg *m, const char *num_key,
 			return CALL_CHAN_DOWN;
 		}
 	}
-	v = get(m, desc_key);
+	v = desc;
 	if (!v)
 		return _CALL_CHAN_INVALID;
 	if (strcasecmp(v, "Ring") == 0)
@@ -114,27 +105,90 @@ static bool pres_restricted(const ami_msg *m)
 	return (atoi(v) & 0x60) == 0x20;
 }
 
-/* The channel snapshot every Asterisk 12+ channel event carries. */
-static void snapshot(const ami_msg *m, call_event *ev)
+/* Takes the first non-empty value only, as ami_msg_get() would. */
+/* ASCII case-insensitive equality; `lit` is a literal of the same length
+ * class, so a mismatch on the first byte costs almost nothing. */
+static inline bool keq(const char *k, const char *lit)
 {
-	ev->chan_id = get(m, "Uniqueid");
-	ev->linked_id = get(m, "Linkedid");
-	ev->chan_name = get(m, "Channel");
-	ev->chan_state = chan_state(m, "ChannelState", "ChannelStateDesc");
-	ev->caller_num = get_id(m, "CallerIDNum");
-	ev->caller_name = get_id(m, "CallerIDName");
-	ev->connected_num = get_id(m, "ConnectedLineNum");
-	ev->connected_name = get_id(m, "ConnectedLineName");
-	ev->context = get(m, "Context");
-	ev->exten = get(m, "Exten");
+	for (; *lit; k++, lit++)
+		if ((*k | 0x20) != (*lit | 0x20))
+			return false;
+	return *k == '\0';
 }
 
-static void dest(const ami_msg *m, call_event *ev)
+/* "<unknown>" is Asterisk's way of saying "not set". */
+static void take(const char **field, const char *v)
 {
-	ev->peer_id = get(m, "DestUniqueid");
-	ev->peer_name = get(m, "DestChannel");
-	ev->peer_linked_id = get(m, "DestLinkedid");
+	if (!*field && *v && strcmp(v, "<unknown>") != 0)
+		*field = v;
 }
+
+/*
+ * The channel snapshot every Asterisk 12+ channel event carries, the
+ * Dest* snapshot of dial events and the Timestamp, in ONE pass over the
+ * headers: a dozen ami_msg_get() calls would walk 20-40 headers each, and
+ * this runs for every event of every call.
+ */
+static void snapshot(const ami_msg *m, call_event *ev, const char **ret_ts)
+{
+	const char *state = NULL, *desc = NULL;
+	for (size_t i = 0; i < m->n_headers; i++) {
+		const char *k = m->headers[i].key, *v = m->headers[i].value;
+		/* (length, first letter) leaves one candidate to compare */
+		switch (strlen(k)) {
+		case 7:
+			if (keq(k, "Channel"))
+				take(&ev->chan_name, v);
+			else if (keq(k, "Context"))
+				take(&ev->context, v);
+			break;
+		case 5:
+			if (keq(k, "Exten"))
+				take(&ev->exten, v);
+			break;
+		case 8:
+			if (keq(k, "Uniqueid"))
+				take(&ev->chan_id, v);
+			else if (keq(k, "Linkedid"))
+				take(&ev->linked_id, v);
+			break;
+		case 9:
+			if (keq(k, "Timestamp"))
+				take(ret_ts, v);
+			break;
+		case 11:
+			if (keq(k, "CallerIDNum"))
+				take(&ev->caller_num, v);
+			else if (keq(k, "DestChannel"))
+				take(&ev->peer_name, v);
+			break;
+		case 12:
+			if (keq(k, "ChannelState"))
+				take(&state, v);
+			else if (keq(k, "CallerIDName"))
+				take(&ev->caller_name, v);
+			else if (keq(k, "DestUniqueid"))
+				take(&ev->peer_id, v);
+			else if (keq(k, "DestLinkedid"))
+				take(&ev->peer_linked_id, v);
+			break;
+		case 16:
+			if (keq(k, "ChannelStateDesc"))
+				take(&desc, v);
+			else if (keq(k, "ConnectedLineNum"))
+				take(&ev->connected_num, v);
+			break;
+		case 17:
+			if (keq(k, "ConnectedLineName"))
+				take(&ev->connected_name, v);
+			break;
+		default:
+			break;
+		}
+	}
+	ev->chan_state = state_of(state, desc);
+}
+
 
 /* ------------------------------------------------------------------ */
 /* Handlers: fill ev (pre-filled with the snapshot) and set ev->type     */
@@ -183,7 +237,6 @@ static void on_callerid(ami_adapter *a, const ami_msg *m, call_event *ev)
 static void on_dial_begin(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_DIAL_BEGIN;
-	dest(m, ev);
 	/* Exten here is where the dialler's dialplan is, not whom it rings:
 	 * the tracker takes the rung extension from DestChannel. */
 	ev->exten = NULL;
@@ -192,7 +245,6 @@ static void on_dial_begin(ami_adapter *a, const ami_msg *m, call_event *ev)
 static void on_dial_end(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_DIAL_END;
-	dest(m, ev);
 	ev->dial_status = call_dial_status_from_string(get(m, "DialStatus"));
 	if (ev->dial_status == _CALL_DIAL_INVALID)
 		ev->dial_status = CALL_DIAL_NONE;
@@ -267,7 +319,6 @@ static void on_agent_connect(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_QUEUE_CONNECT;
 	queue_fields(m, ev);
-	dest(m, ev);
 }
 
 /* MessageWaiting names a mailbox, no channel: the tracker finds the call
@@ -516,9 +567,9 @@ void ami_adapter_feed(ami_adapter *a, const ami_msg *m, uint64_t recv_usec)
 		return; /* a response: the client's business */
 	a->stats.events++;
 	for (size_t i = 0; i < ELEMENTSOF(handlers) && !fn; i++)
-		if (strcasecmp(name, handlers[i].event) == 0)
+		if (keq(name, handlers[i].event))
 			fn = handlers[i].fn;
-	bool legacy_br = !fn && strcasecmp(name, "Bridge") == 0;
+	bool legacy_br = !fn && keq(name, "Bridge");
 	/* Cheap exits before the snapshot: most VarSets are not wanted. */
 	if ((!fn && !legacy_br) || (fn == on_varset && !varset_wanted(m))) {
 		a->stats.ignored++;
@@ -528,10 +579,11 @@ void ami_adapter_feed(ami_adapter *a, const ami_msg *m, uint64_t recv_usec)
 	ev.type = _CALL_EV_INVALID;
 	ev.cause = -1;
 	ev.hold_seconds = -1;
-	ev.ts_usec = parse_timestamp(get(m, "Timestamp"));
+	const char *stamp = NULL;
+	snapshot(m, &ev, &stamp);
+	ev.ts_usec = parse_timestamp(stamp);
 	if (!ev.ts_usec)
 		ev.ts_usec = recv_usec ? recv_usec : real_usec();
-	snapshot(m, &ev);
 	if (legacy_br) {
 		legacy_bridge(a, m, &ev);
 		return;
