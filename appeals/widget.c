@@ -546,6 +546,7 @@ int widget_new(struct event_base *base, const widget_params *p, widget **ret)
 		return r;
 	}
 	event_add(w->sweep, &tv);
+	widget_api_start(w);
 	*ret = w;
 	return 0;
 }
@@ -588,6 +589,7 @@ int widget_apply_config(widget *w, const widget_params *p)
 	apply_limits(w);
 	static_load(w);
 	listener_update(w);
+	widget_api_start(w);
 	return 0;
 }
 

@@ -31,6 +31,8 @@
 /* How long call.ringing may wait for the client card (the brief's "a few
  * milliseconds"); a slower lookup follows as call.card. */
 #define CARD_WAIT_USEC (5 * USEC_PER_MSEC)
+#define REVALIDATE_MIN_SECONDS 5
+#define REVALIDATE_BATCH 64
 #define APPEALS_DEFAULT_LIMIT 200
 #define APPEALS_MAX_LIMIT 1000
 
@@ -39,6 +41,7 @@ typedef enum pending_kind {
 	PENDING_AUTH_APPEALS, /* token lookup, then the list query */
 	PENDING_APPEALS,      /* the list query */
 	PENDING_CARD,	      /* ringing card lookup */
+	PENDING_REVALIDATE,   /* token of open streams, still valid? */
 	_PENDING_KIND_MAX,
 	_PENDING_KIND_INVALID = -1,
 } pending_kind;
@@ -140,6 +143,10 @@ static struct evhttp_request *pending_take_req(widget_pending *p)
 
 void widget_api_done(widget *w)
 {
+	if (w->revalidate) {
+		event_free(w->revalidate);
+		w->revalidate = NULL;
+	}
 	while (w->pending) {
 		widget_pending *p = w->pending;
 		if (p->req)
@@ -197,6 +204,68 @@ static widget_token_entry *token_cache_put(widget *w, const uint8_t *digest,
 }
 
 /* ---- authenticated routes ---------------------------------------------------------- */
+
+/* ---- open streams follow revocation ------------------------------------------- */
+
+static void token_cache_drop(widget *w, const uint8_t *digest)
+{
+	for (size_t i = 0; i < WIDGET_TOKEN_CACHE; i++)
+		if (memcmp(w->tokens[i].digest, digest, WIDGET_SHA256_LEN) == 0)
+			w->tokens[i].expires = 0;
+}
+
+static void revalidate_cb(void *userdata, int err, const store_employee *emp)
+{
+	widget_pending *p = userdata;
+	widget *w = p->w;
+	size_t n;
+
+	p->q = NULL;
+	if (err == -ENOENT) {
+		/* Revoked (or its employee deleted): its streams end now; the
+		 * client's reconnect then gets a 401. */
+		token_cache_drop(w, p->digest);
+		n = widget_hub_cut_token(w->hub, p->digest, "token revoked");
+		log_notice("widget: a revoked token's %zu stream%s closed", n, n == 1 ? "" : "s");
+	} else if (err == 0 && emp) {
+		(void)token_cache_put(w, p->digest, emp);
+	}
+	/* Other errors (database away): keep the streams, ask next round. */
+	pending_free(p);
+}
+
+static void revalidate_tick(evutil_socket_t fd, short what, void *arg)
+{
+	widget *w = arg;
+	uint8_t digests[REVALIDATE_BATCH][WIDGET_DIGEST_LEN];
+	size_t n;
+
+	if (!w->store)
+		return;
+	n = widget_hub_digests(w->hub, w->revalidate_skip, digests, REVALIDATE_BATCH);
+	w->revalidate_skip = n < REVALIDATE_BATCH ? 0 : w->revalidate_skip + n;
+	for (size_t i = 0; i < n; i++) {
+		widget_pending *p = pending_new(w, PENDING_REVALIDATE);
+		if (!p)
+			break;
+		memcpy(p->digest, digests[i], WIDGET_SHA256_LEN);
+		if (store_token_lookup(w->store, p->digest, revalidate_cb, p, &p->q) < 0) {
+			pending_free(p);
+			break;
+		}
+	}
+}
+
+void widget_api_start(widget *w)
+{
+	struct timeval tv = {(time_t)MCD_MAX(w->cfg->token_cache_seconds,
+					     (int64_t)REVALIDATE_MIN_SECONDS), 0};
+
+	if (!w->revalidate)
+		w->revalidate = event_new(w->base, -1, EV_PERSIST, revalidate_tick, w);
+	if (w->revalidate)
+		event_add(w->revalidate, &tv);
+}
 
 static void reply_unauthorized(struct evhttp_request *req)
 {
@@ -331,13 +400,14 @@ static void start_appeals(widget *w, struct evhttp_request *req,
 }
 
 static void proceed(widget *w, struct evhttp_request *req, pending_kind kind,
-		    const widget_token_entry *e)
+		    const widget_token_entry *e, const uint8_t *digest)
 {
 	widget_identity who = {
 		.employee_id = e->employee_id,
 		.login = e->login,
 		.name = e->name,
 		.own = w->cfg->scope == WIDGET_SCOPE_OWN,
+		.digest = digest,
 	};
 
 	if (kind == PENDING_AUTH_EVENTS)
@@ -376,7 +446,7 @@ static void token_cb(void *userdata, int err, const store_employee *emp)
 		tmp.name = (char *)emp->name;
 		e = &tmp;
 	}
-	proceed(w, req, kind, e);
+	proceed(w, req, kind, e, digest);
 }
 
 /* Common entry: authenticate, then continue with kind's route. */
@@ -399,7 +469,7 @@ static void authenticate(widget *w, struct evhttp_request *req, pending_kind kin
 	widget_token_digest(tok, len, digest);
 	e = token_cache_find(w, digest);
 	if (e) {
-		proceed(w, req, kind, e);
+		proceed(w, req, kind, e, digest);
 		return;
 	}
 	if (!w->store) {

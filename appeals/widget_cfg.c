@@ -73,8 +73,9 @@ static const cfg_key widget_keys[] = {
 	 "[\"https://crm.example.com\"]; \"*\" allows any. The page at /widget/ needs none."},
 	{"token_cache_seconds", CFG_INT, W(token_cache_seconds), 0, 86400, "60",
 	 CFG_RELOADABLE, 0, NULL, NULL,
-	 "Seconds a verified token is remembered (0: every request asks the database); "
-	 "a revoked token stops working for new requests after at most this long."},
+	 "Seconds a verified token is remembered (0: every request asks the database). "
+	 "The tokens of open streams are re-checked as often (at least every 5 s apart): "
+	 "a revoked token's streams are closed and new requests refused within about this long."},
 	{0},
 };
 

@@ -68,6 +68,8 @@ struct widget {
 	widget_token_entry tokens[WIDGET_TOKEN_CACHE];
 	widget_pending *pending;
 	size_t n_pending;
+	struct event *revalidate; /* re-checks the tokens of open streams */
+	size_t revalidate_skip;
 	struct metric *m_http;
 };
 
@@ -84,4 +86,5 @@ const char *widget_query_get(struct evhttp_request *req, const char *key,
 /* widget_api.c */
 void widget_api_events(widget *w, struct evhttp_request *req);
 void widget_api_appeals(widget *w, struct evhttp_request *req);
-void widget_api_done(widget *w); /* cancels pending work, frees caches */
+void widget_api_start(widget *w); /* arms the token re-check of open streams */
+void widget_api_done(widget *w);  /* cancels pending work, frees caches */

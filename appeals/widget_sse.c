@@ -53,6 +53,8 @@ typedef struct widget_sub {
 	bool own;
 	int64_t employee_id;
 	char login[WIDGET_LOGIN_MAX];
+	uint8_t digest[WIDGET_DIGEST_LEN];
+	bool has_digest;
 	uint64_t cursor;
 	uint64_t last_outbox;
 	bool calls_lost;	  /* replay: the ring no longer covered the id */
@@ -134,7 +136,7 @@ static void sub_write_control(widget_sub *s, const widget_id *id, const char *ev
 /* Ends the stream with a final event and frees the subscriber. The
  * connection closes once the final bytes are out (Connection: close) or
  * the write timeout gives up on it. */
-static void sub_cut_off(widget_sub *s, const char *reason)
+static void sub_cut_off(widget_sub *s, const char *reason, bool slow)
 {
 	unsigned suppressed = 0;
 
@@ -143,7 +145,8 @@ static void sub_cut_off(widget_sub *s, const char *reason)
 			    "(%zu bytes unsent; %u similar suppressed)",
 			    (long long)s->employee_id, reason, sub_pending(s),
 			    suppressed);
-	metric_inc(s->hub->m_dropped);
+	if (slow)
+		metric_inc(s->hub->m_dropped);
 	sub_write_control(s, NULL, "stream.cutoff", widget_json_cutoff(reason));
 	evhttp_connection_set_closecb(s->evcon, NULL, NULL);
 	evhttp_send_reply_end(s->req);
@@ -159,7 +162,7 @@ static bool sub_check_buffer(widget_sub *s)
 {
 	if (sub_pending(s) <= s->hub->lim.max_buffer)
 		return false;
-	sub_cut_off(s, "output buffer limit");
+	sub_cut_off(s, "output buffer limit", true);
 	return true;
 }
 
@@ -405,6 +408,41 @@ size_t widget_hub_count(const widget_hub *h)
 	return h->n_subs;
 }
 
+size_t widget_hub_digests(const widget_hub *h, size_t skip,
+			  uint8_t (*out)[WIDGET_DIGEST_LEN], size_t max)
+{
+	size_t n = 0, seen = 0;
+
+	for (const widget_sub *s = h->subs; s && n < max; s = s->next) {
+		bool dup = false;
+		if (!s->has_digest)
+			continue;
+		/* Distinct among the earlier subscribers (quadratic in the
+		 * worst case, bounded by the caller's rounds). */
+		for (const widget_sub *t = h->subs; t != s && !dup; t = t->next)
+			dup = t->has_digest && memcmp(t->digest, s->digest, WIDGET_DIGEST_LEN) == 0;
+		if (dup || seen++ < skip)
+			continue;
+		memcpy(out[n++], s->digest, WIDGET_DIGEST_LEN);
+	}
+	return n;
+}
+
+size_t widget_hub_cut_token(widget_hub *h, const uint8_t *digest, const char *reason)
+{
+	widget_sub *s, *next;
+	size_t n = 0;
+
+	for (s = h->subs; s; s = next) {
+		next = s->next;
+		if (s->has_digest && memcmp(s->digest, digest, WIDGET_DIGEST_LEN) == 0) {
+			sub_cut_off(s, reason, false);
+			n++;
+		}
+	}
+	return n;
+}
+
 widget_id widget_hub_position(const widget_hub *h)
 {
 	return (widget_id){h->seq, h->outbox_hwm};
@@ -431,6 +469,10 @@ static widget_sub *sub_new(widget_hub *h, struct evhttp_request *req,
 	s->own = who->own;
 	s->employee_id = who->employee_id;
 	snprintf(s->login, sizeof(s->login), "%s", who->login ? who->login : "");
+	if (who->digest) {
+		memcpy(s->digest, who->digest, WIDGET_DIGEST_LEN);
+		s->has_digest = true;
+	}
 	s->next = h->subs;
 	if (h->subs)
 		h->subs->prev = s;

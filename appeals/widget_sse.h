@@ -51,7 +51,10 @@ typedef struct widget_identity {
 	const char *login;
 	const char *name;
 	bool own; /* scope "own": only their appeals (plus every call) */
+	const uint8_t *digest; /* SHA-256 of the token (32 bytes), may be NULL */
 } widget_identity;
+
+#define WIDGET_DIGEST_LEN 32
 
 /* store may be NULL (tests): then a reconnect older than the ring only
  * gets the gap event. */
@@ -82,5 +85,14 @@ void widget_hub_publish_call(widget_hub *h, const char *event, const char *data,
 void widget_hub_publish_appeal(widget_hub *h, const struct store_event *ev);
 
 size_t widget_hub_count(const widget_hub *h);
+
+/* Distinct token digests of the current subscribers, starting after the
+ * first `skip` distinct ones (round-robin over large sets); at most max
+ * into out. Returns how many were written. */
+size_t widget_hub_digests(const widget_hub *h, size_t skip,
+			  uint8_t (*out)[WIDGET_DIGEST_LEN], size_t max);
+/* Cuts off every stream opened with this token (stream.cutoff with
+ * reason); returns how many. */
+size_t widget_hub_cut_token(widget_hub *h, const uint8_t *digest, const char *reason);
 /* The id the next subscriber starting "now" would hold. */
 widget_id widget_hub_position(const widget_hub *h);

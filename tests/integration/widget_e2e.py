@@ -19,7 +19,9 @@ Usage: widget_e2e.py MISSEDCALLD AMISIM
    for the call events that were only in memory; ids keep increasing.
 6. /v1/appeals lists the appeal with its filters; CORS only for allowed
    origins; a subscriber cap answers 503; request limits hold.
-7. a slow client lookup (the clients table locked in PostgreSQL) never
+7. revoking a token closes the streams open with it (stream.cutoff),
+   and their reconnect is refused.
+8. a slow client lookup (the clients table locked in PostgreSQL) never
    holds call.ringing back: it goes out without the card (card_pending),
    and the card follows as call.card once the lookup returns.
 """
@@ -208,6 +210,19 @@ def after_restart(env, tok, hello, calls):
     sub2.close()
 
 
+def revoke_open_stream(env):
+    tok = env.cli("--issue-token", "petrova").stdout.strip()
+    sub = SSE(env.widget_port, tok)
+    check(sub.next()["data"]["employee"]["login"] == "petrova", "petrova's stream is open")
+    env.cli("--revoke-token", "petrova")
+    got = sub.until("stream.cutoff", 30)
+    check(got[-1]["data"]["reason"] == "token revoked", "revoking closes the open stream (stream.cutoff)")
+    check(sub.next(10) is None, "and the stream ends")
+    status, _, _ = http_get(env.widget_port, "/v1/events", token=tok)
+    check(status == 401, "its reconnect is refused")
+    sub.close()
+
+
 def slow_card(env, tok):
     sub = SSE(env.widget_port, tok)
     sub.next()
@@ -314,6 +329,7 @@ def main():
         appeals_list(env, tok)
         cors(env, tok)
         limits(env, tok)
+        revoke_open_stream(env)
         slow_card(env, tok)
         after_restart(env, tok, hello, calls)
         print("widget_e2e: all checks passed")

@@ -197,7 +197,7 @@ pbx = ( { name = "office"; type = "ami"; host = "127.0.0.1"; port = %(ami)d;
 calls = { decide_grace_ms = 300; };
 missed_calls = { appeal_type = "Пропущенный звонок"; manager = "ivanov"; sla_minutes = 525600; };
 widget = { listen = "127.0.0.1:%(port)d"; static_dir = "%(static)s";
-           heartbeat_seconds = 1; token_cache_seconds = 60; %(extra)s };
+           heartbeat_seconds = 1; token_cache_seconds = 2; %(extra)s };
 """ % {"tmp": self.tmp, "conninfo": self.pg["PG_CONNINFO"], "ami": self.ami_port,
        "user": AMI_USER, "port": self.widget_port,
        "static": os.path.join(SRC, "appeals", "widget"), "extra": self.widget_extra})
