@@ -286,6 +286,7 @@ struct call_tracker {
 	bool down, resyncing;
 	metric *m_calls[_CALL_VERDICT_MAX][_CALL_REASON_MAX];
 	metric *m_evict_cap, *m_evict_age, *m_gap, *m_live, *m_other;
+	log_ratelimit evict_rl;
 };
 
 /* ------------------------------------------------------------------ */
@@ -1537,10 +1538,16 @@ static void evict(call_tracker *t, group *g, bool by_age)
 {
 	chan *caller = group_caller(g);
 	log_ctx ctx = {.pbx = t->pbx, .call_id = g->key->key};
-	log_full(LOG_LVL_NOTICE, &ctx,
-		 "call %s evicted before it ended (%s: %s); decided on what was seen",
-		 g->key->key, by_age ? "older than max_call_age" : "more than max_calls tracked",
-		 caller && caller->name ? caller->name : "no caller leg seen");
+	unsigned suppressed = 0;
+	/* Rate-limited: a flood past max_calls must not flood the journal
+	 * (every eviction is still counted in the metric). */
+	if (log_ratelimit_test(&t->evict_rl, &suppressed))
+		log_full(LOG_LVL_NOTICE, &ctx,
+			 "call %s evicted before it ended (%s: %s); decided on what was seen%s",
+			 g->key->key,
+			 by_age ? "older than max_call_age" : "more than max_calls tracked",
+			 caller && caller->name ? caller->name : "no caller leg seen",
+			 suppressed ? " (earlier evictions not logged: see missedcalld_calls_evicted_total)" : "");
 	metric_inc(by_age ? t->m_evict_age : t->m_evict_cap);
 	decide(t, g, DECIDE_EVICT);
 }
@@ -1738,6 +1745,7 @@ static void on_transfer(call_tracker *t, const call_event *ev)
 
 static void on_resync_end(call_tracker *t)
 {
+	size_t ended = 0, partial = 0, live = 0;
 	t->resyncing = false;
 	for (group *g = t->age_head, *next; g; g = next) {
 		next = g->age_next;
@@ -1748,15 +1756,29 @@ static void on_resync_end(call_tracker *t)
 					c->hung_up = true;
 					g->gap = true;
 				}
-			if (g->gap)
+			if (g->gap) {
 				g->final_mono = mono_usec();
+				if (group_over(g))
+					ended++;
+				else
+					partial++;
+			}
 			group_check_due(t, g);
 		}
+		if (g->resync_seen)
+			live++;
 		g->gap_candidate = false;
 		g->resync_seen = false;
 		for (chan *c = g->chans; c; c = c->g_next)
 			c->resync_seen = false;
 	}
+	/* Said once per reconnect, counted: these are reported as unknown. */
+	metric_add(t->m_gap, (double)ended);
+	log_ctx ctx = {.pbx = t->pbx};
+	log_full(ended || partial ? LOG_LVL_NOTICE : LOG_LVL_INFO, &ctx,
+		 "resync: %zu live call(s) rebuilt from the channel list; %zu call(s) ended "
+		 "while disconnected and %zu lost legs meanwhile: reported with reason unknown",
+		 live, ended, partial);
 }
 
 /* Events about no channel in particular. Returns true when handled. */
@@ -1938,6 +1960,8 @@ call_tracker *call_tracker_new(struct event_base *base, const char *pbx,
 	if (!t || !policy)
 		goto fail;
 	t->base = base;
+	t->evict_rl.interval_usec = 10 * USEC_PER_SEC;
+	t->evict_rl.burst = 10;
 	if (!(t->pbx = strdup(pbx ? pbx : "pbx")))
 		goto fail;
 	policy_copy(&t->policy, policy);
@@ -1962,6 +1986,9 @@ call_tracker *call_tracker_new(struct event_base *base, const char *pbx,
 		t->pbx, "cause", "max_call_age", NULL);
 	t->m_live = metric_gauge("missedcalld_calls_tracked",
 		"Calls currently followed by the tracker", "pbx", t->pbx, NULL);
+	t->m_gap = metric_counter("missedcalld_calls_gap_total",
+		"Calls that ended while the PBX connection was down (reason unknown)",
+		"pbx", t->pbx, NULL);
 	t->m_other = metric_counter("missedcalld_calls_not_inbound_total",
 		"Internal and outbound calls seen (never missed calls)", "pbx",
 		t->pbx, NULL);

@@ -1035,7 +1035,10 @@ static void test_resync_gap(void **state)
 		    .chan_state = CALL_CHAN_UP, .app = "Queue", .app_data = "400"),
 		EVB(.type = CALL_EV_RESYNC_END),
 	};
+	metric *gaps = metric_counter("missedcalld_calls_gap_total", "x", "pbx", "office", NULL);
+	double gap0 = metric_value(gaps);
 	feed_all(t, before, ELEMENTSOF(before));
+	assert_true(metric_value(gaps) - gap0 == 1); /* said and counted */
 	settle(t);
 	/* A: ended in the gap -> unknown, flagged, never guessed. */
 	assert_int_equal(c.n_out, 1);
