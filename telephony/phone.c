@@ -20,8 +20,8 @@
  *     скрыт, скрытый, скрытый номер, номер скрыт, неизвестный, неизвестно
  *     -> withheld.
  *  6. Extensions: `ext`, `ext.`, `extension`, `x`, `доб`, `доб.`,
- *     `добавочный`, `вн.` or a pause `,` followed by 1-10 digits end the
- *     number; the digits are the extension. A keyword without digits or
+ *     `добавочный`, `вн.`, `#` or a pause `,` (also `, доб. 5`) followed
+ *     by 1-10 digits end the number; the digits are the extension. A keyword without digits or
  *     with anything after the digits -> invalid.
  *  7. What is left may contain digits, one leading '+', and separators:
  *     blanks (also NBSP and other Unicode spaces), - . ( ) / and Unicode
@@ -331,8 +331,10 @@ bool phone_is_withheld(const char *in)
 
 /* --- extensions ----------------------------------------------------------- */
 
+/* Word keywords match at word boundaries; the punctuation ones anywhere
+ * (',' is a dial pause, "+7 495 …,,123"). */
 static const char *const ext_keywords[] = {
-	"extension", "ext", "добавочный", "доб", "вн", "x", ",",
+	"extension", "ext", "добавочный", "доб", "вн", "x", ",", "#",
 };
 
 static bool is_word_byte(unsigned char c)
@@ -340,46 +342,60 @@ static bool is_word_byte(unsigned char c)
 	return isalpha(c) || c >= 0x80;
 }
 
-/* Step 6: finds an extension keyword at a word boundary, cuts the number
- * there and copies the digits after it to ext. 0, or -EINVAL for a
- * keyword without clean digits after it. */
+/* Length of the extension keyword at p (s is the string start), 0 if none. */
+static size_t ext_keyword_at(const char *s, const char *p)
+{
+	for (size_t k = 0; k < ELEMENTSOF(ext_keywords); k++) {
+		const char *kw = ext_keywords[k];
+		size_t kl = strlen(kw);
+
+		if (strncmp(p, kw, kl) != 0)
+			continue;
+		if (is_word_byte((unsigned char)kw[0]) &&
+		    ((p > s && is_word_byte((unsigned char)p[-1])) ||
+		     is_word_byte((unsigned char)p[kl])))
+			continue;
+		return kl;
+	}
+	return 0;
+}
+
+/* Step 6: finds an extension keyword, cuts the number there and copies the
+ * digits after it to ext. A keyword may follow a comma ("…67, доб. 5").
+ * 0, or -EINVAL for a keyword without clean digits after it. */
 static int split_ext(char *s, char *ext, size_t extlen)
 {
 	for (char *p = s; *p; p++) {
-		for (size_t k = 0; k < ELEMENTSOF(ext_keywords); k++) {
-			const char *kw = ext_keywords[k];
-			size_t kl = strlen(kw);
-			char *q;
-			size_t nd = 0;
-			char digits[PHONE_EXT_DIGITS_MAX + 1];
+		size_t kl = ext_keyword_at(s, p), nd = 0, k2;
+		char digits[PHONE_EXT_DIGITS_MAX + 1];
+		char *q;
 
-			if (strncmp(p, kw, kl) != 0)
-				continue;
-			if (kw[0] != ',' &&
-			    ((p > s && is_word_byte((unsigned char)p[-1])) ||
-			     is_word_byte((unsigned char)p[kl])))
-				continue;
-			q = p + kl;
-			while (*q && strchr(" .:=,#-", *q))
+		if (!kl)
+			continue;
+		q = p + kl;
+		while (*q && strchr(" .:=,#-", *q))
+			q++;
+		if (!isdigit((unsigned char)*q) && (k2 = ext_keyword_at(s, q)) > 0) {
+			q += k2;
+			while (*q && strchr(" .:=#-", *q))
 				q++;
-			while (*q) {
-				if (isdigit((unsigned char)*q)) {
-					if (nd >= PHONE_EXT_DIGITS_MAX)
-						return -EINVAL;
-					digits[nd++] = *q;
-				} else if (!strchr(" )", *q)) {
-					return -EINVAL;
-				}
-				q++;
-			}
-			if (nd == 0)
-				return -EINVAL;
-			digits[nd] = '\0';
-			*p = '\0';
-			if (ext && extlen)
-				snprintf(ext, extlen, "%s", digits);
-			return 0;
 		}
+		for (; *q; q++) {
+			if (isdigit((unsigned char)*q)) {
+				if (nd >= PHONE_EXT_DIGITS_MAX)
+					return -EINVAL;
+				digits[nd++] = *q;
+			} else if (!strchr(" )", *q)) {
+				return -EINVAL;
+			}
+		}
+		if (nd == 0)
+			return -EINVAL;
+		digits[nd] = '\0';
+		*p = '\0';
+		if (ext && extlen)
+			snprintf(ext, extlen, "%s", digits);
+		return 0;
 	}
 	return 0;
 }

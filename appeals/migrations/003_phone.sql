@@ -215,10 +215,12 @@ BEGIN
 		RETURN 'withheld';
 	END IF;
 	-- 6: an extension keyword at a word boundary ends the number.
-	p := regexp_instr(s, '(?<!' || word || ')(extension|ext|добавочный|доб|вн|x)(?!' || word || ')|,');
+	p := regexp_instr(s, '(?<!' || word || ')(extension|ext|добавочный|доб|вн|x)(?!' || word || ')|[,#]');
 	IF p > 0 THEN
 		tail := substring(s FROM p);
-		tail := regexp_replace(tail, '^(extension|ext|добавочный|доб|вн|x|,)', '');
+		tail := regexp_replace(tail, '^(extension|ext|добавочный|доб|вн|x|,|#)', '');
+		-- a keyword may follow the comma: "…67, доб. 5"
+		tail := regexp_replace(tail, '^[ .:=,#-]*(extension|ext|добавочный|доб|вн|x)(?!' || word || ')', '');
 		IF tail !~ '^[ .:=,#-]*[0-9 )]*$'
 		   OR length(regexp_replace(tail, '[^0-9]', '', 'g')) NOT BETWEEN 1 AND 10 THEN
 			RETURN 'invalid';
