@@ -8,10 +8,10 @@
 #include <string.h>
 
 static const char *const hep_kind_names[_HEP_KIND_MAX] = {
-	[HEP_KIND_GARBAGE] = "garbage",
-	[HEP_KIND_V1] = "HEPv1",
-	[HEP_KIND_V2] = "HEPv2",
-	[HEP_KIND_V3] = "HEPv3",
+    [HEP_KIND_GARBAGE] = "garbage",
+    [HEP_KIND_V1] = "HEPv1",
+    [HEP_KIND_V2] = "HEPv2",
+    [HEP_KIND_V3] = "HEPv3",
 };
 
 const char *hep_kind_to_string(hep_kind k)
@@ -72,8 +72,10 @@ static int hep_chunk_apply(hep_msg *m, uint16_t type, const uint8_t *v,
 			return -EBADMSG;
 		if (m->ipv6 && (m->has_src || m->has_dst))
 			return -EBADMSG; /* mixed families */
-		memcpy(type == HEP_CHUNK_IPV4_SRC ? m->src_ip : m->dst_ip, v, 4);
-		*(type == HEP_CHUNK_IPV4_SRC ? &m->has_src : &m->has_dst) = true;
+		memcpy(type == HEP_CHUNK_IPV4_SRC ? m->src_ip : m->dst_ip, v,
+		       4);
+		*(type == HEP_CHUNK_IPV4_SRC ? &m->has_src : &m->has_dst) =
+		    true;
 		return 0;
 	case HEP_CHUNK_IPV6_SRC:
 	case HEP_CHUNK_IPV6_DST:
@@ -82,8 +84,10 @@ static int hep_chunk_apply(hep_msg *m, uint16_t type, const uint8_t *v,
 		if (!m->ipv6 && (m->has_src || m->has_dst))
 			return -EBADMSG;
 		m->ipv6 = true;
-		memcpy(type == HEP_CHUNK_IPV6_SRC ? m->src_ip : m->dst_ip, v, 16);
-		*(type == HEP_CHUNK_IPV6_SRC ? &m->has_src : &m->has_dst) = true;
+		memcpy(type == HEP_CHUNK_IPV6_SRC ? m->src_ip : m->dst_ip, v,
+		       16);
+		*(type == HEP_CHUNK_IPV6_SRC ? &m->has_src : &m->has_dst) =
+		    true;
 		return 0;
 	case HEP_CHUNK_SRC_PORT:
 	case HEP_CHUNK_DST_PORT:
@@ -189,7 +193,8 @@ int hep_decode(const void *buf, size_t len, hep_msg *ret)
 		if (vendor != 0) {
 			m.n_unknown++; /* vendor chunks: skipped by length */
 		} else {
-			r = hep_chunk_apply(&m, type, p + off + HEP_CHUNK_HEADER_LEN,
+			r = hep_chunk_apply(&m, type,
+					    p + off + HEP_CHUNK_HEADER_LEN,
 					    clen - HEP_CHUNK_HEADER_LEN);
 			if (r < 0)
 				return r;
@@ -221,8 +226,8 @@ static const char *hep_addr_fmt(const hep_msg *m, bool src, bool with_port,
 	buf[0] = '\0';
 	if (!has)
 		return buf;
-	if (!inet_ntop(m->ipv6 ? AF_INET6 : AF_INET, src ? m->src_ip : m->dst_ip,
-		       ip, sizeof(ip)))
+	if (!inet_ntop(m->ipv6 ? AF_INET6 : AF_INET,
+		       src ? m->src_ip : m->dst_ip, ip, sizeof(ip)))
 		return buf;
 	if (!with_port || !has_port)
 		snprintf(buf, len, "%s", ip);
@@ -252,7 +257,8 @@ uint64_t hep_msg_ts_usec(const hep_msg *m)
 {
 	if (!m->has_ts)
 		return 0;
-	return (uint64_t)m->ts_sec * USEC_PER_SEC + MCD_MIN(m->ts_usec, 999999u);
+	return (uint64_t)m->ts_sec * USEC_PER_SEC +
+	       MCD_MIN(m->ts_usec, 999999u);
 }
 
 /* ---- TCP stream splitter ---- */

@@ -22,9 +22,9 @@
 
 #include "util.h"
 
-#define HEP3_HEADER_LEN 6
+#define HEP3_HEADER_LEN	     6
 #define HEP_CHUNK_HEADER_LEN 6
-#define HEP3_MAX_LEN 65535
+#define HEP3_MAX_LEN	     65535
 
 /* Generic chunk types (vendor 0). */
 enum {
@@ -73,11 +73,11 @@ hep_kind hep_sniff(const void *buf, size_t len);
 /* One decoded HEPv3 message. Absent chunks leave their has_* false and
  * their fields zero. Addresses are kept in network order bytes. */
 typedef struct hep_msg {
-	size_t raw_len;		/* the message's total length */
-	uint8_t ip_family;	/* 2 = AF_INET, 10 = AF_INET6 (HEP numbering) */
-	uint8_t ip_proto;	/* 17 UDP, 6 TCP, 132 SCTP */
+	size_t raw_len;	   /* the message's total length */
+	uint8_t ip_family; /* 2 = AF_INET, 10 = AF_INET6 (HEP numbering) */
+	uint8_t ip_proto;  /* 17 UDP, 6 TCP, 132 SCTP */
 	bool has_src, has_dst;
-	bool ipv6;		/* src/dst are 16 bytes, else the first 4 */
+	bool ipv6; /* src/dst are 16 bytes, else the first 4 */
 	uint8_t src_ip[16];
 	uint8_t dst_ip[16];
 	bool has_src_port, has_dst_port;
@@ -85,10 +85,10 @@ typedef struct hep_msg {
 	bool has_ts;
 	uint32_t ts_sec, ts_usec;
 	bool has_proto_type;
-	uint8_t proto_type;	/* HEP_PROTO_SIP, HEP_PROTO_LOG, … */
+	uint8_t proto_type; /* HEP_PROTO_SIP, HEP_PROTO_LOG, … */
 	bool has_capture_id;
 	uint32_t capture_id;
-	const char *auth_key;	/* borrowed, auth_key_len bytes */
+	const char *auth_key; /* borrowed, auth_key_len bytes */
 	size_t auth_key_len;
 	const uint8_t *payload; /* borrowed, payload_len bytes */
 	size_t payload_len;
@@ -100,7 +100,7 @@ typedef struct hep_msg {
 	bool keepalive;
 	bool has_vlan;
 	uint16_t vlan;
-	unsigned n_unknown;	/* unknown or vendor chunks skipped */
+	unsigned n_unknown; /* unknown or vendor chunks skipped */
 } hep_msg;
 
 /* Decodes one complete HEPv3 message of exactly `len` bytes or a prefix
@@ -137,6 +137,7 @@ size_t hep_stream_feed(hep_stream *s, const void *data, size_t len);
 /* Next complete message: 0 with *ret_buf and *ret_len valid until the next
  * feed/next call; -EAGAIN when incomplete; -EPROTONOSUPPORT or -EBADMSG
  * when the stream is not HEPv3 (no resync: the caller closes). */
-int hep_stream_next(hep_stream *s, const uint8_t **ret_buf, size_t *ret_len) MCD_WUR;
+int hep_stream_next(hep_stream *s, const uint8_t **ret_buf,
+		    size_t *ret_len) MCD_WUR;
 /* Bytes buffered and not yet returned as a message. */
 size_t hep_stream_pending(const hep_stream *s);

@@ -19,31 +19,34 @@
 #include "sip.h"
 #include "sip_dialog.h"
 
-#define HL_MAX_SOCKETS 8
-#define HL_MAX_CONNS 64
-#define HL_BATCH 32		/* datagrams per recvmmsg() */
-#define HL_BATCHES_PER_WAKEUP 16 /* then yield to the loop */
+#define HL_MAX_SOCKETS		8
+#define HL_MAX_CONNS		64
+#define HL_BATCH		32 /* datagrams per recvmmsg() */
+#define HL_BATCHES_PER_WAKEUP	16 /* then yield to the loop */
 #define HL_TCP_READS_PER_WAKEUP 8
-#define HL_RCVBUF (8 * 1024 * 1024)
-#define HL_TICK_USEC (250 * USEC_PER_MSEC)
+#define HL_RCVBUF		(8 * 1024 * 1024)
+#define HL_TICK_USEC		(250 * USEC_PER_MSEC)
 
 /* Outcome of one packet: the label of missedcalld_hep_packets_total. */
 typedef enum hl_result {
-	HL_SIP,		 /* parsed and tracked */
-	HL_NOT_SIP,	 /* LOG, RTCP, keep-alive, compressed: skipped */
-	HL_NOT_HEP3,	 /* HEPv1/v2 or garbage */
-	HL_BAD_HEP,	 /* HEP3 with broken lengths */
+	HL_SIP,	     /* parsed and tracked */
+	HL_NOT_SIP,  /* LOG, RTCP, keep-alive, compressed: skipped */
+	HL_NOT_HEP3, /* HEPv1/v2 or garbage */
+	HL_BAD_HEP,  /* HEP3 with broken lengths */
 	HL_BAD_AUTH,
-	HL_OTHER_AGENT,	 /* capture id filtered */
+	HL_OTHER_AGENT, /* capture id filtered */
 	HL_BAD_SIP,
 	_HL_RESULT_MAX,
 } hl_result;
 
 static const char *const hl_result_names[_HL_RESULT_MAX] = {
-	[HL_SIP] = "sip",	      [HL_NOT_SIP] = "not_sip",
-	[HL_NOT_HEP3] = "not_hep3",   [HL_BAD_HEP] = "malformed_hep",
-	[HL_BAD_AUTH] = "bad_auth",   [HL_OTHER_AGENT] = "other_capture_id",
-	[HL_BAD_SIP] = "malformed_sip",
+    [HL_SIP] = "sip",
+    [HL_NOT_SIP] = "not_sip",
+    [HL_NOT_HEP3] = "not_hep3",
+    [HL_BAD_HEP] = "malformed_hep",
+    [HL_BAD_AUTH] = "bad_auth",
+    [HL_OTHER_AGENT] = "other_capture_id",
+    [HL_BAD_SIP] = "malformed_sip",
 };
 
 typedef struct hl_socket hl_socket;
@@ -113,11 +116,11 @@ static void hl_reject(hep_listener *l, hl_result r, const char *peer,
 		return;
 	if (suppressed)
 		log_full(LOG_LVL_WARNING, &ctx,
-			 "HEP packet from %s dropped: %s (%u more not logged)", peer,
-			 detail, suppressed);
+			 "HEP packet from %s dropped: %s (%u more not logged)",
+			 peer, detail, suppressed);
 	else
-		log_full(LOG_LVL_WARNING, &ctx, "HEP packet from %s dropped: %s",
-			 peer, detail);
+		log_full(LOG_LVL_WARNING, &ctx,
+			 "HEP packet from %s dropped: %s", peer, detail);
 }
 
 static bool hl_key_ok(const hep_listener *l, const hep_msg *m)
@@ -157,7 +160,8 @@ static void hl_packet(hep_listener *l, const uint8_t *buf, size_t len,
 		return;
 	}
 	if (r < 0) {
-		snprintf(detail, sizeof(detail), "malformed HEPv3 (%zu bytes)", len);
+		snprintf(detail, sizeof(detail), "malformed HEPv3 (%zu bytes)",
+			 len);
 		hl_reject(l, HL_BAD_HEP, peer, detail);
 		return;
 	}
@@ -166,7 +170,8 @@ static void hl_packet(hep_listener *l, const uint8_t *buf, size_t len,
 		return;
 	}
 	if (l->cfg->capture_id &&
-	    (!m.has_capture_id || m.capture_id != (uint32_t)l->cfg->capture_id)) {
+	    (!m.has_capture_id ||
+	     m.capture_id != (uint32_t)l->cfg->capture_id)) {
 		hl_count(l, HL_OTHER_AGENT); /* a filter, not an error */
 		return;
 	}
@@ -176,19 +181,21 @@ static void hl_packet(hep_listener *l, const uint8_t *buf, size_t len,
 	}
 	r = sip_parse((const char *)m.payload, m.payload_len, &sm);
 	if (r < 0) {
-		snprintf(detail, sizeof(detail), "malformed SIP payload (%s, %zu bytes)",
-			 r == -EMSGSIZE ? "too large" : "unparsable", m.payload_len);
+		snprintf(detail, sizeof(detail),
+			 "malformed SIP payload (%s, %zu bytes)",
+			 r == -EMSGSIZE ? "too large" : "unparsable",
+			 m.payload_len);
 		hl_reject(l, HL_BAD_SIP, peer, detail);
 		return;
 	}
 	hl_count(l, HL_SIP);
 	metric_inc(l->m_events);
 	sip_dialog_meta meta = {
-		.src = hep_msg_src(&m, src, sizeof(src)),
-		.src_ip = hep_msg_src_ip(&m, ip, sizeof(ip)),
-		.dst = hep_msg_dst(&m, dst, sizeof(dst)),
-		.ts_usec = hep_msg_ts_usec(&m),
-		.mono_usec = mono_usec(),
+	    .src = hep_msg_src(&m, src, sizeof(src)),
+	    .src_ip = hep_msg_src_ip(&m, ip, sizeof(ip)),
+	    .dst = hep_msg_dst(&m, dst, sizeof(dst)),
+	    .ts_usec = hep_msg_ts_usec(&m),
+	    .mono_usec = mono_usec(),
 	};
 	sip_dialogs_feed(l->dialogs, &sm, &meta);
 }
@@ -222,12 +229,13 @@ static void hl_udp_cb(evutil_socket_t fd, short what, void *arg)
 
 	for (int b = 0; b < HL_BATCHES_PER_WAKEUP; b++) {
 		for (int i = 0; i < HL_BATCH; i++) {
-			l->iov[i] = (struct iovec){ l->bufs[i], sizeof(l->bufs[i]) };
+			l->iov[i] =
+			    (struct iovec){l->bufs[i], sizeof(l->bufs[i])};
 			l->mm[i].msg_hdr = (struct msghdr){
-				.msg_name = &l->from[i],
-				.msg_namelen = sizeof(l->from[i]),
-				.msg_iov = &l->iov[i],
-				.msg_iovlen = 1,
+			    .msg_name = &l->from[i],
+			    .msg_namelen = sizeof(l->from[i]),
+			    .msg_iov = &l->iov[i],
+			    .msg_iovlen = 1,
 			};
 			l->mm[i].msg_len = 0;
 		}
@@ -236,14 +244,16 @@ static void hl_udp_cb(evutil_socket_t fd, short what, void *arg)
 			if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR) {
 				log_ctx ctx = {.pbx = l->cfg->name};
-				log_full(LOG_LVL_ERROR, &ctx, "reading %s: %m", s->name);
+				log_full(LOG_LVL_ERROR, &ctx, "reading %s: %m",
+					 s->name);
 			}
 			return;
 		}
 		for (int i = 0; i < n; i++) {
 			size_t len = l->mm[i].msg_len;
 			if (l->mm[i].msg_hdr.msg_flags & MSG_TRUNC)
-				len = sizeof(l->bufs[i]); /* over 64 KiB: not HEP */
+				len = sizeof(
+				    l->bufs[i]); /* over 64 KiB: not HEP */
 			hl_packet(l, l->bufs[i], len,
 				  hl_addr_str(&l->from[i], peer, sizeof(peer)));
 		}
@@ -282,14 +292,17 @@ static void hl_conn_cb(evutil_socket_t fd, short what, void *arg)
 		ssize_t n = read(fd, buf, sizeof(buf));
 		size_t off = 0;
 		if (n == 0) {
-			log_full(LOG_LVL_INFO, &ctx, "HEP connection from %s closed", c->peer);
+			log_full(LOG_LVL_INFO, &ctx,
+				 "HEP connection from %s closed", c->peer);
 			close_it = true;
 			break;
 		}
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			if (errno == EAGAIN || errno == EWOULDBLOCK ||
+			    errno == EINTR)
 				break;
-			log_full(LOG_LVL_WARNING, &ctx, "HEP connection from %s: %m", c->peer);
+			log_full(LOG_LVL_WARNING, &ctx,
+				 "HEP connection from %s: %m", c->peer);
 			close_it = true;
 			break;
 		}
@@ -297,12 +310,17 @@ static void hl_conn_cb(evutil_socket_t fd, short what, void *arg)
 			const uint8_t *p;
 			size_t len;
 			int r;
-			off += hep_stream_feed(c->stream, buf + off, (size_t)n - off);
+			off += hep_stream_feed(c->stream, buf + off,
+					       (size_t)n - off);
 			while ((r = hep_stream_next(c->stream, &p, &len)) == 0)
 				hl_packet(l, p, len, c->peer);
 			if (r != -EAGAIN) {
-				hl_reject(l, r == -EPROTONOSUPPORT ? HL_NOT_HEP3 : HL_BAD_HEP,
-					  c->peer, "TCP stream is not HEPv3 framed: connection closed");
+				hl_reject(l,
+					  r == -EPROTONOSUPPORT ? HL_NOT_HEP3
+								: HL_BAD_HEP,
+					  c->peer,
+					  "TCP stream is not HEPv3 framed: "
+					  "connection closed");
 				close_it = true;
 			}
 		}
@@ -327,21 +345,24 @@ static void hl_accept_cb(evutil_socket_t fd, short what, void *arg)
 		hl_conn *c;
 
 		if (cfd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_full(LOG_LVL_ERROR, &ctx, "accept on %s: %m", s->name);
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR && errno != ECONNABORTED)
+				log_full(LOG_LVL_ERROR, &ctx,
+					 "accept on %s: %m", s->name);
 			return;
 		}
 		if (l->n_conns >= HL_MAX_CONNS) {
 			char peer[80];
-			hl_reject(l, HL_NOT_HEP3, hl_addr_str(&ss, peer, sizeof(peer)),
+			hl_reject(l, HL_NOT_HEP3,
+				  hl_addr_str(&ss, peer, sizeof(peer)),
 				  "too many HEP connections: refused");
 			close(cfd);
 			continue;
 		}
 		c = calloc(1, sizeof(*c));
 		if (!c || !(c->stream = hep_stream_new()) ||
-		    !(c->ev = event_new(l->base, cfd, EV_READ | EV_PERSIST, hl_conn_cb, c)) ||
+		    !(c->ev = event_new(l->base, cfd, EV_READ | EV_PERSIST,
+					hl_conn_cb, c)) ||
 		    event_add(c->ev, NULL) < 0) {
 			if (c) {
 				if (c->ev)
@@ -350,7 +371,8 @@ static void hl_accept_cb(evutil_socket_t fd, short what, void *arg)
 				free(c);
 			}
 			close(cfd);
-			log_full(LOG_LVL_ERROR, &ctx, "out of memory accepting a HEP connection");
+			log_full(LOG_LVL_ERROR, &ctx,
+				 "out of memory accepting a HEP connection");
 			continue;
 		}
 		c->l = l;
@@ -424,8 +446,10 @@ static int hl_bind(const char *spec, bool *ret_tcp)
 	r = hl_parse_listen(spec, ret_tcp, &ss, &sl);
 	if (r < 0)
 		return r;
-	fd = socket(ss.ss_family, (*ret_tcp ? SOCK_STREAM : SOCK_DGRAM) |
-					  SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(ss.ss_family,
+		    (*ret_tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK |
+			SOCK_CLOEXEC,
+		    0);
 	if (fd < 0)
 		return -errno;
 	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -446,11 +470,15 @@ static void hl_rcvbuf(hep_listener *l, hl_socket *s)
 	socklen_t gl = sizeof(got);
 	log_ctx ctx = {.pbx = l->cfg->name};
 
-	if (setsockopt(s->fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof(want)) < 0)
-		(void)setsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want));
-	if (getsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &got, &gl) == 0 && got < want)
+	if (setsockopt(s->fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof(want)) <
+	    0)
+		(void)setsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &want,
+				 sizeof(want));
+	if (getsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &got, &gl) == 0 &&
+	    got < want)
 		log_full(LOG_LVL_NOTICE, &ctx,
-			 "%s: receive buffer is %d bytes (asked %d; raise net.core.rmem_max)",
+			 "%s: receive buffer is %d bytes (asked %d; raise "
+			 "net.core.rmem_max)",
 			 s->name, got, want);
 }
 
@@ -492,12 +520,14 @@ static int hl_open_sockets(hep_listener *l)
 		socklen_t tl = sizeof(type);
 		(void)getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl);
 		r = hl_add_socket(l, fd, type == SOCK_STREAM,
-				  type == SOCK_STREAM ? "tcp:systemd" : "udp:systemd");
+				  type == SOCK_STREAM ? "tcp:systemd"
+						      : "udp:systemd");
 		if (r < 0)
 			return r;
 	}
 	if (l->n_socks) {
-		log_full(LOG_LVL_INFO, &ctx, "HEP on %zu socket(s) from systemd", l->n_socks);
+		log_full(LOG_LVL_INFO, &ctx,
+			 "HEP on %zu socket(s) from systemd", l->n_socks);
 		return 0;
 	}
 	for (size_t i = 0; i < l->cfg->listen.n; i++) {
@@ -505,9 +535,11 @@ static int hl_open_sockets(hep_listener *l)
 		bool tcp = false;
 		fd = hl_bind(spec, &tcp);
 		if (fd < 0) {
-			log_full(LOG_LVL_ERROR, &ctx, "cannot listen on \"%s\": %s", spec,
-				 fd == -EINVAL ? "expected udp:IP:PORT or tcp:IP:PORT"
-					       : strerror(-fd));
+			log_full(LOG_LVL_ERROR, &ctx,
+				 "cannot listen on \"%s\": %s", spec,
+				 fd == -EINVAL
+				     ? "expected udp:IP:PORT or tcp:IP:PORT"
+				     : strerror(-fd));
 			return fd;
 		}
 		struct sockaddr_storage ss;
@@ -515,7 +547,8 @@ static int hl_open_sockets(hep_listener *l)
 		char name[80], addr[72];
 		/* Name the socket by its bound address (port 0 in tests). */
 		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-			snprintf(name, sizeof(name), "%s:%s", tcp ? "tcp" : "udp",
+			snprintf(name, sizeof(name), "%s:%s",
+				 tcp ? "tcp" : "udp",
 				 hl_addr_str(&ss, addr, sizeof(addr)));
 		else
 			snprintf(name, sizeof(name), "%s", spec);
@@ -532,11 +565,12 @@ static void hl_dialog_cfg(const hep_listener *l, sip_dialog_cfg *d)
 	const pbx_cfg *c = l->cfg;
 
 	*d = (sip_dialog_cfg){
-		.trunks = &c->trunks,
-		.dids = &c->dids,
-		.non_human_uris = &c->non_human_uris,
-		.failed_after_ringing_is_missed = c->failed_after_ringing_is_missed,
-		.call_timeout_usec = (uint64_t)MCD_MAX(c->sip_call_timeout, 1) * USEC_PER_SEC,
+	    .trunks = &c->trunks,
+	    .dids = &c->dids,
+	    .non_human_uris = &c->non_human_uris,
+	    .failed_after_ringing_is_missed = c->failed_after_ringing_is_missed,
+	    .call_timeout_usec =
+		(uint64_t)MCD_MAX(c->sip_call_timeout, 1) * USEC_PER_SEC,
 	};
 }
 
@@ -544,9 +578,9 @@ int hep_listener_new(struct event_base *base, const pbx_cfg *cfg,
 		     const call_policy *policy, const call_sink *sink,
 		     hep_listener **ret)
 {
-	static char *inbound_v[] = { SIP_DIALOG_CONTEXT_INBOUND };
-	cfg_strv inbound = { inbound_v, 1 };
-	call_direction_rules rules = { .inbound_contexts = &inbound };
+	static char *inbound_v[] = {SIP_DIALOG_CONTEXT_INBOUND};
+	cfg_strv inbound = {inbound_v, 1};
+	call_direction_rules rules = {.inbound_contexts = &inbound};
 	sip_dialog_cfg dcfg;
 	hep_listener *l;
 	int r;
@@ -568,28 +602,33 @@ int hep_listener_new(struct event_base *base, const pbx_cfg *cfg,
 		hep_listener_free(l);
 		return -ENOMEM;
 	}
-	struct timeval tv = { 0, (suseconds_t)HL_TICK_USEC };
+	struct timeval tv = {0, (suseconds_t)HL_TICK_USEC};
 	event_add(l->tick, &tv);
-	l->m_events = metric_counter("missedcalld_events_total",
-				     "Protocol events parsed", "pbx", cfg->name, NULL);
+	l->m_events =
+	    metric_counter("missedcalld_events_total", "Protocol events parsed",
+			   "pbx", cfg->name, NULL);
 	for (int i = 0; i < _HL_RESULT_MAX; i++)
-		l->m_result[i] = metric_counter("missedcalld_hep_packets_total",
-						"HEP packets received, by what became of them",
-						"pbx", cfg->name, "result", hl_result_names[i], NULL);
+		l->m_result[i] = metric_counter(
+		    "missedcalld_hep_packets_total",
+		    "HEP packets received, by what became of them", "pbx",
+		    cfg->name, "result", hl_result_names[i], NULL);
 	if (cfg->record_dir) {
-		r = recorder_new(base, cfg->record_dir, cfg->name, RECORDER_PROTO_HEP,
+		r = recorder_new(base, cfg->record_dir, cfg->name,
+				 RECORDER_PROTO_HEP,
 				 (uint64_t)cfg->record_max_bytes,
 				 (unsigned)cfg->record_keep, &l->rec);
 		if (r < 0) {
 			log_ctx ctx = {.pbx = cfg->name};
-			log_full(LOG_LVL_ERROR, &ctx, "cannot record HEP to \"%s\": %s",
+			log_full(LOG_LVL_ERROR, &ctx,
+				 "cannot record HEP to \"%s\": %s",
 				 cfg->record_dir, strerror(-r));
 		}
 	}
 	if (cfg->trunks.n == 0 && cfg->dids.n == 0) {
 		log_ctx ctx = {.pbx = cfg->name};
 		log_full(LOG_LVL_WARNING, &ctx,
-			 "neither trunks nor dids set: no SIP call will count as inbound");
+			 "neither trunks nor dids set: no SIP call will count "
+			 "as inbound");
 	}
 	r = hl_open_sockets(l);
 	if (r < 0) {
@@ -647,7 +686,8 @@ void hep_listener_status(const hep_listener *l, char *buf, size_t len)
 				      l->socks[i].name);
 	if (n < len)
 		snprintf(buf + n, len - n, "; %zu SIP calls; %llu packets",
-			 sip_dialogs_count(l->dialogs), (unsigned long long)l->packets);
+			 sip_dialogs_count(l->dialogs),
+			 (unsigned long long)l->packets);
 }
 
 int hep_listener_port(const hep_listener *l, size_t i)

@@ -6,13 +6,13 @@
 #include <strings.h>
 
 static const char *const sip_method_names[_SIP_METHOD_MAX] = {
-	[SIP_METHOD_OTHER] = "OTHER",	  [SIP_METHOD_INVITE] = "INVITE",
-	[SIP_METHOD_ACK] = "ACK",	  [SIP_METHOD_BYE] = "BYE",
-	[SIP_METHOD_CANCEL] = "CANCEL",	  [SIP_METHOD_REGISTER] = "REGISTER",
-	[SIP_METHOD_OPTIONS] = "OPTIONS", [SIP_METHOD_UPDATE] = "UPDATE",
-	[SIP_METHOD_PRACK] = "PRACK",	  [SIP_METHOD_REFER] = "REFER",
-	[SIP_METHOD_NOTIFY] = "NOTIFY",	  [SIP_METHOD_SUBSCRIBE] = "SUBSCRIBE",
-	[SIP_METHOD_INFO] = "INFO",	  [SIP_METHOD_MESSAGE] = "MESSAGE",
+    [SIP_METHOD_OTHER] = "OTHER",     [SIP_METHOD_INVITE] = "INVITE",
+    [SIP_METHOD_ACK] = "ACK",	      [SIP_METHOD_BYE] = "BYE",
+    [SIP_METHOD_CANCEL] = "CANCEL",   [SIP_METHOD_REGISTER] = "REGISTER",
+    [SIP_METHOD_OPTIONS] = "OPTIONS", [SIP_METHOD_UPDATE] = "UPDATE",
+    [SIP_METHOD_PRACK] = "PRACK",     [SIP_METHOD_REFER] = "REFER",
+    [SIP_METHOD_NOTIFY] = "NOTIFY",   [SIP_METHOD_SUBSCRIBE] = "SUBSCRIBE",
+    [SIP_METHOD_INFO] = "INFO",	      [SIP_METHOD_MESSAGE] = "MESSAGE",
 };
 
 const char *sip_method_to_string(sip_method m)
@@ -137,10 +137,12 @@ bool sip_param_get(sip_str params, const char *name, sip_str *ret_value)
 		sip_str key = trim(sip_str_from(p.p, eq));
 
 		if (key.len == nlen && strncasecmp(key.p, name, nlen) == 0) {
-			sip_str v = { "", 0 };
+			sip_str v = {"", 0};
 			if (eq < p.len)
-				v = trim(sip_str_from(p.p + eq + 1, p.len - eq - 1));
-			if (v.len >= 2 && v.p[0] == '"' && v.p[v.len - 1] == '"') {
+				v = trim(
+				    sip_str_from(p.p + eq + 1, p.len - eq - 1));
+			if (v.len >= 2 && v.p[0] == '"' &&
+			    v.p[v.len - 1] == '"') {
 				v.p++;
 				v.len -= 2;
 			}
@@ -171,7 +173,8 @@ static int uri_parse(sip_str uri, sip_addr *a)
 	rest = sip_str_from(uri.p + colon + 1, uri.len - colon - 1);
 	if (sip_str_caseeq_cstr(a->scheme, "tel")) {
 		end = 0;
-		while (end < rest.len && rest.p[end] != ';' && rest.p[end] != '?')
+		while (end < rest.len && rest.p[end] != ';' &&
+		       rest.p[end] != '?')
 			end++;
 		a->user = sip_str_from(rest.p, end);
 		a->host = sip_str_from(rest.p + end, 0);
@@ -195,7 +198,8 @@ static int uri_parse(sip_str uri, sip_addr *a)
 		rest.p += at + 1;
 		rest.len -= at + 1;
 		end = 0;
-		while (end < rest.len && rest.p[end] != ';' && rest.p[end] != '?')
+		while (end < rest.len && rest.p[end] != ';' &&
+		       rest.p[end] != '?')
 			end++;
 	} else {
 		a->user = sip_str_from(rest.p, 0);
@@ -228,7 +232,8 @@ int sip_addr_parse(sip_str v, sip_addr *ret)
 			a.display.p++;
 			a.display.len -= 2;
 		}
-		if (uri_parse(trim(sip_str_from(v.p + lt + 1, gt - lt - 1)), &a) < 0)
+		if (uri_parse(trim(sip_str_from(v.p + lt + 1, gt - lt - 1)),
+			      &a) < 0)
 			return -EBADMSG;
 		a.params = sip_str_from(v.p + gt + 1, v.len - gt - 1);
 	} else {
@@ -305,7 +310,7 @@ static void hdr_via(sip_msg *m, sip_str v)
 	while (next_elem(&v, &e)) {
 		size_t semi = find_unquoted(e, ';');
 		sip_str params = sip_str_from(e.p + semi, e.len - semi);
-		sip_str branch = { NULL, 0 };
+		sip_str branch = {NULL, 0};
 
 		(void)sip_param_get(params, "branch", &branch);
 		if (m->n_via < 2) {
@@ -314,7 +319,8 @@ static void hdr_via(sip_msg *m, sip_str v)
 			size_t sp = 0;
 			while (sp < proto.len && !is_lws(proto.p[sp]))
 				sp++;
-			sip_str by = trim(sip_str_from(proto.p + sp, proto.len - sp));
+			sip_str by =
+			    trim(sip_str_from(proto.p + sp, proto.len - sp));
 			if (m->n_via == 0) {
 				m->via_sent_by = by;
 				m->via_branch = branch;
@@ -340,7 +346,8 @@ static void hdr_addr_list(sip_str v, sip_addr *first, sip_addr *last,
 			*first = a;
 		if (last)
 			*last = a;
-		if (tel && !tel->present && sip_str_caseeq_cstr(a.scheme, "tel"))
+		if (tel && !tel->present &&
+		    sip_str_caseeq_cstr(a.scheme, "tel"))
 			*tel = a;
 		if (count)
 			(*count)++;
@@ -356,10 +363,12 @@ static void hdr_rpid(sip_msg *m, sip_str v)
 		if (sip_addr_parse(e, &a) < 0)
 			continue;
 		if (!sip_param_get(a.params, "party", &party))
-			party = sip_str_from("calling", 7); /* RFC draft default */
+			party =
+			    sip_str_from("calling", 7); /* RFC draft default */
 		if (m->rpid.present && !sip_str_caseeq_cstr(party, "calling"))
 			continue;
-		if (m->rpid.present && sip_str_caseeq_cstr(m->rpid_party, "calling"))
+		if (m->rpid.present &&
+		    sip_str_caseeq_cstr(m->rpid_party, "calling"))
 			continue;
 		m->rpid = a;
 		m->rpid_party = party;
@@ -380,7 +389,8 @@ static void hdr_privacy(sip_msg *m, sip_str v)
 		while (i < rest.len && rest.p[i] != ';' && rest.p[i] != ',')
 			i++;
 		sip_str t = trim(sip_str_from(rest.p, i));
-		if (sip_str_caseeq_cstr(t, "id") || sip_str_caseeq_cstr(t, "user") ||
+		if (sip_str_caseeq_cstr(t, "id") ||
+		    sip_str_caseeq_cstr(t, "user") ||
 		    sip_str_caseeq_cstr(t, "header"))
 			m->privacy_id = true;
 		if (i >= rest.len)
@@ -428,8 +438,9 @@ static void hdr_reason(sip_msg *m, sip_str v)
 		m->has_reason = true;
 		m->reason_protocol = proto;
 		m->reason_cause = c;
-		m->reason_text = sip_param_get(params, "text", &text) ?
-					 text : sip_str_from(NULL, 0);
+		m->reason_text = sip_param_get(params, "text", &text)
+				     ? text
+				     : sip_str_from(NULL, 0);
 	}
 }
 
@@ -559,8 +570,8 @@ static int parse_start_line(sip_msg *m, sip_str line)
 	while (j < line.len && line.p[j] != ' ')
 		j++;
 	b = sip_str_from(line.p + i + 1, j - i - 1);
-	c = j < line.len ? sip_str_from(line.p + j + 1, line.len - j - 1) :
-			   sip_str_from(line.p + j, 0);
+	c = j < line.len ? sip_str_from(line.p + j + 1, line.len - j - 1)
+			 : sip_str_from(line.p + j, 0);
 
 	if (sip_str_caseeq_cstr(a, "SIP/2.0")) {
 		if (b.len != 3)
@@ -641,9 +652,9 @@ static int parse_headers(sip_msg *m, const char *buf, size_t len, size_t *pos,
 		for (size_t k = 0; k < name.len; k++)
 			if (!is_token_char(name.p[k]))
 				return -EBADMSG;
-		r = header_apply(m, name,
-				 sip_str_from(h.p + colon + 1, h.len - colon - 1),
-				 has_cl);
+		r = header_apply(
+		    m, name, sip_str_from(h.p + colon + 1, h.len - colon - 1),
+		    has_cl);
 		if (r < 0)
 			return r;
 	}

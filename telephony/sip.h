@@ -21,7 +21,7 @@
 
 #include "util.h"
 
-#define SIP_MAX_MSG 65535
+#define SIP_MAX_MSG	65535
 #define SIP_MAX_HEADERS 256
 
 typedef struct sip_str {
@@ -54,13 +54,13 @@ sip_method sip_method_from_str(sip_str s);
 /* A name-addr or addr-spec: `"Name" <sip:user@host;p>;tag=x`. */
 typedef struct sip_addr {
 	bool present;
-	sip_str display;  /* unquoted, may be empty */
-	sip_str uri;	  /* "sip:user@host;p" without <> */
-	sip_str scheme;	  /* "sip", "sips", "tel" */
-	sip_str user;	  /* user part (tel: the number), may be empty */
-	sip_str host;	  /* host[:port] */
-	sip_str tag;	  /* ;tag= header parameter */
-	sip_str params;	  /* header parameters after the URI, raw (from ';') */
+	sip_str display; /* unquoted, may be empty */
+	sip_str uri;	 /* "sip:user@host;p" without <> */
+	sip_str scheme;	 /* "sip", "sips", "tel" */
+	sip_str user;	 /* user part (tel: the number), may be empty */
+	sip_str host;	 /* host[:port] */
+	sip_str tag;	 /* ;tag= header parameter */
+	sip_str params;	 /* header parameters after the URI, raw (from ';') */
 } sip_addr;
 
 typedef struct sip_msg {
@@ -68,9 +68,9 @@ typedef struct sip_msg {
 	/* request line */
 	sip_method method;
 	sip_str method_str;
-	sip_addr ruri;		/* only uri/scheme/user/host set */
+	sip_addr ruri; /* only uri/scheme/user/host set */
 	/* status line */
-	int status;		/* 100..699 */
+	int status; /* 100..699 */
 	sip_str reason_phrase;
 
 	sip_str call_id;
@@ -79,25 +79,25 @@ typedef struct sip_msg {
 	sip_method cseq_method;
 	sip_str cseq_method_str;
 
-	unsigned n_via;		/* Via values over every Via header */
-	sip_str via_branch;	/* branch of the top Via */
-	sip_str via2_branch;	/* branch of the second Via (the previous hop) */
-	sip_str via_sent_by;	/* top Via host[:port] */
-	sip_str via2_sent_by;	/* second Via host[:port] (the previous hop) */
-	sip_addr contact;	/* first Contact */
-	sip_addr pai;		/* first P-Asserted-Identity value */
-	sip_addr pai_tel;	/* a tel: PAI when both sip: and tel: are given */
-	sip_addr rpid;		/* first Remote-Party-ID (prefer party=calling) */
-	sip_str rpid_party;	/* "calling", "called" */
-	sip_str rpid_privacy;	/* "full", "name", "uri", "off" */
-	sip_str privacy;	/* raw Privacy header value */
-	bool privacy_id;	/* Privacy contains id, user or header */
+	unsigned n_via;	      /* Via values over every Via header */
+	sip_str via_branch;   /* branch of the top Via */
+	sip_str via2_branch;  /* branch of the second Via (the previous hop) */
+	sip_str via_sent_by;  /* top Via host[:port] */
+	sip_str via2_sent_by; /* second Via host[:port] (the previous hop) */
+	sip_addr contact;     /* first Contact */
+	sip_addr pai;	      /* first P-Asserted-Identity value */
+	sip_addr pai_tel;     /* a tel: PAI when both sip: and tel: are given */
+	sip_addr rpid;	      /* first Remote-Party-ID (prefer party=calling) */
+	sip_str rpid_party;   /* "calling", "called" */
+	sip_str rpid_privacy; /* "full", "name", "uri", "off" */
+	sip_str privacy;      /* raw Privacy header value */
+	bool privacy_id;      /* Privacy contains id, user or header */
 	/* Reason: the SIP protocol one when several are given */
 	bool has_reason;
-	sip_str reason_protocol;/* "SIP", "Q.850" */
-	int reason_cause;	/* -1 when absent */
+	sip_str reason_protocol; /* "SIP", "Q.850" */
+	int reason_cause;	 /* -1 when absent */
 	sip_str reason_text;
-	int reason_q850;	/* cause of a Q.850 Reason, -1 when absent */
+	int reason_q850; /* cause of a Q.850 Reason, -1 when absent */
 	/* Replaces: call-id;to-tag=..;from-tag=.. */
 	bool has_replaces;
 	sip_str replaces_call_id;
@@ -107,14 +107,15 @@ typedef struct sip_msg {
 	unsigned n_diversion;
 	sip_addr diversion_first;
 	sip_addr diversion_last;
-	/* History-Info: the entry with the lowest index is the original target */
+	/* History-Info: the entry with the lowest index is the original target
+	 */
 	unsigned n_history;
 	sip_addr history_first;
 	sip_str content_type;
-	size_t content_length;	/* from the header, else the bytes present */
+	size_t content_length; /* from the header, else the bytes present */
 	sip_str body;
 	unsigned n_headers;
-	bool has_sdp;		/* Content-Type application/sdp with a body */
+	bool has_sdp; /* Content-Type application/sdp with a body */
 } sip_msg;
 
 /* Parses one complete SIP message of len bytes. On failure *ret is left
@@ -134,6 +135,6 @@ bool sip_str_caseeq_cstr(sip_str a, const char *s);
 char *sip_str_copy(sip_str s, char *buf, size_t len);
 static inline sip_str sip_str_from(const char *p, size_t len)
 {
-	sip_str s = { p, len };
+	sip_str s = {p, len};
 	return s;
 }

@@ -12,13 +12,13 @@
 #include "util.h"
 
 #define SD_CALLID_LEN 256
-#define SD_TAG_LEN 128
+#define SD_TAG_LEN    128
 #define SD_BRANCH_LEN 128
-#define SD_NUM_LEN 80
-#define SD_URI_LEN 160
-#define SD_MAX_TX 16	    /* INVITE transaction legs per call */
-#define SD_PICKUPS 64	    /* answered Replaces INVITEs remembered */
-#define SD_BUCKETS 4096
+#define SD_NUM_LEN    80
+#define SD_URI_LEN    160
+#define SD_MAX_TX     16 /* INVITE transaction legs per call */
+#define SD_PICKUPS    64 /* answered Replaces INVITEs remembered */
+#define SD_BUCKETS    4096
 
 typedef enum sd_tx_kind {
 	SD_TX_UNKNOWN, /* only responses or CANCEL seen so far */
@@ -38,14 +38,14 @@ typedef struct sd_tx {
 	int q850;	  /* from a Reason header of the final, -1 */
 	uint64_t final_mono;
 	bool ringing;
-	bool ok;	  /* 2xx */
+	bool ok; /* 2xx */
 	bool cancelled;
-	bool cancel_reason200; /* Reason: SIP;cause=200: answered elsewhere */
-	bool dialled;	  /* DIAL_BEGIN emitted */
+	bool cancel_reason200;	/* Reason: SIP;cause=200: answered elsewhere */
+	bool dialled;		/* DIAL_BEGIN emitted */
 	char exten[SD_NUM_LEN]; /* R-URI user of the request */
 	char contact_user[SD_NUM_LEN]; /* Contact user of an 18x/2xx */
-	char uri[SD_URI_LEN];	/* R-URI of the request */
-	char contact_uri[SD_URI_LEN]; /* Contact of the 2xx */
+	char uri[SD_URI_LEN];	       /* R-URI of the request */
+	char contact_uri[SD_URI_LEN];  /* Contact of the 2xx */
 	char to_tag[SD_TAG_LEN];
 } sd_tx;
 
@@ -112,10 +112,10 @@ static const char *sd_tx_name(const sd_call *c, const sd_tx *t);
 static bool sd_is_fork(const sd_call *c, const sd_tx *t);
 
 static const sip_dialog_cfg sd_defaults = {
-	.call_timeout_usec = 4 * 3600 * USEC_PER_SEC,
-	.grace_usec = 2 * USEC_PER_SEC,
-	.retry_wait_usec = 32 * USEC_PER_SEC, /* 64*T1: Timer B */
-	.max_calls = 20000,
+    .call_timeout_usec = 4 * 3600 * USEC_PER_SEC,
+    .grace_usec = 2 * USEC_PER_SEC,
+    .retry_wait_usec = 32 * USEC_PER_SEC, /* 64*T1: Timer B */
+    .max_calls = 20000,
 };
 
 static void sd_apply_cfg(sip_dialogs *d, const sip_dialog_cfg *cfg)
@@ -238,10 +238,11 @@ static void sd_emit_channel_new(sip_dialogs *d, sd_call *c)
 	ev.chan_name = name;
 	ev.chan_state = CALL_CHAN_RING;
 	ev.caller_num = c->caller_num[0] && !c->withheld ? c->caller_num : NULL;
-	ev.caller_name = c->caller_name[0] && !c->withheld ? c->caller_name : NULL;
+	ev.caller_name =
+	    c->caller_name[0] && !c->withheld ? c->caller_name : NULL;
 	ev.caller_withheld = c->withheld;
-	ev.context = c->inbound ? SIP_DIALOG_CONTEXT_INBOUND :
-				  SIP_DIALOG_CONTEXT_INTERNAL;
+	ev.context = c->inbound ? SIP_DIALOG_CONTEXT_INBOUND
+				: SIP_DIALOG_CONTEXT_INTERNAL;
 	ev.exten = c->did[0] ? c->did : NULL;
 	ev.to_num = ev.exten;
 	c->new_emitted = true;
@@ -299,8 +300,9 @@ static bool sd_did_match(const cfg_strv *dids, const sip_addr *a)
 		return false;
 	for (size_t i = 0; i < dids->n; i++) {
 		const char *e = dids->v[i];
-		if (sd_is_domain(e) ? sip_str_caseeq_cstr(sd_host_only(a->host), e)
-				    : sd_num_eq(e, a->user))
+		if (sd_is_domain(e)
+			? sip_str_caseeq_cstr(sd_host_only(a->host), e)
+			: sd_num_eq(e, a->user))
 			return true;
 	}
 	return false;
@@ -330,8 +332,9 @@ static int sd_trunk_match(const cfg_strv *trunks, const sip_msg *m,
 
 static bool sd_anonymous_user(sip_str u)
 {
-	static const char *const anon[] = { "anonymous", "unknown", "restricted",
-					    "private", "unavailable", "withheld" };
+	static const char *const anon[] = {"anonymous",	  "unknown",
+					   "restricted",  "private",
+					   "unavailable", "withheld"};
 
 	if (u.len == 0)
 		return true;
@@ -392,8 +395,7 @@ static void sd_classify(sip_dialogs *d, sd_call *c, const sip_msg *m,
 	snprintf(c->src, sizeof(c->src), "%s", meta->src ? meta->src : "");
 }
 
-static bool sd_non_human(const sip_dialogs *d, const sd_call *c,
-			 const sd_tx *t)
+static bool sd_non_human(const sip_dialogs *d, const sd_call *c, const sd_tx *t)
 {
 	const cfg_strv *l = d->cfg.non_human_uris;
 	const char *who = sd_tx_name(c, t);
@@ -431,7 +433,8 @@ static sd_tx *sd_tx_get(sd_call *c, const sip_msg *m)
 		sd_tx *v;
 		if (c->cap_tx >= SD_MAX_TX)
 			return NULL;
-		v = realloc(c->tx, MCD_MIN(cap, (size_t)SD_MAX_TX) * sizeof(*v));
+		v = realloc(c->tx,
+			    MCD_MIN(cap, (size_t)SD_MAX_TX) * sizeof(*v));
 		if (!v)
 			return NULL;
 		c->tx = v;
@@ -503,8 +506,8 @@ static const char *sd_tx_name(const sd_call *c, const sd_tx *t)
 	if (t->to_tag[0])
 		for (size_t i = 0; i < c->n_tx; i++) {
 			const sd_tx *f = &c->tx[i];
-			if (f != t && f->exten[0] && streq(f->to_tag, t->to_tag) &&
-			    sd_is_fork(c, f))
+			if (f != t && f->exten[0] &&
+			    streq(f->to_tag, t->to_tag) && sd_is_fork(c, f))
 				return f->exten;
 		}
 	return t->contact_user[0] ? t->contact_user : t->exten;
@@ -544,9 +547,9 @@ static void sd_register_pickup(sip_dialogs *d, sd_call *c)
 	(void)leg;
 	c->pickup_registered = true;
 	/* The target, if it is still undecided, is answered now. */
-	target = c->replaces_from_tag[0] ?
-			 sd_find(d, c->replaces_call_id, c->replaces_from_tag) :
-			 NULL;
+	target = c->replaces_from_tag[0]
+		     ? sd_find(d, c->replaces_call_id, c->replaces_from_tag)
+		     : NULL;
 	if (target && target->state == SD_ACTIVE && target->decide_at)
 		target->decide_at = MCD_MIN(target->decide_at, c->last_mono);
 }
@@ -581,8 +584,8 @@ static void sd_emit_answer(sip_dialogs *d, sd_call *c, int leg)
 		ev.app_data = t->contact_uri[0] ? t->contact_uri : t->uri;
 		ev.mailbox = who[0] ? who : NULL;
 		ev.exten = ev.mailbox;
-		ev.context = c->inbound ? SIP_DIALOG_CONTEXT_INBOUND :
-					  SIP_DIALOG_CONTEXT_INTERNAL;
+		ev.context = c->inbound ? SIP_DIALOG_CONTEXT_INBOUND
+					: SIP_DIALOG_CONTEXT_INTERNAL;
 		d->emit(d->userdata, &ev);
 		return;
 	}
@@ -644,9 +647,9 @@ static void sd_schedule(sip_dialogs *d, sd_call *c)
 		return;
 	ct = sd_caller_tx(c);
 	if (ct && ct->final_status)
-		at = ct->final_mono + (sd_retry_status(ct->final_status) ?
-					       d->cfg.retry_wait_usec :
-					       d->cfg.grace_usec);
+		at = ct->final_mono + (sd_retry_status(ct->final_status)
+					   ? d->cfg.retry_wait_usec
+					   : d->cfg.grace_usec);
 	else if (c->bye_seen)
 		at = c->bye_mono + d->cfg.grace_usec;
 	else if (ct && ct->cancelled)
@@ -677,7 +680,9 @@ static call_dial_status sd_status_map(const sip_dialogs *d, const sd_call *c,
 	default:
 		break;
 	}
-	*ret_cause = st == 404 || st == 604 ? 1 : st >= 500 && st < 600 ? 38 : 21;
+	*ret_cause = st == 404 || st == 604  ? 1
+		     : st >= 500 && st < 600 ? 38
+					     : 21;
 	if (!sd_retry_status(st) && d->cfg.failed_after_ringing_is_missed &&
 	    c->ringing)
 		return CALL_DIAL_CHANUNAVAIL;
@@ -820,7 +825,8 @@ static void sd_on_invite(sip_dialogs *d, sd_call *c, const sip_msg *m,
 			     sizeof(c->replaces_call_id));
 		sip_str_copy(m->replaces_from_tag, c->replaces_from_tag,
 			     sizeof(c->replaces_from_tag));
-		sip_str_copy(m->from.user, c->caller_num, sizeof(c->caller_num));
+		sip_str_copy(m->from.user, c->caller_num,
+			     sizeof(c->caller_num));
 		c->state = SD_ACTIVE;
 		return;
 	}
@@ -920,9 +926,12 @@ static sd_call *sd_call_new(sip_dialogs *d, const sip_msg *m, uint64_t now)
 static bool sd_relevant(const sip_msg *m)
 {
 	if (m->is_request)
-		return m->method == SIP_METHOD_INVITE || m->method == SIP_METHOD_ACK ||
-		       m->method == SIP_METHOD_CANCEL || m->method == SIP_METHOD_BYE ||
-		       m->method == SIP_METHOD_PRACK || m->method == SIP_METHOD_UPDATE;
+		return m->method == SIP_METHOD_INVITE ||
+		       m->method == SIP_METHOD_ACK ||
+		       m->method == SIP_METHOD_CANCEL ||
+		       m->method == SIP_METHOD_BYE ||
+		       m->method == SIP_METHOD_PRACK ||
+		       m->method == SIP_METHOD_UPDATE;
 	return m->cseq_method == SIP_METHOD_INVITE ||
 	       m->cseq_method == SIP_METHOD_CANCEL ||
 	       m->cseq_method == SIP_METHOD_BYE;

@@ -40,41 +40,41 @@
 struct sip_msg;
 
 /* The context names the caller leg carries: the tracker's inbound rule. */
-#define SIP_DIALOG_CONTEXT_INBOUND "sip-inbound"
+#define SIP_DIALOG_CONTEXT_INBOUND  "sip-inbound"
 #define SIP_DIALOG_CONTEXT_INTERNAL "sip-internal"
 
 typedef struct sip_dialog_cfg {
 	/* A call is inbound when its INVITE comes from a trunk or is for a
 	 * DID; with both lists empty no call is inbound. */
-	const cfg_strv *trunks;	       /* "ip" or "ip:port" of INVITE sources */
-	const cfg_strv *dids;	       /* called numbers or domains */
+	const cfg_strv *trunks; /* "ip" or "ip:port" of INVITE sources */
+	const cfg_strv *dids;	/* called numbers or domains */
 	const cfg_strv *non_human_uris; /* URI, URI prefix or user part */
 	bool failed_after_ringing_is_missed;
-	uint64_t call_timeout_usec;    /* no traffic this long: the call ends */
-	uint64_t grace_usec;	       /* after a final response, before deciding */
-	uint64_t retry_wait_usec;      /* after 401/407/3xx: wait for the retry */
-	size_t max_calls;	       /* tracked calls; beyond, the oldest is ended */
+	uint64_t call_timeout_usec; /* no traffic this long: the call ends */
+	uint64_t grace_usec;	  /* after a final response, before deciding */
+	uint64_t retry_wait_usec; /* after 401/407/3xx: wait for the retry */
+	size_t max_calls; /* tracked calls; beyond, the oldest is ended */
 } sip_dialog_cfg;
 
 /* Where and when one SIP message was seen (from its HEP envelope). */
 typedef struct sip_dialog_meta {
-	const char *src;     /* "ip:port" ("[ip]:port" for IPv6), may be "" */
-	const char *src_ip;  /* "ip" */
+	const char *src;    /* "ip:port" ("[ip]:port" for IPv6), may be "" */
+	const char *src_ip; /* "ip" */
 	const char *dst;
-	uint64_t ts_usec;    /* capture wall time, 0: now */
-	uint64_t mono_usec;  /* receive time on the monotonic clock */
+	uint64_t ts_usec;   /* capture wall time, 0: now */
+	uint64_t mono_usec; /* receive time on the monotonic clock */
 } sip_dialog_meta;
 
 typedef void (*sip_dialog_emit_fn)(void *userdata, const call_event *ev);
 
 typedef struct sip_dialog_stats {
-	uint64_t calls_started;	 /* initial INVITEs that began a call */
+	uint64_t calls_started; /* initial INVITEs that began a call */
 	uint64_t calls_decided;
 	uint64_t calls_timed_out;
-	uint64_t calls_evicted;	 /* max_calls reached */
+	uint64_t calls_evicted;	  /* max_calls reached */
 	uint64_t orphans_dropped; /* traffic of calls whose INVITE never came */
-	uint64_t ignored;	 /* messages outside any INVITE dialog */
-	uint64_t oversized;	 /* Call-ID or tags too long to track */
+	uint64_t ignored;	  /* messages outside any INVITE dialog */
+	uint64_t oversized;	  /* Call-ID or tags too long to track */
 } sip_dialog_stats;
 
 typedef struct sip_dialogs sip_dialogs;

@@ -23,13 +23,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		(void)hep_msg_dst(&m, buf, sizeof(buf));
 		(void)hep_msg_ts_usec(&m);
 		if (hep_msg_is_sip(&m))
-			(void)sip_parse((const char *)m.payload, m.payload_len, &sm);
+			(void)sip_parse((const char *)m.payload, m.payload_len,
+					&sm);
 	}
 	/* The same bytes as a TCP stream, fed in uneven pieces. */
 	if (!(s = hep_stream_new()))
 		return 0;
 	while (off < size) {
-		size_t piece = (size - off) > 7 ? 7 + data[off] % 64 : size - off;
+		size_t piece =
+		    (size - off) > 7 ? 7 + data[off] % 64 : size - off;
 		if (piece > size - off)
 			piece = size - off;
 		off += hep_stream_feed(s, data + off, piece);
@@ -37,7 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		while ((r = hep_stream_next(s, &p, &len)) == 0)
 			(void)hep_decode(p, len, &m);
 		if (r != -EAGAIN)
-			break; /* out of sync: a listener closes the connection */
+			break; /* out of sync: a listener closes the connection
+				*/
 	}
 	s = hep_stream_free(s);
 	return 0;

@@ -24,15 +24,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static sip_dialogs *d;
 	static size_t n_events;
 	static uint64_t now = 1000000;
-	static char *trunk_v[] = { "192.0.2.10" }, *did_v[] = { "100", "example.com" },
-		    *nh_v[] = { "sip:vm" };
-	static cfg_strv trunks = { trunk_v, 1 }, dids = { did_v, 2 }, nh = { nh_v, 1 };
+	static char *trunk_v[] = {"192.0.2.10"},
+		    *did_v[] = {"100", "example.com"}, *nh_v[] = {"sip:vm"};
+	static cfg_strv trunks = {trunk_v, 1}, dids = {did_v, 2},
+			nh = {nh_v, 1};
 	sip_msg m;
 
 	if (!d) {
 		sip_dialog_cfg cfg = {
-			.trunks = &trunks, .dids = &dids, .non_human_uris = &nh,
-			.call_timeout_usec = 10 * USEC_PER_SEC, .max_calls = 64,
+		    .trunks = &trunks,
+		    .dids = &dids,
+		    .non_human_uris = &nh,
+		    .call_timeout_usec = 10 * USEC_PER_SEC,
+		    .max_calls = 64,
 		};
 		d = sip_dialogs_new(&cfg, sink, &n_events);
 	}
@@ -44,11 +48,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t len = z ? (size_t)(z - p) : left;
 		if (sip_parse(p, len, &m) == 0) {
 			sip_dialog_meta meta = {
-				.src = (len & 1) ? "192.0.2.10:5060" : "10.0.0.1:5060",
-				.src_ip = (len & 1) ? "192.0.2.10" : "10.0.0.1",
-				.dst = "10.0.0.1:5060",
-				.ts_usec = 1700000000ull * USEC_PER_SEC + now,
-				.mono_usec = now,
+			    .src =
+				(len & 1) ? "192.0.2.10:5060" : "10.0.0.1:5060",
+			    .src_ip = (len & 1) ? "192.0.2.10" : "10.0.0.1",
+			    .dst = "10.0.0.1:5060",
+			    .ts_usec = 1700000000ull * USEC_PER_SEC + now,
+			    .mono_usec = now,
 			};
 			sip_dialogs_feed(d, &m, &meta);
 		}

@@ -1,9 +1,12 @@
 /* Unit tests of the HEPv3 decoder and the TCP stream splitter. */
+/* cmocka.h needs these first. */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <errno.h>
 #include <stdlib.h>
@@ -76,7 +79,7 @@ static const char sip_invite[] = "INVITE sip:100@example.com SIP/2.0\r\n"
 /* Every generic chunk type, in the usual order. */
 static void build_full(builder *b)
 {
-	const uint8_t src[4] = { 192, 0, 2, 1 }, dst[4] = { 198, 51, 100, 7 };
+	const uint8_t src[4] = {192, 0, 2, 1}, dst[4] = {198, 51, 100, 7};
 
 	b_begin(b);
 	b_u8(b, HEP_CHUNK_IP_FAMILY, 2);
@@ -104,7 +107,8 @@ static void check_full(const hep_msg *m)
 	assert_int_equal(m->ip_family, 2);
 	assert_int_equal(m->ip_proto, 17);
 	assert_string_equal(hep_msg_src(m, buf, sizeof(buf)), "192.0.2.1:5060");
-	assert_string_equal(hep_msg_dst(m, buf, sizeof(buf)), "198.51.100.7:5080");
+	assert_string_equal(hep_msg_dst(m, buf, sizeof(buf)),
+			    "198.51.100.7:5080");
 	assert_string_equal(hep_msg_src_ip(m, buf, sizeof(buf)), "192.0.2.1");
 	assert_true(m->has_ts);
 	assert_int_equal(hep_msg_ts_usec(m), 1700000000ull * 1000000 + 123456);
@@ -134,7 +138,7 @@ static void test_every_chunk(void **state)
 /* Kamailio's LOG packets put the destination port first: any order. */
 static void test_any_order(void **state)
 {
-	const uint8_t src[4] = { 192, 0, 2, 1 }, dst[4] = { 198, 51, 100, 7 };
+	const uint8_t src[4] = {192, 0, 2, 1}, dst[4] = {198, 51, 100, 7};
 	builder b;
 	hep_msg m;
 
@@ -161,7 +165,7 @@ static void test_any_order(void **state)
 
 static void test_ipv6(void **state)
 {
-	uint8_t src[16] = { 0x20, 0x01, 0x0d, 0xb8 }, dst[16] = { 0 };
+	uint8_t src[16] = {0x20, 0x01, 0x0d, 0xb8}, dst[16] = {0};
 	char buf[HEP_ADDR_STRLEN];
 	builder b;
 	hep_msg m;
@@ -177,7 +181,8 @@ static void test_ipv6(void **state)
 	b_end(&b);
 	assert_int_equal(hep_decode(b.buf, b.len, &m), 0);
 	assert_true(m.ipv6);
-	assert_string_equal(hep_msg_src(&m, buf, sizeof(buf)), "[2001:db8::1]:5060");
+	assert_string_equal(hep_msg_src(&m, buf, sizeof(buf)),
+			    "[2001:db8::1]:5060");
 	assert_string_equal(hep_msg_dst(&m, buf, sizeof(buf)), "::1");
 	/* No proto type chunk: SIP is assumed. */
 	assert_true(hep_msg_is_sip(&m));
@@ -191,8 +196,8 @@ static void test_unknown_and_vendor_chunks_skipped(void **state)
 
 	b_begin(&b);
 	b_chunk(&b, 0x0003, 0x0010, "vendor-data", 11); /* vendor chunk */
-	b_chunk(&b, 0, 0x00ff, "xyz", 3);		 /* unknown generic */
-	b_chunk(&b, 0, 0x0020, "", 0);			 /* empty unknown */
+	b_chunk(&b, 0, 0x00ff, "xyz", 3);		/* unknown generic */
+	b_chunk(&b, 0, 0x0020, "", 0);			/* empty unknown */
 	b_chunk(&b, 0, HEP_CHUNK_PAYLOAD, sip_invite, strlen(sip_invite));
 	b_end(&b);
 	assert_int_equal(hep_decode(b.buf, b.len, &m), 0);
@@ -294,9 +299,11 @@ static void test_lying_lengths(void **state)
 static void test_v1_v2_and_garbage(void **state)
 {
 	/* HEPv1: version 1, header length 16, AF_INET, UDP. */
-	uint8_t v1[40] = { 1, 16, 2, 17, 0x13, 0xc4, 0x13, 0xc4, 127, 0, 0, 1, 127, 0, 0, 1 };
+	uint8_t v1[40] = {1,   16, 2, 17, 0x13, 0xc4, 0x13, 0xc4,
+			  127, 0,  0, 1,  127,	0,    0,    1};
 	/* HEPv2: version 2, header length 28. */
-	uint8_t v2[40] = { 2, 28, 2, 17, 0x13, 0xc4, 0x13, 0xc4, 127, 0, 0, 1, 127, 0, 0, 1 };
+	uint8_t v2[40] = {2,   28, 2, 17, 0x13, 0xc4, 0x13, 0xc4,
+			  127, 0,  0, 1,  127,	0,    0,    1};
 	const char *sip = "INVITE sip:1@h SIP/2.0\r\n\r\n";
 	hep_msg m;
 
@@ -418,17 +425,17 @@ static void test_stream_bounded(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_every_chunk),
-		cmocka_unit_test(test_any_order),
-		cmocka_unit_test(test_ipv6),
-		cmocka_unit_test(test_unknown_and_vendor_chunks_skipped),
-		cmocka_unit_test(test_log_payload_not_sip),
-		cmocka_unit_test(test_every_truncation_rejected),
-		cmocka_unit_test(test_lying_lengths),
-		cmocka_unit_test(test_v1_v2_and_garbage),
-		cmocka_unit_test(test_stream_split_everywhere),
-		cmocka_unit_test(test_stream_garbage),
-		cmocka_unit_test(test_stream_bounded),
+	    cmocka_unit_test(test_every_chunk),
+	    cmocka_unit_test(test_any_order),
+	    cmocka_unit_test(test_ipv6),
+	    cmocka_unit_test(test_unknown_and_vendor_chunks_skipped),
+	    cmocka_unit_test(test_log_payload_not_sip),
+	    cmocka_unit_test(test_every_truncation_rejected),
+	    cmocka_unit_test(test_lying_lengths),
+	    cmocka_unit_test(test_v1_v2_and_garbage),
+	    cmocka_unit_test(test_stream_split_everywhere),
+	    cmocka_unit_test(test_stream_garbage),
+	    cmocka_unit_test(test_stream_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,11 +5,14 @@
  * malformed SIP) are counted by result and never stop it; a TCP stream
  * that stops being HEP is closed.
  */
+/* cmocka.h needs these first. */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,14 +48,17 @@ static void on_outcome(void *ud, const call_outcome *o)
 	f->n_outcomes++;
 	f->verdict = o->verdict;
 	f->reason = o->reason;
-	snprintf(f->caller, sizeof(f->caller), "%s", o->caller_num ? o->caller_num : "");
+	snprintf(f->caller, sizeof(f->caller), "%s",
+		 o->caller_num ? o->caller_num : "");
 }
 
 static void fixture_start(fixture *f, const char *name)
 {
-	call_policy pol = { .decide_grace_ms = 0, .max_calls = 100, .max_call_age = 3600,
-			    .voicemail_is_missed = true };
-	call_sink sink = { .outcome = on_outcome, .userdata = f };
+	call_policy pol = {.decide_grace_ms = 0,
+			   .max_calls = 100,
+			   .max_call_age = 3600,
+			   .voicemail_is_missed = true};
+	call_sink sink = {.outcome = on_outcome, .userdata = f};
 
 	f->base = event_base_new();
 	assert_non_null(f->base);
@@ -61,16 +67,17 @@ static void fixture_start(fixture *f, const char *name)
 	f->trunk_v[0] = "192.0.2.10";
 	snprintf(f->key, sizeof(f->key), "k3y");
 	f->cfg = (pbx_cfg){
-		.name = (char *)name,
-		.type = PBX_TYPE_HEP,
-		.listen = { f->listen_v, 2 },
-		.trunks = { f->trunk_v, 1 },
-		.auth_key = { .value = f->key },
-		.capture_id = 7,
-		.failed_after_ringing_is_missed = false,
-		.sip_call_timeout = 60,
+	    .name = (char *)name,
+	    .type = PBX_TYPE_HEP,
+	    .listen = {f->listen_v, 2},
+	    .trunks = {f->trunk_v, 1},
+	    .auth_key = {.value = f->key},
+	    .capture_id = 7,
+	    .failed_after_ringing_is_missed = false,
+	    .sip_call_timeout = 60,
 	};
-	assert_int_equal(hep_listener_new(f->base, &f->cfg, &pol, &sink, &f->l), 0);
+	assert_int_equal(hep_listener_new(f->base, &f->cfg, &pol, &sink, &f->l),
+			 0);
 	assert_true(hep_listener_ready(f->l));
 	assert_true(hep_listener_port(f->l, 0) > 0);
 	assert_true(hep_listener_port(f->l, 1) > 0);
@@ -99,7 +106,7 @@ static size_t chunk(uint8_t *p, unsigned type, const void *v, size_t len)
 static size_t hep_build(uint8_t *buf, const char *key, uint32_t capture_id,
 			uint8_t proto, const char *payload)
 {
-	const uint8_t src[4] = { 192, 0, 2, 10 }, dst[4] = { 10, 0, 0, 1 };
+	const uint8_t src[4] = {192, 0, 2, 10}, dst[4] = {10, 0, 0, 1};
 	uint8_t v[4];
 	size_t off = 6;
 
@@ -127,26 +134,31 @@ static size_t hep_build(uint8_t *buf, const char *key, uint32_t capture_id,
 static void sip_text(char *out, size_t len, const char *call_id, int status)
 {
 	if (status == 0)
-		snprintf(out, len,
-			 "INVITE sip:+74951234567@10.0.0.1 SIP/2.0\r\n"
-			 "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-%s\r\n"
-			 "From: <sip:+79161234567@carrier>;tag=ft\r\n"
-			 "To: <sip:+74951234567@pbx>\r\n"
-			 "Call-ID: %s\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
-			 call_id, call_id);
+		snprintf(
+		    out, len,
+		    "INVITE sip:+74951234567@10.0.0.1 SIP/2.0\r\n"
+		    "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-%s\r\n"
+		    "From: <sip:+79161234567@carrier>;tag=ft\r\n"
+		    "To: <sip:+74951234567@pbx>\r\n"
+		    "Call-ID: %s\r\nCSeq: 1 INVITE\r\nContent-Length: "
+		    "0\r\n\r\n",
+		    call_id, call_id);
 	else
-		snprintf(out, len,
-			 "SIP/2.0 %d Busy Here\r\n"
-			 "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-%s\r\n"
-			 "From: <sip:+79161234567@carrier>;tag=ft\r\n"
-			 "To: <sip:+74951234567@pbx>;tag=tt\r\n"
-			 "Call-ID: %s\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
-			 status, call_id, call_id);
+		snprintf(
+		    out, len,
+		    "SIP/2.0 %d Busy Here\r\n"
+		    "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-%s\r\n"
+		    "From: <sip:+79161234567@carrier>;tag=ft\r\n"
+		    "To: <sip:+74951234567@pbx>;tag=tt\r\n"
+		    "Call-ID: %s\r\nCSeq: 1 INVITE\r\nContent-Length: "
+		    "0\r\n\r\n",
+		    status, call_id, call_id);
 }
 
 static int connect_to(int type, int port)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons((uint16_t)port)};
 	int fd = socket(AF_INET, type, 0);
 
 	assert_true(fd >= 0);
@@ -157,9 +169,10 @@ static int connect_to(int type, int port)
 
 static double count(const char *pbx, const char *result)
 {
-	return metric_value(metric_counter("missedcalld_hep_packets_total",
-					   "HEP packets received, by what became of them",
-					   "pbx", pbx, "result", result, NULL));
+	return metric_value(
+	    metric_counter("missedcalld_hep_packets_total",
+			   "HEP packets received, by what became of them",
+			   "pbx", pbx, "result", result, NULL));
 }
 
 /* Runs the loop until pred holds (bounded: fails after 20 s). */
@@ -184,8 +197,9 @@ static double g_want_total;
 
 static bool all_counted(fixture *f)
 {
-	static const char *const results[] = { "sip", "not_sip", "not_hep3",
-		"malformed_hep", "bad_auth", "other_capture_id", "malformed_sip" };
+	static const char *const results[] = {
+	    "sip",	"not_sip",	    "not_hep3",	    "malformed_hep",
+	    "bad_auth", "other_capture_id", "malformed_sip"};
 	double n = 0;
 
 	for (size_t i = 0; i < ELEMENTSOF(results); i++)
@@ -195,13 +209,14 @@ static bool all_counted(fixture *f)
 
 static void test_udp(void **state)
 {
-	fixture f = { 0 };
+	fixture f = {0};
 	uint8_t buf[4096];
 	char sip[1024];
 	int fd;
 	size_t n;
 	/* HEPv2 header: version 2, length 28, AF_INET, UDP. */
-	const uint8_t v2[32] = { 2, 28, 2, 17, 0x13, 0xc4, 0x13, 0xc4, 192, 0, 2, 10 };
+	const uint8_t v2[32] = {2,    28,   2,	 17, 0x13, 0xc4,
+				0x13, 0xc4, 192, 0,  2,	   10};
 
 	fixture_start(&f, "udp-lab");
 	fd = connect_to(SOCK_DGRAM, hep_listener_port(f.l, 0));
@@ -260,7 +275,7 @@ static int tcp_fd = -1;
 
 static bool peer_closed(fixture *f)
 {
-	struct pollfd p = { .fd = tcp_fd, .events = POLLIN };
+	struct pollfd p = {.fd = tcp_fd, .events = POLLIN};
 	char c;
 
 	if (poll(&p, 1, 0) == 1 && read(tcp_fd, &c, 1) == 0)
@@ -270,7 +285,7 @@ static bool peer_closed(fixture *f)
 
 static void test_tcp_framing(void **state)
 {
-	fixture f = { 0 };
+	fixture f = {0};
 	uint8_t stream[8192];
 	char sip[1024];
 	size_t n = 0;
@@ -302,26 +317,30 @@ static void test_tcp_framing(void **state)
 static void test_bad_listen(void **state)
 {
 	struct event_base *base = event_base_new();
-	char *bad[] = { "udp:localhost:9060" };
-	pbx_cfg cfg = { .name = "bad", .type = PBX_TYPE_HEP, .listen = { bad, 1 },
-			.sip_call_timeout = 60 };
-	call_policy pol = { .max_calls = 10 };
-	call_sink sink = { 0 };
+	char *bad[] = {"udp:localhost:9060"};
+	pbx_cfg cfg = {.name = "bad",
+		       .type = PBX_TYPE_HEP,
+		       .listen = {bad, 1},
+		       .sip_call_timeout = 60};
+	call_policy pol = {.max_calls = 10};
+	call_sink sink = {0};
 	hep_listener *l = NULL;
 
-	assert_int_equal(hep_listener_new(base, &cfg, &pol, &sink, &l), -EINVAL);
+	assert_int_equal(hep_listener_new(base, &cfg, &pol, &sink, &l),
+			 -EINVAL);
 	assert_null(l);
 	bad[0] = "sctp:127.0.0.1:9060";
-	assert_int_equal(hep_listener_new(base, &cfg, &pol, &sink, &l), -EINVAL);
+	assert_int_equal(hep_listener_new(base, &cfg, &pol, &sink, &l),
+			 -EINVAL);
 	event_base_free(base);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_udp),
-		cmocka_unit_test(test_tcp_framing),
-		cmocka_unit_test(test_bad_listen),
+	    cmocka_unit_test(test_udp),
+	    cmocka_unit_test(test_tcp_framing),
+	    cmocka_unit_test(test_bad_listen),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	metrics_done();

@@ -1,9 +1,12 @@
 /* Unit tests of the SIP parser. */
+/* cmocka.h needs these first. */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <errno.h>
 #include <stdio.h>
@@ -25,29 +28,30 @@ static int parse(const char *text, sip_msg *m)
 }
 
 static const char invite[] =
-	"INVITE sip:+74951234567@pbx.example.com;user=phone SIP/2.0\r\n"
-	"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK.proxy;rport, "
-	"SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK.carrier\r\n"
-	"Via: SIP/2.0/TCP 192.0.2.99;branch=z9hG4bK.third\r\n"
-	"Max-Forwards: 69\r\n"
-	"From: \"Ivan Petrov\" <sip:+79161234567@carrier.example.net>;tag=ftag1\r\n"
-	"To: <sip:+74951234567@pbx.example.com>\r\n"
-	"Call-ID: 1234abcd@192.0.2.10\r\n"
-	"CSeq: 101 INVITE\r\n"
-	"Contact: <sip:+79161234567@192.0.2.10:5060;transport=udp>\r\n"
-	"P-Asserted-Identity: \"Ivan\" <sip:+79161234567@carrier.example.net>, "
-	"<tel:+79161234567>\r\n"
-	"Remote-Party-ID: <sip:4950000@carrier>;party=called, "
-	"\"Ivan\" <sip:+79161234567@carrier>;party=calling;privacy=off;screen=yes\r\n"
-	"Privacy: none\r\n"
-	"Diversion: <sip:7001@pbx.example.com>;reason=no-answer, "
-	"<sip:+74950000001@pbx.example.com>;reason=unconditional\r\n"
-	"History-Info: <sip:+74950000009@pbx.example.com>;index=1.1, "
-	"<sip:+74950000008@pbx.example.com>;index=1\r\n"
-	"Content-Type: application/sdp\r\n"
-	"Content-Length: 4\r\n"
-	"\r\n"
-	"v=0\nEXTRA";
+    "INVITE sip:+74951234567@pbx.example.com;user=phone SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK.proxy;rport, "
+    "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK.carrier\r\n"
+    "Via: SIP/2.0/TCP 192.0.2.99;branch=z9hG4bK.third\r\n"
+    "Max-Forwards: 69\r\n"
+    "From: \"Ivan Petrov\" <sip:+79161234567@carrier.example.net>;tag=ftag1\r\n"
+    "To: <sip:+74951234567@pbx.example.com>\r\n"
+    "Call-ID: 1234abcd@192.0.2.10\r\n"
+    "CSeq: 101 INVITE\r\n"
+    "Contact: <sip:+79161234567@192.0.2.10:5060;transport=udp>\r\n"
+    "P-Asserted-Identity: \"Ivan\" <sip:+79161234567@carrier.example.net>, "
+    "<tel:+79161234567>\r\n"
+    "Remote-Party-ID: <sip:4950000@carrier>;party=called, "
+    "\"Ivan\" "
+    "<sip:+79161234567@carrier>;party=calling;privacy=off;screen=yes\r\n"
+    "Privacy: none\r\n"
+    "Diversion: <sip:7001@pbx.example.com>;reason=no-answer, "
+    "<sip:+74950000001@pbx.example.com>;reason=unconditional\r\n"
+    "History-Info: <sip:+74950000009@pbx.example.com>;index=1.1, "
+    "<sip:+74950000008@pbx.example.com>;index=1\r\n"
+    "Content-Type: application/sdp\r\n"
+    "Content-Length: 4\r\n"
+    "\r\n"
+    "v=0\nEXTRA";
 
 static void test_invite_full(void **state)
 {
@@ -173,16 +177,17 @@ static void test_folded_and_repeated(void **state)
 
 static void test_cancel_reason_and_privacy(void **state)
 {
-	const char *t = "CANCEL sip:7001@10.0.0.5 SIP/2.0\r\n"
-			"Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK.f1\r\n"
-			"From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=x\r\n"
-			"To: <sip:7001@pbx>\r\n"
-			"Call-ID: c1\r\n"
-			"CSeq: 5 CANCEL\r\n"
-			"Reason: Q.850;cause=16;text=\"Normal\", "
-			"SIP ;cause=200 ;text=\"Call completed elsewhere\"\r\n"
-			"Privacy: id; header\r\n"
-			"Content-Length: 0\r\n\r\n";
+	const char *t =
+	    "CANCEL sip:7001@10.0.0.5 SIP/2.0\r\n"
+	    "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK.f1\r\n"
+	    "From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=x\r\n"
+	    "To: <sip:7001@pbx>\r\n"
+	    "Call-ID: c1\r\n"
+	    "CSeq: 5 CANCEL\r\n"
+	    "Reason: Q.850;cause=16;text=\"Normal\", "
+	    "SIP ;cause=200 ;text=\"Call completed elsewhere\"\r\n"
+	    "Privacy: id; header\r\n"
+	    "Content-Length: 0\r\n\r\n";
 	sip_msg m;
 
 	assert_int_equal(parse(t, &m), 0);
@@ -199,14 +204,16 @@ static void test_cancel_reason_and_privacy(void **state)
 
 static void test_replaces_and_tel_uri(void **state)
 {
-	const char *t = "INVITE tel:+74951234567;phone-context=x SIP/2.0\r\n"
-			"Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKp\r\n"
-			"From: <sip:7002@pbx>;tag=pick\r\n"
-			"To: <sip:7001@pbx>\r\n"
-			"Call-ID: pickup-1\r\n"
-			"CSeq: 1 INVITE\r\n"
-			"Replaces: orig-call@host;to-tag=callee7001;from-tag=caller1;early-only\r\n"
-			"\r\n";
+	const char *t =
+	    "INVITE tel:+74951234567;phone-context=x SIP/2.0\r\n"
+	    "Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKp\r\n"
+	    "From: <sip:7002@pbx>;tag=pick\r\n"
+	    "To: <sip:7001@pbx>\r\n"
+	    "Call-ID: pickup-1\r\n"
+	    "CSeq: 1 INVITE\r\n"
+	    "Replaces: "
+	    "orig-call@host;to-tag=callee7001;from-tag=caller1;early-only\r\n"
+	    "\r\n";
 	sip_msg m;
 
 	assert_int_equal(parse(t, &m), 0);
@@ -239,37 +246,50 @@ static void test_addr_forms(void **state)
 	assert_int_equal(a.user.len, 0);
 	assert_str(a.display, "Bob");
 	s = "<sip:broken";
-	assert_int_equal(sip_addr_parse(sip_str_from(s, strlen(s)), &a), -EBADMSG);
+	assert_int_equal(sip_addr_parse(sip_str_from(s, strlen(s)), &a),
+			 -EBADMSG);
 	s = "nocolon";
-	assert_int_equal(sip_addr_parse(sip_str_from(s, strlen(s)), &a), -EBADMSG);
+	assert_int_equal(sip_addr_parse(sip_str_from(s, strlen(s)), &a),
+			 -EBADMSG);
 }
 
 static void test_malformed(void **state)
 {
 	static const char *const bad[] = {
-		"",
-		"\r\n\r\n",
-		"garbage\r\n\r\n",
-		"INVITE sip:1@h\r\nCall-ID: a\r\n\r\n", /* no version */
-		"INVITE sip:1@h SIP/3.0\r\n\r\n",
-		"SIP/2.0 99 Low\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\nCSeq: 1 INVITE\r\n\r\n",
-		"SIP/2.0 2000 OK\r\n\r\n",
-		"SIP/2.0 20x OK\r\n\r\n",
-		/* missing Call-ID / From / To / CSeq */
-		"INVITE sip:1@h SIP/2.0\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\nCSeq: 1 INVITE\r\n\r\n",
-		"INVITE sip:1@h SIP/2.0\r\ni: a\r\nt: <sip:a@b>\r\nCSeq: 1 INVITE\r\n\r\n",
-		"INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nCSeq: 1 INVITE\r\n\r\n",
-		"INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\n\r\n",
-		/* broken CSeq, CSeq method mismatch, conflicting Call-IDs */
-		"INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\nCSeq: x INVITE\r\n\r\n",
-		"INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\nCSeq: 99999999999 INVITE\r\n\r\n",
-		"INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\nCSeq: 1 BYE\r\n\r\n",
-		"INVITE sip:1@h SIP/2.0\r\ni: a\r\ni: b\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\nCSeq: 1 INVITE\r\n\r\n",
-		/* a header line without a colon, a broken From */
-		"INVITE sip:1@h SIP/2.0\r\ni: a\r\nnocolon\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\nCSeq: 1 INVITE\r\n\r\n",
-		"INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b;tag=1\r\nt: <sip:a@b>\r\nCSeq: 1 INVITE\r\n\r\n",
-		/* control bytes in the start line */
-		"INVITE sip:1@h\x01 SIP/2.0\r\n\r\n",
+	    "",
+	    "\r\n\r\n",
+	    "garbage\r\n\r\n",
+	    "INVITE sip:1@h\r\nCall-ID: a\r\n\r\n", /* no version */
+	    "INVITE sip:1@h SIP/3.0\r\n\r\n",
+	    "SIP/2.0 99 Low\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nt: "
+	    "<sip:a@b>\r\nCSeq: 1 INVITE\r\n\r\n",
+	    "SIP/2.0 2000 OK\r\n\r\n",
+	    "SIP/2.0 20x OK\r\n\r\n",
+	    /* missing Call-ID / From / To / CSeq */
+	    "INVITE sip:1@h SIP/2.0\r\nf: <sip:a@b>;tag=1\r\nt: "
+	    "<sip:a@b>\r\nCSeq: 1 INVITE\r\n\r\n",
+	    "INVITE sip:1@h SIP/2.0\r\ni: a\r\nt: <sip:a@b>\r\nCSeq: 1 "
+	    "INVITE\r\n\r\n",
+	    "INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nCSeq: 1 "
+	    "INVITE\r\n\r\n",
+	    "INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nt: "
+	    "<sip:a@b>\r\n\r\n",
+	    /* broken CSeq, CSeq method mismatch, conflicting Call-IDs */
+	    "INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nt: "
+	    "<sip:a@b>\r\nCSeq: x INVITE\r\n\r\n",
+	    "INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nt: "
+	    "<sip:a@b>\r\nCSeq: 99999999999 INVITE\r\n\r\n",
+	    "INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\nt: "
+	    "<sip:a@b>\r\nCSeq: 1 BYE\r\n\r\n",
+	    "INVITE sip:1@h SIP/2.0\r\ni: a\r\ni: b\r\nf: "
+	    "<sip:a@b>;tag=1\r\nt: <sip:a@b>\r\nCSeq: 1 INVITE\r\n\r\n",
+	    /* a header line without a colon, a broken From */
+	    "INVITE sip:1@h SIP/2.0\r\ni: a\r\nnocolon\r\nf: "
+	    "<sip:a@b>;tag=1\r\nt: <sip:a@b>\r\nCSeq: 1 INVITE\r\n\r\n",
+	    "INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b;tag=1\r\nt: "
+	    "<sip:a@b>\r\nCSeq: 1 INVITE\r\n\r\n",
+	    /* control bytes in the start line */
+	    "INVITE sip:1@h\x01 SIP/2.0\r\n\r\n",
 	};
 	sip_msg m;
 
@@ -289,8 +309,9 @@ static void test_bounds(void **state)
 	memset(big, 'a', sizeof(big));
 	assert_int_equal(sip_parse(big, sizeof(big), &m), -EMSGSIZE);
 	/* Too many header lines. */
-	p += sprintf(p, "INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\n"
-			"t: <sip:a@b>\r\nCSeq: 1 INVITE\r\n");
+	p += sprintf(p,
+		     "INVITE sip:1@h SIP/2.0\r\ni: a\r\nf: <sip:a@b>;tag=1\r\n"
+		     "t: <sip:a@b>\r\nCSeq: 1 INVITE\r\n");
 	for (int i = 0; i < SIP_MAX_HEADERS; i++)
 		p += sprintf(p, "X-H: %d\r\n", i);
 	p += sprintf(p, "\r\n");
@@ -314,26 +335,29 @@ static void test_every_prefix(void **state)
 
 static void test_method_names(void **state)
 {
-	assert_int_equal(sip_method_from_str(sip_str_from("BYE", 3)), SIP_METHOD_BYE);
-	assert_int_equal(sip_method_from_str(sip_str_from("bye", 3)), SIP_METHOD_OTHER);
+	assert_int_equal(sip_method_from_str(sip_str_from("BYE", 3)),
+			 SIP_METHOD_BYE);
+	assert_int_equal(sip_method_from_str(sip_str_from("bye", 3)),
+			 SIP_METHOD_OTHER);
 	assert_string_equal(sip_method_to_string(SIP_METHOD_CANCEL), "CANCEL");
-	assert_string_equal(sip_method_to_string(_SIP_METHOD_INVALID), "invalid");
+	assert_string_equal(sip_method_to_string(_SIP_METHOD_INVALID),
+			    "invalid");
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_invite_full),
-		cmocka_unit_test(test_status_line),
-		cmocka_unit_test(test_compact_forms),
-		cmocka_unit_test(test_folded_and_repeated),
-		cmocka_unit_test(test_cancel_reason_and_privacy),
-		cmocka_unit_test(test_replaces_and_tel_uri),
-		cmocka_unit_test(test_addr_forms),
-		cmocka_unit_test(test_malformed),
-		cmocka_unit_test(test_bounds),
-		cmocka_unit_test(test_every_prefix),
-		cmocka_unit_test(test_method_names),
+	    cmocka_unit_test(test_invite_full),
+	    cmocka_unit_test(test_status_line),
+	    cmocka_unit_test(test_compact_forms),
+	    cmocka_unit_test(test_folded_and_repeated),
+	    cmocka_unit_test(test_cancel_reason_and_privacy),
+	    cmocka_unit_test(test_replaces_and_tel_uri),
+	    cmocka_unit_test(test_addr_forms),
+	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_bounds),
+	    cmocka_unit_test(test_every_prefix),
+	    cmocka_unit_test(test_method_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,11 +8,14 @@
  * retransmission burst, and shuffled with several seeds: the verdict must
  * not change.
  */
+/* cmocka.h needs these first. */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <errno.h>
 #include <stdio.h>
@@ -24,7 +27,7 @@
 #include "sip.h"
 #include "sip_dialog.h"
 
-#define MAX_MSGS 64
+#define MAX_MSGS     64
 #define MAX_OUTCOMES 8
 
 typedef struct rec_outcome {
@@ -76,11 +79,11 @@ typedef struct node {
 } node;
 
 static const node nodes[] = {
-	{ 'T', "192.0.2.10", 5060 }, /* carrier trunk */
-	{ 'P', "10.0.0.1", 5060 },   /* the proxy (capture agent) */
-	{ 'A', "10.0.0.21", 5060 },  /* phone 7001 */
-	{ 'B', "10.0.0.22", 5060 },  /* phone 7002 */
-	{ 'V', "10.0.0.30", 5060 },  /* voicemail server */
+    {'T', "192.0.2.10", 5060}, /* carrier trunk */
+    {'P', "10.0.0.1", 5060},   /* the proxy (capture agent) */
+    {'A', "10.0.0.21", 5060},  /* phone 7001 */
+    {'B', "10.0.0.22", 5060},  /* phone 7002 */
+    {'V', "10.0.0.30", 5060},  /* voicemail server */
 };
 
 static const node *node_of(char n)
@@ -120,7 +123,9 @@ static void hep_wrap(harness *h, char from, char to, const char *sip)
 	const node *s = node_of(from), *d = node_of(to);
 	datagram *g;
 	uint8_t *p, v[4];
-	struct in_addr_bytes { uint8_t b[4]; } a;
+	struct in_addr_bytes {
+		uint8_t b[4];
+	} a;
 	unsigned x[4];
 
 	assert_true(h->n_msgs < MAX_MSGS);
@@ -172,9 +177,10 @@ static void vias(char *out, size_t len, const char *list)
 	while (*p) {
 		size_t k = strcspn(p, ",");
 		snprintf(tmp, sizeof(tmp), "%.*s", (int)k, p);
-		n += (size_t)snprintf(out + n, len - n,
-				      "Via: SIP/2.0/UDP %s:5060;branch=z9hG4bK-%s\r\n",
-				      tmp[0] == 'c' ? "192.0.2.10" : "10.0.0.1", tmp);
+		n += (size_t)snprintf(
+		    out + n, len - n,
+		    "Via: SIP/2.0/UDP %s:5060;branch=z9hG4bK-%s\r\n",
+		    tmp[0] == 'c' ? "192.0.2.10" : "10.0.0.1", tmp);
 		p += k;
 		if (*p == ',')
 			p++;
@@ -187,18 +193,19 @@ static void invite(harness *h, char from, char to, const char *via,
 	char v[512], msg[3000];
 
 	vias(v, sizeof(v), via);
-	snprintf(msg, sizeof(msg),
-		 "INVITE sip:%s@%s SIP/2.0\r\n%s"
-		 "Max-Forwards: 70\r\n"
-		 "From: %s;tag=%s\r\n"
-		 "To: <sip:+74951234567@pbx.example.com>%s%s\r\n"
-		 "Call-ID: %s\r\n"
-		 "CSeq: %u INVITE\r\n"
-		 "Contact: <sip:caller@192.0.2.10>\r\n%s"
-		 "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
-		 ruri_user, node_of(to)->ip, v, h->from_hdr, h->from_tag,
-		 to_tag ? ";tag=" : "", to_tag ? to_tag : "", h->call_id, cseq,
-		 h->extra_invite);
+	snprintf(
+	    msg, sizeof(msg),
+	    "INVITE sip:%s@%s SIP/2.0\r\n%s"
+	    "Max-Forwards: 70\r\n"
+	    "From: %s;tag=%s\r\n"
+	    "To: <sip:+74951234567@pbx.example.com>%s%s\r\n"
+	    "Call-ID: %s\r\n"
+	    "CSeq: %u INVITE\r\n"
+	    "Contact: <sip:caller@192.0.2.10>\r\n%s"
+	    "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+	    ruri_user, node_of(to)->ip, v, h->from_hdr, h->from_tag,
+	    to_tag ? ";tag=" : "", to_tag ? to_tag : "", h->call_id, cseq,
+	    h->extra_invite);
 	hep_wrap(h, from, to, msg);
 }
 
@@ -279,7 +286,8 @@ static void ring(harness *h, const char *phones, bool ringing)
 			char f[8], tag[8];
 			snprintf(f, sizeof(f), "p%c", *p);
 			snprintf(tag, sizeof(tag), "t%c", *p);
-			both_resp(h, *p, 180, f, 1, tag, *p == 'A' ? "7001" : "7002");
+			both_resp(h, *p, 180, f, 1, tag,
+				  *p == 'A' ? "7001" : "7002");
 		}
 }
 
@@ -319,16 +327,28 @@ static void sc_answered(harness *h, expect *e)
 	request(h, 'P', 'A', "ACK", "p9,c9", 1, "tA", NULL);
 	request(h, 'T', 'P', "BYE", "c8", 2, "tA", NULL);
 	request(h, 'P', 'A', "BYE", "p8,c8", 2, "tA", NULL);
-	*e = (expect){ true, CALL_VERDICT_ANSWERED, CALL_REASON_NONE, "7001",
-		       "+79161234567", false, "+74951234567", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_ANSWERED,
+		      CALL_REASON_NONE,
+		      "7001",
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      1};
 }
 
 static void sc_caller_cancel(harness *h, expect *e)
 {
 	ring(h, "A", true);
 	caller_cancel(h, "A", NULL);
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_CALLER_CANCEL,
-		       NULL, "+79161234567", false, "+74951234567", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_CALLER_CANCEL,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      1};
 }
 
 static void sc_final(harness *h, int status)
@@ -342,29 +362,53 @@ static void sc_final(harness *h, int status)
 static void sc_busy(harness *h, expect *e)
 {
 	sc_final(h, 486);
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_BUSY, NULL,
-		       "+79161234567", false, "+74951234567", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_BUSY,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      1};
 }
 
 static void sc_no_answer(harness *h, expect *e)
 {
 	sc_final(h, 408);
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_NO_ANSWER, NULL,
-		       "+79161234567", false, "+74951234567", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_NO_ANSWER,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      1};
 }
 
 static void sc_decline(harness *h, expect *e)
 {
 	sc_final(h, 603);
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_DECLINED, NULL,
-		       "+79161234567", false, "+74951234567", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_DECLINED,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      1};
 }
 
 static void sc_unavailable(harness *h, expect *e)
 {
 	sc_final(h, 480);
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_UNAVAILABLE, NULL,
-		       "+79161234567", false, "+74951234567", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_UNAVAILABLE,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      1};
 }
 
 /* 404 from the proxy itself, no provisional: failed, not missed. */
@@ -374,16 +418,28 @@ static void sc_not_found(harness *h, expect *e)
 	response(h, 'P', 'T', 404, "c1", 1, "INVITE", "px", NULL);
 	request(h, 'T', 'P', "ACK", "c1", 1, "px", NULL);
 	request(h, 'T', 'P', "ACK", "c1", 1, "px", NULL); /* byte-identical */
-	*e = (expect){ true, CALL_VERDICT_FAILED, CALL_REASON_UNKNOWN, NULL,
-		       "+79161234567", false, "+74951234567", 0 };
+	*e = (expect){true,
+		      CALL_VERDICT_FAILED,
+		      CALL_REASON_UNKNOWN,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      0};
 }
 
 static void sc_server_error_after_ringing(harness *h, expect *e)
 {
 	sc_final(h, 503);
 	h->failed_after_ringing = true;
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_UNAVAILABLE, NULL,
-		       "+79161234567", false, "+74951234567", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_UNAVAILABLE,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      1};
 }
 
 /* Parallel fork: B answers, A is cancelled with Reason cause=200. */
@@ -399,8 +455,14 @@ static void sc_fork(harness *h, expect *e)
 	request(h, 'T', 'P', "ACK", "c9", 1, "tB", NULL);
 	request(h, 'T', 'P', "BYE", "c8", 2, "tB", NULL);
 	request(h, 'P', 'B', "BYE", "p8,c8", 2, "tB", NULL);
-	*e = (expect){ true, CALL_VERDICT_ANSWERED, CALL_REASON_NONE, "7002",
-		       "+79161234567", false, "+74951234567", 2 };
+	*e = (expect){true,
+		      CALL_VERDICT_ANSWERED,
+		      CALL_REASON_NONE,
+		      "7002",
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      2};
 }
 
 /* Parallel fork nobody answers: the caller gives up. */
@@ -408,8 +470,14 @@ static void sc_fork_unanswered(harness *h, expect *e)
 {
 	ring(h, "AB", true);
 	caller_cancel(h, "AB", NULL);
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_CALLER_CANCEL,
-		       NULL, "+79161234567", false, "+74951234567", 2 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_CALLER_CANCEL,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      2};
 }
 
 /* Withheld number with a PAI and early media (183 with SDP). */
@@ -417,14 +485,21 @@ static void sc_anonymous(harness *h, expect *e)
 {
 	snprintf(h->from_hdr, sizeof(h->from_hdr),
 		 "\"Anonymous\" <sip:anonymous@anonymous.invalid>");
-	snprintf(h->extra_invite, sizeof(h->extra_invite),
-		 "P-Asserted-Identity: <sip:+79160000001@carrier.example.net>\r\n"
-		 "Privacy: id\r\n");
+	snprintf(
+	    h->extra_invite, sizeof(h->extra_invite),
+	    "P-Asserted-Identity: <sip:+79160000001@carrier.example.net>\r\n"
+	    "Privacy: id\r\n");
 	ring(h, "A", false);
 	both_resp(h, 'A', 183, "pA", 1, "tA", "7001");
 	caller_cancel(h, "A", NULL);
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_CALLER_CANCEL,
-		       NULL, NULL, true, "+74951234567", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_CALLER_CANCEL,
+		      NULL,
+		      NULL,
+		      true,
+		      "+74951234567",
+		      1};
 }
 
 /* Answered, then re-INVITEs both ways (one refused with 491). */
@@ -440,8 +515,14 @@ static void sc_reinvite(harness *h, expect *e)
 	invite(h, 'T', 'P', "c6", 3, "7001", "tA");
 	response(h, 'P', 'T', 200, "c6", 3, "INVITE", "tA", "7001");
 	request(h, 'T', 'P', "BYE", "c8", 4, "tA", NULL);
-	*e = (expect){ true, CALL_VERDICT_ANSWERED, CALL_REASON_NONE, "7001",
-		       "+79161234567", false, "+74951234567", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_ANSWERED,
+		      CALL_REASON_NONE,
+		      "7001",
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      1};
 }
 
 /* The caller's CANCEL crosses the callee's 200: answered; the 487 the
@@ -454,8 +535,14 @@ static void sc_cancel_200_race(harness *h, expect *e)
 	both_resp(h, 'A', 200, "pA", 1, "tA", "7001");
 	request(h, 'T', 'P', "ACK", "c9", 1, "tA", NULL);
 	request(h, 'T', 'P', "BYE", "c8", 2, "tA", NULL);
-	*e = (expect){ true, CALL_VERDICT_ANSWERED, CALL_REASON_NONE, "7001",
-		       "+79161234567", false, "+74951234567", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_ANSWERED,
+		      CALL_REASON_NONE,
+		      "7001",
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      1};
 }
 
 /* 7002 picks the call up with an INVITE/Replaces to the caller: the
@@ -471,7 +558,8 @@ static void sc_pickup(harness *h, expect *e)
 	/* the pickup call */
 	snprintf(h->call_id, sizeof(h->call_id), "pickup-%s", orig_id);
 	snprintf(h->from_tag, sizeof(h->from_tag), "pk");
-	snprintf(h->from_hdr, sizeof(h->from_hdr), "<sip:7002@pbx.example.com>");
+	snprintf(h->from_hdr, sizeof(h->from_hdr),
+		 "<sip:7002@pbx.example.com>");
 	snprintf(rep, sizeof(rep), "Replaces: %s;to-tag=tA;from-tag=%s\r\n",
 		 orig_id, orig_tag);
 	snprintf(h->extra_invite, sizeof(h->extra_invite), "%s", rep);
@@ -485,8 +573,14 @@ static void sc_pickup(harness *h, expect *e)
 	snprintf(h->from_hdr, sizeof(h->from_hdr), "%s", orig_from);
 	h->extra_invite[0] = '\0';
 	caller_cancel(h, "A", NULL);
-	*e = (expect){ true, CALL_VERDICT_ANSWERED, CALL_REASON_NONE, "7002",
-		       "+79161234567", false, "+74951234567", 0 };
+	*e = (expect){true,
+		      CALL_VERDICT_ANSWERED,
+		      CALL_REASON_NONE,
+		      "7002",
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      0};
 }
 
 /* 407 challenge, the same INVITE again with CSeq+1, then busy. */
@@ -502,8 +596,14 @@ static void sc_challenge_retry(harness *h, expect *e)
 	response(h, 'P', 'T', 180, "c1", 2, "INVITE", "tA", "7001");
 	response(h, 'A', 'P', 486, "pA,c1", 2, "INVITE", "tA", NULL);
 	response(h, 'P', 'T', 486, "c1", 2, "INVITE", "tA", NULL);
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_BUSY, NULL,
-		       "+79161234567", false, "+74951234567", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_BUSY,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      1};
 }
 
 /* Voicemail answers: a non-human URI, reported as a voicemail miss. */
@@ -514,8 +614,14 @@ static void sc_voicemail(harness *h, expect *e)
 	response(h, 'V', 'P', 200, "pV,c1", 1, "INVITE", "tV", "vm7001");
 	response(h, 'P', 'T', 200, "c1", 1, "INVITE", "tV", "vm7001");
 	request(h, 'T', 'P', "BYE", "c8", 2, "tV", NULL);
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_VOICEMAIL, NULL,
-		       "+79161234567", false, "+74951234567", 0 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_VOICEMAIL,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      0};
 }
 
 /* A B2BUA's view (no forks): its own voicemail answers the caller leg. */
@@ -526,8 +632,14 @@ static void sc_voicemail_b2bua(harness *h, expect *e)
 	response(h, 'P', 'T', 200, "c1", 1, "INVITE", "tV", "vm7001");
 	request(h, 'T', 'P', "ACK", "c9", 1, "tV", NULL);
 	request(h, 'T', 'P', "BYE", "c8", 2, "tV", NULL);
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_VOICEMAIL, NULL,
-		       "+79161234567", false, "+74951234567", 0 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_VOICEMAIL,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74951234567",
+		      0};
 }
 
 /* A forwarded call: the DID is the number first dialled (Diversion). */
@@ -536,19 +648,26 @@ static void sc_diverted(harness *h, expect *e)
 	snprintf(h->extra_invite, sizeof(h->extra_invite),
 		 "Diversion: <sip:+74950000002@carrier>;reason=no-answer\r\n");
 	sc_final(h, 486);
-	*e = (expect){ true, CALL_VERDICT_MISSED, CALL_REASON_BUSY, NULL,
-		       "+79161234567", false, "+74950000002", 1 };
+	*e = (expect){true,
+		      CALL_VERDICT_MISSED,
+		      CALL_REASON_BUSY,
+		      NULL,
+		      "+79161234567",
+		      false,
+		      "+74950000002",
+		      1};
 }
 
 /* Phone to phone: never an inbound outcome. */
 static void sc_internal(harness *h, expect *e)
 {
-	snprintf(h->from_hdr, sizeof(h->from_hdr), "<sip:7002@pbx.example.com>");
+	snprintf(h->from_hdr, sizeof(h->from_hdr),
+		 "<sip:7002@pbx.example.com>");
 	invite(h, 'B', 'P', "b1", 1, "7001", NULL);
 	invite(h, 'P', 'A', "pA,b1", 1, "7001", NULL);
 	response(h, 'A', 'P', 486, "pA,b1", 1, "INVITE", "tA", NULL);
 	response(h, 'P', 'B', 486, "b1", 1, "INVITE", "tA", NULL);
-	*e = (expect){ false };
+	*e = (expect){false};
 }
 
 /* ---- running ---- */
@@ -564,7 +683,8 @@ static void on_outcome(void *ud, const call_outcome *o)
 	r->reason = o->reason;
 	r->direction = o->direction;
 	r->has_caller = o->caller_num != NULL;
-	snprintf(r->caller, sizeof(r->caller), "%s", o->caller_num ? o->caller_num : "");
+	snprintf(r->caller, sizeof(r->caller), "%s",
+		 o->caller_num ? o->caller_num : "");
 	r->withheld = o->caller_withheld;
 	snprintf(r->did, sizeof(r->did), "%s", o->did ? o->did : "");
 	snprintf(r->answered_by, sizeof(r->answered_by), "%s",
@@ -590,34 +710,34 @@ static void emit(void *ud, const call_event *ev)
 	call_tracker_feed(h->t, ev);
 }
 
-static char *strv_one[] = { "192.0.2.10" };
-static char *nonhuman_one[] = { "sip:vm" };
+static char *strv_one[] = {"192.0.2.10"};
+static char *nonhuman_one[] = {"sip:vm"};
 
 static void run_start(harness *h)
 {
 	call_policy pol = {
-		.min_ring_seconds = 0,
-		.voicemail_is_missed = true,
-		.ivr_abandon_is_missed = true,
-		.anonymous = CALL_ANON_CREATE,
-		.decide_grace_ms = 0,
-		.max_calls = 1000,
-		.max_call_age = 14400,
+	    .min_ring_seconds = 0,
+	    .voicemail_is_missed = true,
+	    .ivr_abandon_is_missed = true,
+	    .anonymous = CALL_ANON_CREATE,
+	    .decide_grace_ms = 0,
+	    .max_calls = 1000,
+	    .max_call_age = 14400,
 	};
-	cfg_strv ctx = { (char *[]){ SIP_DIALOG_CONTEXT_INBOUND }, 1 };
-	call_direction_rules rules = { .inbound_contexts = &ctx };
-	call_sink sink = { on_outcome, on_live, h };
+	cfg_strv ctx = {(char *[]){SIP_DIALOG_CONTEXT_INBOUND}, 1};
+	call_direction_rules rules = {.inbound_contexts = &ctx};
+	call_sink sink = {on_outcome, on_live, h};
 	sip_dialog_cfg cfg;
 
-	h->trunks = (cfg_strv){ strv_one, 1 };
-	h->nonhuman = (cfg_strv){ nonhuman_one, 1 };
+	h->trunks = (cfg_strv){strv_one, 1};
+	h->nonhuman = (cfg_strv){nonhuman_one, 1};
 	cfg = (sip_dialog_cfg){
-		.trunks = &h->trunks,
-		.dids = &h->dids,
-		.non_human_uris = &h->nonhuman,
-		.failed_after_ringing_is_missed = h->failed_after_ringing,
-		.call_timeout_usec = 3600 * USEC_PER_SEC,
-		.grace_usec = 2 * USEC_PER_SEC,
+	    .trunks = &h->trunks,
+	    .dids = &h->dids,
+	    .non_human_uris = &h->nonhuman,
+	    .failed_after_ringing_is_missed = h->failed_after_ringing,
+	    .call_timeout_usec = 3600 * USEC_PER_SEC,
+	    .grace_usec = 2 * USEC_PER_SEC,
 	};
 	h->t = call_tracker_new(NULL, "lab", &pol, &rules, &sink);
 	assert_non_null(h->t);
@@ -635,13 +755,14 @@ static void feed_datagram(harness *h, const datagram *g)
 
 	assert_int_equal(hep_decode(g->buf, g->len, &hm), 0);
 	assert_true(hep_msg_is_sip(&hm));
-	assert_int_equal(sip_parse((const char *)hm.payload, hm.payload_len, &sm), 0);
+	assert_int_equal(
+	    sip_parse((const char *)hm.payload, hm.payload_len, &sm), 0);
 	sip_dialog_meta meta = {
-		.src = hep_msg_src(&hm, src, sizeof(src)),
-		.src_ip = hep_msg_src_ip(&hm, ip, sizeof(ip)),
-		.dst = hep_msg_dst(&hm, dst, sizeof(dst)),
-		.ts_usec = hep_msg_ts_usec(&hm),
-		.mono_usec = h->mono,
+	    .src = hep_msg_src(&hm, src, sizeof(src)),
+	    .src_ip = hep_msg_src_ip(&hm, ip, sizeof(ip)),
+	    .dst = hep_msg_dst(&hm, dst, sizeof(dst)),
+	    .ts_usec = hep_msg_ts_usec(&hm),
+	    .mono_usec = h->mono,
 	};
 	sip_dialogs_feed(h->d, &sm, &meta);
 	h->mono += 1000; /* 1 ms apart */
@@ -672,7 +793,9 @@ static void check(const harness *h, const expect *e, const char *name, int mode)
 {
 	if (!e->reported) {
 		if (h->n_out != 0)
-			fail_msg("%s mode %d: an outcome for a non-inbound call", name, mode);
+			fail_msg(
+			    "%s mode %d: an outcome for a non-inbound call",
+			    name, mode);
 		return;
 	}
 	if (h->n_out != 1)
@@ -680,11 +803,14 @@ static void check(const harness *h, const expect *e, const char *name, int mode)
 	const rec_outcome *r = &h->out[0];
 	if (r->verdict != e->verdict || r->reason != e->reason)
 		fail_msg("%s mode %d: got %s/%s want %s/%s", name, mode,
-			 call_verdict_to_string(r->verdict), call_reason_to_string(r->reason),
-			 call_verdict_to_string(e->verdict), call_reason_to_string(e->reason));
+			 call_verdict_to_string(r->verdict),
+			 call_reason_to_string(r->reason),
+			 call_verdict_to_string(e->verdict),
+			 call_reason_to_string(e->reason));
 	assert_int_equal(r->direction, CALL_DIR_INBOUND);
 	if (strcmp(r->answered_by, e->answered_by ? e->answered_by : "") != 0)
-		fail_msg("%s mode %d: answered by '%s'", name, mode, r->answered_by);
+		fail_msg("%s mode %d: answered by '%s'", name, mode,
+			 r->answered_by);
 	assert_int_equal(r->has_caller, e->caller != NULL);
 	if (e->caller)
 		assert_string_equal(r->caller, e->caller);
@@ -768,14 +894,14 @@ static void test_inbound_by_did(void **state)
 {
 	harness *h = calloc(1, sizeof(*h));
 	expect e;
-	char *did[] = { "74951234567" };
+	char *did[] = {"74951234567"};
 
 	scenario_init(h, "did");
 	sc_busy(h, &e);
 	run_start(h);
 	/* no trunk rule, a DID rule (matched without the '+') */
 	h->trunks.n = 0;
-	h->dids = (cfg_strv){ did, 1 };
+	h->dids = (cfg_strv){did, 1};
 	for (size_t i = 0; i < h->n_msgs; i++)
 		feed_datagram(h, &h->msgs[i]);
 	run_finish(h);
@@ -851,7 +977,8 @@ static void test_max_calls(void **state)
 {
 	harness *h = calloc(1, sizeof(*h));
 	sip_dialog_stats st;
-	sip_dialog_cfg cfg = { .max_calls = 3, .call_timeout_usec = 3600 * USEC_PER_SEC };
+	sip_dialog_cfg cfg = {.max_calls = 3,
+			      .call_timeout_usec = 3600 * USEC_PER_SEC};
 
 	run_start(h);
 	sip_dialogs_set_cfg(h->d, &cfg);
@@ -876,30 +1003,30 @@ static void test_max_calls(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_answered),
-		cmocka_unit_test(test_caller_cancel),
-		cmocka_unit_test(test_busy),
-		cmocka_unit_test(test_no_answer),
-		cmocka_unit_test(test_decline),
-		cmocka_unit_test(test_unavailable),
-		cmocka_unit_test(test_not_found),
-		cmocka_unit_test(test_server_error_after_ringing),
-		cmocka_unit_test(test_fork),
-		cmocka_unit_test(test_fork_unanswered),
-		cmocka_unit_test(test_anonymous),
-		cmocka_unit_test(test_reinvite),
-		cmocka_unit_test(test_cancel_200_race),
-		cmocka_unit_test(test_pickup),
-		cmocka_unit_test(test_challenge_retry),
-		cmocka_unit_test(test_voicemail),
-		cmocka_unit_test(test_voicemail_b2bua),
-		cmocka_unit_test(test_diverted),
-		cmocka_unit_test(test_internal),
-		cmocka_unit_test(test_inbound_by_did),
-		cmocka_unit_test(test_no_direction_rules),
-		cmocka_unit_test(test_timeout),
-		cmocka_unit_test(test_orphans),
-		cmocka_unit_test(test_max_calls),
+	    cmocka_unit_test(test_answered),
+	    cmocka_unit_test(test_caller_cancel),
+	    cmocka_unit_test(test_busy),
+	    cmocka_unit_test(test_no_answer),
+	    cmocka_unit_test(test_decline),
+	    cmocka_unit_test(test_unavailable),
+	    cmocka_unit_test(test_not_found),
+	    cmocka_unit_test(test_server_error_after_ringing),
+	    cmocka_unit_test(test_fork),
+	    cmocka_unit_test(test_fork_unanswered),
+	    cmocka_unit_test(test_anonymous),
+	    cmocka_unit_test(test_reinvite),
+	    cmocka_unit_test(test_cancel_200_race),
+	    cmocka_unit_test(test_pickup),
+	    cmocka_unit_test(test_challenge_retry),
+	    cmocka_unit_test(test_voicemail),
+	    cmocka_unit_test(test_voicemail_b2bua),
+	    cmocka_unit_test(test_diverted),
+	    cmocka_unit_test(test_internal),
+	    cmocka_unit_test(test_inbound_by_did),
+	    cmocka_unit_test(test_no_direction_rules),
+	    cmocka_unit_test(test_timeout),
+	    cmocka_unit_test(test_orphans),
+	    cmocka_unit_test(test_max_calls),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
