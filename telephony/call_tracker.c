@@ -1731,8 +1731,13 @@ static void on_transfer(call_tracker *t, const call_event *ev)
 {
 	group *g = NULL;
 	const char *ids[1 + CALL_EVENT_MAX_MERGE] = {ev->linked_id};
+	bool known = false;
 	for (size_t i = 0; i < CALL_EVENT_MAX_MERGE; i++)
 		ids[i + 1] = ev->merge_ids[i];
+	for (size_t i = 0; i < ELEMENTSOF(ids) && !known; i++)
+		known = !str_empty(ids[i]) && lid_find(t, ids[i]);
+	if (!known)
+		return; /* calls we never saw (before a restart): nothing to join */
 	for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
 		if (str_empty(ids[i]) || dead_has(t, ids[i]))
 			continue;
