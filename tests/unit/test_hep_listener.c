@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #include "hep.h"
 #include "hep_listener.h"
 #include "metrics.h"
+#include "sdn.h"
 
 typedef struct fixture {
 	struct event_base *base;
@@ -335,12 +337,70 @@ static void test_bad_listen(void **state)
 	event_base_free(base);
 }
 
+/* A UDP socket passed by systemd (FileDescriptorName=hep) is used instead
+ * of the configured addresses. */
+static void test_socket_activation(void **state)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t al = sizeof(a);
+	fixture f = {0};
+	uint8_t buf[2048];
+	char sip[1024], pid[32], *unused[] = {"udp:127.0.0.1:1"};
+	call_policy pol = {.max_calls = 10, .max_call_age = 3600};
+	call_sink sink = {.outcome = on_outcome, .userdata = &f};
+	int fd, sd, port;
+
+	if (fcntl(3, F_GETFD) >= 0)
+		skip(); /* fd 3 is taken in this process: cannot pose as systemd
+			 */
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	assert_true(fd >= 0);
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+	port = ntohs(a.sin_port);
+	if (fd != 3) {
+		assert_int_equal(dup2(fd, 3), 3);
+		close(fd);
+	}
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	setenv("LISTEN_PID", pid, 1);
+	setenv("LISTEN_FDS", "1", 1);
+	setenv("LISTEN_FDNAMES", "hep", 1);
+	assert_int_equal(sdn_init(), 0);
+
+	f.base = event_base_new();
+	f.trunk_v[0] = "192.0.2.10";
+	f.cfg = (pbx_cfg){
+	    .name = "sd-lab",
+	    .type = PBX_TYPE_HEP,
+	    /* never bound: the passed socket wins */
+	    .listen = {unused, 1},
+	    .trunks = {f.trunk_v, 1},
+	    .sip_call_timeout = 60,
+	};
+	assert_int_equal(hep_listener_new(f.base, &f.cfg, &pol, &sink, &f.l),
+			 0);
+	assert_int_equal(hep_listener_port(f.l, 0), port);
+	sd = connect_to(SOCK_DGRAM, port);
+	sip_text(sip, sizeof(sip), "c-sd", 0);
+	send(sd, buf, hep_build(buf, NULL, 7, 1, sip), 0);
+	sip_text(sip, sizeof(sip), "c-sd", 486);
+	send(sd, buf, hep_build(buf, NULL, 7, 1, sip), 0);
+	run_until(&f, one_outcome, "the call on the passed socket decided");
+	assert_int_equal(f.reason, CALL_REASON_BUSY);
+	close(sd);
+	fixture_stop(&f);
+	sdn_done();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_udp),
 	    cmocka_unit_test(test_tcp_framing),
 	    cmocka_unit_test(test_bad_listen),
+	    cmocka_unit_test(test_socket_activation),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	metrics_done();
