@@ -367,6 +367,7 @@ int main(int argc, char **argv)
 	} else {
 		code = cmd ? cmd->fn(&c) : cmd_run(&c);
 	}
+	appeal_rules_done(); /* time zones parsed at config load */
 	sdn_done();
 	metrics_done();
 	log_done();
