@@ -67,6 +67,7 @@ typedef struct batch {
 	item *items;
 	size_t n;
 	bool from_spool;	 /* items came from spool_next() */
+	uint64_t spool_gen;	 /* s->spool_gen when handed out */
 } batch;
 
 struct store_query {
@@ -94,6 +95,8 @@ struct store {
 	item *memq;		 /* ring of MEMQ_MAX */
 	size_t memq_head, memq_n;
 	size_t batches, outcomes_inflight;
+	size_t isolate;		 /* outcomes to send one per batch (after a batch failed on data) */
+	uint64_t spool_gen;	 /* bumped by every rewind: older spool batches must not ack */
 
 	bool checking;		 /* start-up check in flight */
 	bool recheck;		 /* the config changed while it was in flight */
@@ -343,7 +346,10 @@ static void spill_memq(store *s)
  * with the reason, for the operator: nothing is dropped silently. */
 static void reject_doc(store *s, const char *doc, const char *why)
 {
-	json_t *j = json_pack("{s:s, s:s}", "error", why ? why : "", "outcome", doc);
+	json_t *o = json_loads(doc, 0, NULL);
+	json_t *j = json_pack("{s:s%, s:o}", "error", why ? why : "",
+			      why ? strcspn(why, "\n") : 0,
+			      "outcome", o ? o : json_string(doc));
 	char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	int fd = open(s->rejected_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
@@ -370,9 +376,12 @@ static void batch_free(batch *b)
 /* The batch did not commit: back to the spool. */
 static void batch_requeue(store *s, batch *b)
 {
-	if (b->from_spool)
-		spool_rewind(s->spool);
-	else
+	if (b->from_spool) {
+		if (b->spool_gen == s->spool_gen) {
+			spool_rewind(s->spool);
+			s->spool_gen++;
+		}
+	} else
 		for (size_t i = 0; i < b->n; i++)
 			(void)spool_doc(s, b->items[i].doc, b->items[i].len);
 }
@@ -443,6 +452,15 @@ static void log_query_error(store *s, const char *what, const PGresult *r)
 	log_error("store: %s failed: %s (SQLSTATE %s)", what, buf, state ? state : "?");
 }
 
+/* Errors that belong to the data of an outcome (a CRM constraint or
+ * trigger refusing it), not to the connection or the schema: retrying
+ * the same outcome cannot help. */
+static bool sqlstate_is_data(const char *st)
+{
+	return st && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 ||
+		      strncmp(st, "44", 2) == 0 || strncmp(st, "P0", 2) == 0);
+}
+
 static void batch_done(void *userdata, int err, const PGresult *r)
 {
 	batch *b = userdata;
@@ -450,9 +468,23 @@ static void batch_done(void *userdata, int err, const PGresult *r)
 
 	s->batches--;
 	s->outcomes_inflight -= b->n;
-	if (err == 0) {
+	if (err == -EIO && sqlstate_is_data(PQresultErrorField(r, PG_DIAG_SQLSTATE))) {
+		metric_inc(s->m_errors);
+		if (b->n > 1) {
+			/* Find the culprit: its companions commit one by one. */
+			log_warning("store: a batch of %zu outcomes failed on data; retrying them one by one",
+				    b->n);
+			batch_requeue(s, b);
+			s->isolate = MCD_MAX(s->isolate, b->n);
+		} else {
+			log_query_error(s, "submitting a call outcome", r);
+			reject_doc(s, b->items[0].doc, PQresultErrorMessage(r));
+			if (b->from_spool && b->spool_gen == s->spool_gen)
+				spool_ack(s->spool, 1);
+		}
+	} else if (err == 0) {
 		batch_rows(s, b, r);
-		if (b->from_spool)
+		if (b->from_spool && b->spool_gen == s->spool_gen)
 			spool_ack(s->spool, b->n);
 	} else {
 		metric_inc(s->m_errors);
@@ -493,6 +525,7 @@ static bool pump_one(store *s, size_t room)
 		if (spool_next(s->spool, &it->doc, &it->len) < 0)
 			break;
 		b->from_spool = true;
+		b->spool_gen = s->spool_gen;
 		b->n++;
 	}
 	while (!b->from_spool && b->n < cap && s->memq_n) {
@@ -541,8 +574,9 @@ static void pump(store *s)
 
 	while (s->state == STORE_STATE_READY && s->batches < BATCHES_MAX &&
 	       s->outcomes_inflight < depth &&
-	       pump_one(s, depth - s->outcomes_inflight))
-		;
+	       pump_one(s, s->isolate ? 1 : depth - s->outcomes_inflight))
+		if (s->isolate)
+			s->isolate--;
 }
 
 static void on_pump(evutil_socket_t fd, short what, void *arg)

@@ -199,6 +199,17 @@ send d2 "$(call k7 '+79161234567' 74950001111 $(($(date +%s) + 3600)))" "#drain"
 wait_line d2 "DRAINED submitted=8"
 expect_eq "$(q "SELECT count(DISTINCT appeal_id) FROM appeal_calls WHERE phone = '+79161234567'")" 2 "outside the dedupe window: a new appeal"
 
+# A CRM constraint refusing one outcome of a batch: the others commit,
+# the refused one is kept aside in rejected.jsonl with the reason.
+q "ALTER TABLE appeals ADD CONSTRAINT crm_no_blacklisted CHECK (phone IS DISTINCT FROM '+79990009999')"
+send d2 "$(call r1 '+79990009991')" "$(call r2 '+79990009999')" "$(call r3 '+79990009993')" "#drain"
+wait_line d2 "DRAINED submitted=11"
+expect_eq "$(q "SELECT string_agg(call_key, ',' ORDER BY call_key) FROM appeal_calls WHERE call_key IN ('r1', 'r2', 'r3')")" "r1,r3" "a refused outcome fails alone"
+grep -q '"call_key":"r2"' "$T/state/rejected.jsonl" && grep -q crm_no_blacklisted "$T/state/rejected.jsonl" ||
+	fail "refused outcome not kept in rejected.jsonl"
+echo "ok: refused outcome kept in rejected.jsonl with the reason"
+q "ALTER TABLE appeals DROP CONSTRAINT crm_no_blacklisted"
+
 # Widget queries.
 send d2 "#card +79161234567" "#events 0" "#appeals"
 wait_line d2 '^CARD \[\{"id":1,"name":"Петров Пётр"'

@@ -18,6 +18,7 @@
  *   #events N       prints "EVENTS first=F more=M" then "E id kind appeal_id"
  *   #appeals        prints "APPEALS <json>" (open only)
  *   #token HEX64    prints "TOKEN id login" or "TOKEN none"
+ *   #metrics        prints the Prometheus text of the store's metrics
  *   #quit           exits (after a clean store shutdown)
  * stdout also gets "STATE s" on every store state change and
  * "EVENT id kind appeal_id payload" for every outbox event delivered.
@@ -171,6 +172,13 @@ static void command(drive *d, const char *line)
 		    d->refused);
 	} else if (strcmp(line, "#drain") == 0) {
 		d->draining = true;
+	} else if (strcmp(line, "#metrics") == 0) {
+		char *text = NULL;
+		size_t len = 0;
+		if (metrics_render(&text, &len) == 0)
+			fwrite(text, 1, len, stdout);
+		free(text);
+		out("METRICS-END");
 	} else if (strcmp(line, "#quit") == 0) {
 		d->quitting = true;
 	} else if (strncmp(line, "#card ", 6) == 0) {
