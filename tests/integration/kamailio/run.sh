@@ -189,6 +189,19 @@ ok "call placed: parallel fork, one branch answers"
 call "$HERE/uac_call.xml" 7199 hep-notfound +79161000007
 ok "call placed: 404 from the proxy"
 
+# A burst: 200 answered calls at 50 calls/s (about 3000 HEP datagrams).
+BURST=200
+register 7107 "$UAS1"
+(cd "$T" && exec timeout 60 "$SIPP" -sf "$HERE/uas_answer.xml" -p "$UAS1" -m $BURST \
+	-key aor 7107 "${SIPP_OPTS[@]}" >"$T/uas-burst.log" 2>&1) &
+UAS_PIDS+=($!)
+PIDS+=($!)
+(cd "$T" && timeout 60 "$SIPP" "127.0.0.1:$SIP_PORT" -sf "$HERE/uac_call.xml" -p "$TRUNK_PORT" \
+	-m $BURST -r 50 -l 200 -s 7107 -cid_str "hep-burst-%u-%p" -key caller +79161000008 \
+	"${SIPP_OPTS[@]}" >"$T/uac-burst.log" 2>&1) || fail "burst: the caller's sipp failed"
+callees_done burst
+ok "burst placed: $BURST calls at 50 calls/s"
+
 # --- the daemon's decisions: the tracker logs one line per inbound call,
 # `inbound call KEY: VERDICT (REASON)[ by EXTENSION]` (debug level for
 # answered calls), the same contract the AMI integration test reads.
@@ -208,6 +221,18 @@ expect_outcome hep-noanswer "missed (no_answer)" "inbound, missed: no_answer"
 expect_outcome hep-decline "missed (declined)" "inbound, missed: declined"
 expect_outcome hep-fork "answered (none) by 7106" "inbound, answered by one fork branch"
 expect_outcome hep-notfound "failed (unknown)" "inbound, failed (not missed)"
+
+wait_line "$T/missedcalld.log" "inbound call hep-burst-$BURST-" 30 "the last burst call decided"
+deadline=$((SECONDS + 30))
+while :; do
+	n=$(grep -cE "inbound call hep-burst-[^:]*: answered \(none\) by 7107$" "$T/missedcalld.log" || true)
+	[ "$n" -ge $BURST ] && break
+	[ $SECONDS -ge $deadline ] && fail "burst: $n of $BURST calls decided answered"
+	sleep 0.3
+done
+[ "$(grep -cE "inbound call hep-burst-" "$T/missedcalld.log")" = $BURST ] ||
+	fail "burst: a call decided twice or not answered"
+ok "burst: all $BURST calls decided answered, none lost"
 
 # --- the appeals in PostgreSQL ---
 deadline=$((SECONDS + 60))
