@@ -22,8 +22,8 @@
  *  6. Extensions: `ext`, `ext.`, `extension`, `x`, `доб`, `доб.`,
  *     `добавочный`, `вн.`, `#` or a pause `,` (also `, доб. 5`) followed
  *     by 1-10 digits end the number; the digits are the extension. A
- *     keyword without digits, or with anything after the digits, and
- *     digits after the keyword only ("ext. 12") -> invalid.
+ *     keyword without digits or with anything after them, and a value
+ *     that is only an extension ("ext. 12") -> invalid.
  *  7. What is left may contain digits, one leading '+', and separators:
  *     blanks (also NBSP and other Unicode spaces), - . ( ) / and Unicode
  *     dashes. Anything else (letters, a second '+') -> invalid.
