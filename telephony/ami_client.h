@@ -98,6 +98,7 @@ typedef struct ami_client_stats {
 	uint64_t pings_sent;
 	uint64_t pongs;
 	uint64_t resyncs;	/* CoreShowChannels sent */
+	uint64_t batches_cut;	/* wakeups that hit AMI_CLIENT_BATCH and yielded */
 	uint64_t last_backoff_usec; /* delay chosen for the last retry */
 } ami_client_stats;
 

@@ -160,6 +160,20 @@ static void move_to(ami_parser *p, char *to)
 	p->start = 0;
 }
 
+/* Replaces the buffer by one of ncap bytes holding [start, len). */
+static bool grow_to(ami_parser *p, size_t ncap)
+{
+	char *nbuf = malloc(ncap);
+
+	if (!nbuf)
+		return false;
+	move_to(p, nbuf);
+	free(p->buf);
+	p->buf = nbuf;
+	p->cap = ncap;
+	return true;
+}
+
 /* Makes room for `want` more bytes where possible: compact first; grow
  * only when the message in progress fills the whole buffer, so idle
  * connections keep the small initial buffer. */
@@ -171,17 +185,31 @@ static void make_room(ami_parser *p, size_t want)
 		move_to(p, p->buf);
 	if (p->len < p->cap || p->cap >= p->max_cap)
 		return;
-
-	size_t ncap = MCD_MIN(p->cap * 2, p->max_cap);
-	char *nbuf = malloc(ncap);
-	if (!nbuf) {
+	if (!grow_to(p, MCD_MIN(p->cap * 2, p->max_cap)) && p->len == p->cap)
 		p->force_discard = true;
-		return;
-	}
-	move_to(p, nbuf);
-	free(p->buf);
-	p->buf = nbuf;
-	p->cap = ncap;
+}
+
+void ami_parser_get_space(ami_parser *p, size_t min_free, char **ret_ptr,
+			  size_t *ret_len)
+{
+	release_out(p);
+	if (p->discarding && p->scan == p->len)
+		p->start = p->scan;
+	make_room(p, min_free);
+	/* A busy stream asks for more room than the message needs: grow
+	 * towards the limit so that one read(2) takes a large piece. */
+	while (p->cap - p->len < min_free && p->cap < p->max_cap)
+		if (!grow_to(p, MCD_MIN(p->cap * 2, p->max_cap)))
+			break;
+	*ret_ptr = p->buf + p->len;
+	*ret_len = p->cap - p->len;
+}
+
+void ami_parser_commit(ami_parser *p, size_t n)
+{
+	n = MCD_MIN(n, p->cap - p->len);
+	p->len += n;
+	p->st.bytes += n;
 }
 
 size_t ami_parser_feed(ami_parser *p, const void *data, size_t len)

@@ -71,6 +71,18 @@ void ami_parser_reset(ami_parser *p, bool expect_banner);
 size_t ami_parser_feed(ami_parser *p, const void *data, size_t len);
 
 /*
+ * Zero-copy input: makes room (compacting, and growing the buffer towards
+ * its limit while less than min_free bytes are free) and returns where up
+ * to *ret_len bytes may be written, e.g. by read(2). Then call
+ * ami_parser_commit() with the number of bytes written. After -EAGAIN
+ * from ami_parser_next(), *ret_len is at least 1.
+ */
+void ami_parser_get_space(ami_parser *p, size_t min_free, char **ret_ptr,
+			  size_t *ret_len);
+/* Accepts n bytes written into the space of ami_parser_get_space(). */
+void ami_parser_commit(ami_parser *p, size_t n);
+
+/*
  * Next event of the stream:
  *   AMI_PARSE_MSG     a complete message in *ret_msg (borrowed, see above)
  *   AMI_PARSE_BANNER  the banner line, see ami_parser_banner()

@@ -2,9 +2,10 @@
  * fuzz_ami_parser: libFuzzer target for the AMI stream parser.
  *
  * Besides crashes and sanitizer reports it checks the parser's central
- * property as an oracle: the stream parsed in one piece and the same
- * stream fed in chunks (sizes taken from the input's first bytes) give the
- * same sequence of results. A small message limit (from the input too)
+ * property as an oracle: the stream parsed in one piece, the same stream
+ * fed in chunks (sizes taken from the input's first bytes) and written in
+ * chunks through the zero-copy get_space/commit path give the same
+ * sequence of results. A small message limit (from the input too)
  * drives the oversize and discard paths.
  */
 #include <errno.h>
@@ -100,6 +101,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ami_parser_reset(p, banner);
 	for (size_t at = 0; at < len; at += chunk)
 		feed(p, data + at, MCD_MIN((size_t)chunk, len - at), &split);
+	if (whole.h != split.h || whole.results != split.results)
+		abort();
+
+	/* The zero-copy path (get_space + commit) in the same chunks. */
+	digest zc = {UINT64_C(1469598103934665603), 0};
+	ami_parser_reset(p, banner);
+	for (size_t at = 0; at < len;) {
+		char *ptr;
+		size_t space;
+		ami_parser_get_space(p, chunk, &ptr, &space);
+		if (space == 0)
+			abort();
+		size_t n = MCD_MIN(MCD_MIN(space, (size_t)chunk), len - at);
+		memcpy(ptr, data + at, n);
+		ami_parser_commit(p, n);
+		at += n;
+		drain(p, &zc);
+	}
+	if (whole.h != zc.h || whole.results != zc.results)
+		abort();
 
 	if (whole.h != split.h || whole.results != split.results)
 		abort();

@@ -35,6 +35,24 @@
 #include "metrics.h"
 #include "pbx.h"
 
+/* A growable string for generated streams. */
+typedef struct sbuf_t {
+	char *s;
+	size_t n, cap;
+} sbuf_t;
+
+static void sbuf_add(sbuf_t *b, const char *str)
+{
+	size_t l = strlen(str);
+	if (b->n + l + 1 > b->cap) {
+		b->cap = (b->n + l + 1) * 2;
+		b->s = realloc(b->s, b->cap);
+		assert_non_null(b->s);
+	}
+	memcpy(b->s + b->n, str, l + 1);
+	b->n += l;
+}
+
 /* ---- the fake server ---- */
 
 typedef struct fake_srv {
@@ -101,16 +119,16 @@ static void srv_action(fake_srv *s, const ami_msg *m)
 		bool ok = !s->login_fails;
 		if (s->expect_md5_key)
 			ok = ok && strcmp(s->login_key, s->expect_md5_key) == 0;
-		char buf[16384];
-		int n = snprintf(buf, sizeof(buf),
-				 ok ? "Response: Success\r\nActionID: %s\r\n"
-				      "Message: Authentication accepted\r\n\r\n%s"
-				    : "Response: Error\r\nActionID: %s\r\n"
-				      "Message: Authentication failed\r\n\r\n%s",
-				 id, ok && s->after_login ? s->after_login : "");
-		assert_true(n > 0 && (size_t)n < sizeof(buf));
-		/* One write: the events share the login response's segment. */
-		bufferevent_write(s->conn, buf, (size_t)n);
+		if (ok)
+			srv_write(s, "Response: Success\r\nActionID: %s\r\n"
+				     "Message: Authentication accepted\r\n\r\n", id);
+		else
+			srv_write(s, "Response: Error\r\nActionID: %s\r\n"
+				     "Message: Authentication failed\r\n\r\n", id);
+		/* Same output buffer, flushed by one write: the events share
+		 * the login response's read on the client side. */
+		if (ok && s->after_login)
+			bufferevent_write(s->conn, s->after_login, strlen(s->after_login));
 	} else if (strcasecmp(action, "Ping") == 0) {
 		s->pings++;
 		if (!s->silent_pings)
@@ -704,6 +722,43 @@ static void test_pbx_set_unsupported_type(void **state)
 	pbx_set_free(set);
 }
 
+static bool many_done(fixture *f)
+{
+	return is_up(f) && call_tracker_live_calls(ami_client_tracker(f->c)) == 600;
+}
+
+/* A burst larger than one batch is handled in several wakeups, and every
+ * message of it arrives. */
+static void test_burst_yields(void **state)
+{
+	fixture *f = *state;
+	sbuf_t b = {0};
+
+	for (int i = 0; i < 600; i++) {
+		char one[1024];
+		char uid[32];
+		snprintf(uid, sizeof(uid), "1781900000.%d", i);
+		snprintf(one, sizeof(one),
+			 "Event: Newchannel\r\nChannel: PJSIP/provider-%08d\r\n"
+			 "ChannelState: 4\r\nChannelStateDesc: Ring\r\n"
+			 "CallerIDNum: 7916123%04d\r\nContext: from-pstn\r\n"
+			 "Exten: 74951234567\r\nUniqueid: %s\r\nLinkedid: %s\r\n\r\n",
+			 i, i, uid, uid);
+		sbuf_add(&b, one);
+		/* Small events the adapter ignores: many per read. */
+		for (int k = 0; k < 8; k++)
+			sbuf_add(&b, "Event: RTCPSent\r\nPrivilege: reporting,all\r\n\r\n");
+	}
+	f->srv.after_login = b.s;
+	start(f);
+	run_until(f, many_done, "600 calls tracked from one burst");
+	ami_client_stats st = stats(f);
+	assert_true(st.batches_cut >= 2);
+	assert_true(st.messages >= 600 * 9);
+	f->c = ami_client_free(f->c);
+	free(b.s);
+}
+
 int main(void)
 {
 	log_init();
@@ -726,6 +781,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_name_without_resolver, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resync_rebuilds_calls, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_name_resolved_async, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_burst_yields, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pbx_set_reload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pbx_set_unsupported_type, setup, teardown),
 	};
