@@ -189,7 +189,6 @@ static void snapshot(const ami_msg *m, call_event *ev, const char **ret_ts)
 	ev->chan_state = state_of(state, desc);
 }
 
-
 /* ------------------------------------------------------------------ */
 /* Handlers: fill ev (pre-filled with the snapshot) and set ev->type     */
 
@@ -219,7 +218,8 @@ static void on_newexten(ami_adapter *a, const ami_msg *m, call_event *ev)
 static bool varset_wanted(const ami_msg *m)
 {
 	const char *var = get(m, "Variable");
-	return var && (strcasecmp(var, "__FROM_DID") == 0 || strcasecmp(var, "FROM_DID") == 0);
+	return var && (strcasecmp(var, "__FROM_DID") == 0 ||
+		       strcasecmp(var, "FROM_DID") == 0);
 }
 
 static void on_varset(ami_adapter *a, const ami_msg *m, call_event *ev)
@@ -261,10 +261,10 @@ static void bridge(const ami_msg *m, call_event *ev)
 	ev->bridge_id = get(m, "BridgeUniqueid");
 	ev->bridge_type = type;
 	ev->bridge_holding =
-		(tech && strcasecmp(tech, "holding_bridge") == 0) ||
-		(type && (strcasecmp(type, "holding") == 0 ||
-			  strcasecmp(type, "parking") == 0)) ||
-		(creator && strcasecmp(creator, "ConfBridge") == 0);
+	    (tech && strcasecmp(tech, "holding_bridge") == 0) ||
+	    (type && (strcasecmp(type, "holding") == 0 ||
+		      strcasecmp(type, "parking") == 0)) ||
+	    (creator && strcasecmp(creator, "ConfBridge") == 0);
 }
 
 static void on_bridge_enter(ami_adapter *a, const ami_msg *m, call_event *ev)
@@ -365,7 +365,8 @@ static void on_blind_transfer(ami_adapter *a, const ami_msg *m, call_event *ev)
 	on_transfer(a, m, ev, CALL_TRANSFER_BLIND);
 }
 
-static void on_attended_transfer(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_attended_transfer(ami_adapter *a, const ami_msg *m,
+				 call_event *ev)
 {
 	on_transfer(a, m, ev, CALL_TRANSFER_ATTENDED);
 }
@@ -378,7 +379,8 @@ static void on_pickup(ami_adapter *a, const ami_msg *m, call_event *ev)
 	ev->peer_linked_id = get(m, "TargetLinkedid");
 }
 
-static void on_local_optimization(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_local_optimization(ami_adapter *a, const ami_msg *m,
+				  call_event *ev)
 {
 	ev->type = CALL_EV_LOCAL_OPTIMIZED;
 	ev->chan_id = get(m, "LocalOneUniqueid");
@@ -403,12 +405,14 @@ static void on_cel(ami_adapter *a, const ami_msg *m, call_event *ev)
 static int64_t hms(const char *v)
 {
 	int h, mi, s;
-	if (!v || sscanf(v, "%d:%d:%d", &h, &mi, &s) != 3 || h < 0 || mi < 0 || s < 0)
+	if (!v || sscanf(v, "%d:%d:%d", &h, &mi, &s) != 3 || h < 0 || mi < 0 ||
+	    s < 0)
 		return -1;
 	return (int64_t)h * 3600 + mi * 60 + s;
 }
 
-static void on_core_show_channel(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_core_show_channel(ami_adapter *a, const ami_msg *m,
+				 call_event *ev)
 {
 	if (!a->resyncing)
 		return; /* somebody else's CoreShowChannels */
@@ -421,7 +425,8 @@ static void on_core_show_channel(ami_adapter *a, const ami_msg *m, call_event *e
 		ev->ts_usec -= (uint64_t)d * USEC_PER_SEC;
 }
 
-static void on_core_show_complete(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_core_show_complete(ami_adapter *a, const ami_msg *m,
+				  call_event *ev)
 {
 	ami_adapter_resync_end(a);
 }
@@ -439,7 +444,8 @@ static void on_legacy_dial(ami_adapter *a, const ami_msg *m, call_event *ev)
 		ev->peer_name = get(m, "Destination");
 	} else if (strcasecmp(sub, "End") == 0) {
 		ev->type = CALL_EV_DIAL_END;
-		ev->dial_status = call_dial_status_from_string(get(m, "DialStatus"));
+		ev->dial_status =
+		    call_dial_status_from_string(get(m, "DialStatus"));
 		if (ev->dial_status == _CALL_DIAL_INVALID)
 			ev->dial_status = CALL_DIAL_NONE;
 	}
@@ -465,34 +471,34 @@ typedef struct handler_row {
 
 /* Most frequent first: the lookup is a linear scan. */
 static const handler_row handlers[] = {
-	{"VarSet", on_varset},
-	{"Newexten", on_newexten},
-	{"Newstate", on_newstate},
-	{"Newchannel", on_newchannel},
-	{"Hangup", on_hangup},
-	{"DialBegin", on_dial_begin},
-	{"DialEnd", on_dial_end},
-	{"BridgeEnter", on_bridge_enter},
-	{"BridgeLeave", on_bridge_leave},
-	{"NewCallerid", on_callerid},
-	{"NewConnectedLine", on_callerid},
-	{"HangupRequest", on_hangup_request},
-	{"SoftHangupRequest", on_hangup_request},
-	{"QueueCallerJoin", on_queue_join},
-	{"QueueCallerAbandon", on_queue_abandon},
-	{"QueueCallerLeave", on_queue_leave},
-	{"AgentConnect", on_agent_connect},
-	{"MessageWaiting", on_message_waiting},
-	{"BlindTransfer", on_blind_transfer},
-	{"AttendedTransfer", on_attended_transfer},
-	{"Pickup", on_pickup},
-	{"LocalOptimizationEnd", on_local_optimization},
-	{"CEL", on_cel},
-	{"CoreShowChannel", on_core_show_channel},
-	{"CoreShowChannelsComplete", on_core_show_complete},
-	{"Dial", on_legacy_dial},
-	{"Join", on_legacy_join},
-	{"Leave", on_legacy_leave},
+    {"VarSet", on_varset},
+    {"Newexten", on_newexten},
+    {"Newstate", on_newstate},
+    {"Newchannel", on_newchannel},
+    {"Hangup", on_hangup},
+    {"DialBegin", on_dial_begin},
+    {"DialEnd", on_dial_end},
+    {"BridgeEnter", on_bridge_enter},
+    {"BridgeLeave", on_bridge_leave},
+    {"NewCallerid", on_callerid},
+    {"NewConnectedLine", on_callerid},
+    {"HangupRequest", on_hangup_request},
+    {"SoftHangupRequest", on_hangup_request},
+    {"QueueCallerJoin", on_queue_join},
+    {"QueueCallerAbandon", on_queue_abandon},
+    {"QueueCallerLeave", on_queue_leave},
+    {"AgentConnect", on_agent_connect},
+    {"MessageWaiting", on_message_waiting},
+    {"BlindTransfer", on_blind_transfer},
+    {"AttendedTransfer", on_attended_transfer},
+    {"Pickup", on_pickup},
+    {"LocalOptimizationEnd", on_local_optimization},
+    {"CEL", on_cel},
+    {"CoreShowChannel", on_core_show_channel},
+    {"CoreShowChannelsComplete", on_core_show_complete},
+    {"Dial", on_legacy_dial},
+    {"Join", on_legacy_join},
+    {"Leave", on_legacy_leave},
 };
 
 /* Asterisk 11 `Event: Bridge` (Bridgestate Link/Unlink) names both
@@ -508,7 +514,7 @@ static void legacy_bridge(ami_adapter *a, const ami_msg *m, call_event *ev)
 		return;
 	}
 	ev->type = strcasecmp(state, "Link") == 0 ? CALL_EV_BRIDGE_ENTER
-						   : CALL_EV_BRIDGE_LEAVE;
+						  : CALL_EV_BRIDGE_LEAVE;
 	snprintf(id, sizeof(id), "legacy:%s+%s", u1, u2);
 	ev->bridge_id = id;
 	ev->bridge_type = get(m, "Bridgetype");
@@ -607,7 +613,9 @@ void ami_adapter_feed(ami_adapter *a, const ami_msg *m, uint64_t recv_usec)
 
 static void feed_marker(ami_adapter *a, call_event_type type)
 {
-	call_event ev = {.type = type, .ts_usec = real_usec(), .cause = -1,
+	call_event ev = {.type = type,
+			 .ts_usec = real_usec(),
+			 .cause = -1,
 			 .hold_seconds = -1};
 	call_tracker_feed(a->tracker, &ev);
 }

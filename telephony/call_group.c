@@ -1,0 +1,932 @@
+/*
+ * call_group: the call tracker's tables and objects (see
+ * call_tracker_int.h): channels, linked ids and the groups they form,
+ * merges, the due and age lists, dead ids, mailboxes, rung extensions.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "call_tracker_int.h"
+#include "util.h"
+
+/* FNV-1a with a final avalanche: ids differ only in their last digits. */
+uint64_t ct_hash_str(const char *s)
+{
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= UINT64_C(0x100000001b3);
+	}
+	h ^= h >> 33;
+	h *= UINT64_C(0xff51afd7ed558ccd);
+	h ^= h >> 33;
+	return h;
+}
+
+int ct_htab_init(htab *h)
+{
+	h->b = calloc(64, sizeof(*h->b));
+	h->mask = 63;
+	h->n = 0;
+	return h->b ? 0 : -ENOMEM;
+}
+
+/* Doubles the bucket array; on allocation failure keeps longer chains. */
+static void htab_grow(htab *h)
+{
+	size_t nb = (h->mask + 1) * 2;
+	hnode **b = calloc(nb, sizeof(*b));
+	if (!b)
+		return;
+	for (size_t i = 0; i <= h->mask; i++) {
+		hnode *n = h->b[i], *next;
+		for (; n; n = next) {
+			next = n->next;
+			n->next = b[n->hash & (nb - 1)];
+			b[n->hash & (nb - 1)] = n;
+		}
+	}
+	free(h->b);
+	h->b = b;
+	h->mask = nb - 1;
+}
+
+void ct_htab_add(htab *h, hnode *n, uint64_t hash)
+{
+	if (h->n >= h->mask + 1)
+		htab_grow(h);
+	n->hash = hash;
+	n->next = h->b[hash & h->mask];
+	h->b[hash & h->mask] = n;
+	h->n++;
+}
+
+static void htab_del(htab *h, hnode *n)
+{
+	for (hnode **p = &h->b[n->hash & h->mask]; *p; p = &(*p)->next)
+		if (*p == n) {
+			*p = n->next;
+			h->n--;
+			return;
+		}
+}
+
+hnode *ct_htab_first(const htab *h, uint64_t hash)
+{
+	hnode *n = h->b[hash & h->mask];
+	while (n && n->hash != hash)
+		n = n->next;
+	return n;
+}
+
+static hnode *htab_next(hnode *n)
+{
+	uint64_t hash = n->hash;
+	for (n = n->next; n && n->hash != hash; n = n->next)
+		;
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                        */
+
+bool ct_str_empty(const char *s)
+{
+	return !s || !*s;
+}
+
+/* Replaces *p with a copy of v (NULL/"" clears); keeps it when equal. */
+void ct_set_str(char **p, const char *v)
+{
+	if (ct_str_empty(v)) {
+		free(*p);
+		*p = NULL;
+		return;
+	}
+	if (*p && strcmp(*p, v) == 0)
+		return;
+	char *c = strdup(v);
+	if (!c)
+		return; /* out of memory: keep the old value */
+	free(*p);
+	*p = c;
+}
+
+void ct_strv_copy(cfg_strv *dst, const cfg_strv *src)
+{
+	dst->v = NULL;
+	dst->n = 0;
+	if (!src || !src->n)
+		return;
+	dst->v = calloc(src->n, sizeof(char *));
+	if (!dst->v)
+		return;
+	for (size_t i = 0; i < src->n; i++)
+		if ((dst->v[dst->n] = strdup(src->v[i])))
+			dst->n++;
+}
+
+void ct_strv_clear(cfg_strv *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	s->v = NULL;
+	s->n = 0;
+}
+
+bool ct_strv_has(const cfg_strv *s, const char *v)
+{
+	if (ct_str_empty(v))
+		return false;
+	for (size_t i = 0; i < s->n; i++)
+		if (streq(s->v[i], v))
+			return true;
+	return false;
+}
+
+/* Digits only, for ignore lists written as "+7 495 …" or "8495…". */
+static void digits_of(const char *s, char *out, size_t len)
+{
+	size_t o = 0;
+	for (; s && *s && o + 1 < len; s++)
+		if (*s >= '0' && *s <= '9')
+			out[o++] = *s;
+	out[o] = '\0';
+}
+
+bool ct_number_listed(const cfg_strv *list, const char *num)
+{
+	char a[64], b[64];
+	if (ct_str_empty(num))
+		return false;
+	if (ct_strv_has(list, num))
+		return true;
+	digits_of(num, a, sizeof(a));
+	if (!a[0])
+		return false;
+	for (size_t i = 0; i < list->n; i++) {
+		digits_of(list->v[i], b, sizeof(b));
+		if (b[0] && strcmp(a, b) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Numbers PBXs and carriers use for a withheld caller id. */
+bool ct_number_withheld(const char *n)
+{
+	static const char *const w[] = {"anonymous",  "unknown", "<unknown>",
+					"restricted", "private", "unavailable",
+					"withheld",   "0",	 NULL};
+	if (ct_str_empty(n))
+		return true;
+	for (size_t i = 0; w[i]; i++)
+		if (strcasecmp(n, w[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Asterisk Uniqueid "1781704172.3807878" compared as numbers, never as
+ * strings ("….99" < "….100"); anything else in arrival order. */
+static void order_key(const char *id, uint64_t arrival, uint64_t *hi,
+		      uint64_t *lo)
+{
+	char *end;
+	if (id && id[0] >= '0' && id[0] <= '9') {
+		errno = 0;
+		unsigned long long a = strtoull(id, &end, 10);
+		if (!errno && *end == '.' && end[1] >= '0' && end[1] <= '9') {
+			unsigned long long b = strtoull(end + 1, &end, 10);
+			if (!errno && *end == '\0') {
+				*hi = a;
+				*lo = b;
+				return;
+			}
+		}
+	}
+	*hi = UINT64_MAX;
+	*lo = arrival;
+}
+
+static bool chan_older(const chan *a, const chan *b)
+{
+	uint64_t ah, al, bh, bl;
+	order_key(a->id, a->arrival, &ah, &al);
+	order_key(b->id, b->arrival, &bh, &bl);
+	return ah < bh || (ah == bh && al < bl);
+}
+
+const char *ct_info_get(const chan *c, int which)
+{
+	const char *p = c->info;
+	if (!p)
+		return NULL;
+	for (int i = 0; i < which; i++)
+		p += strlen(p) + 1;
+	return *p ? p : NULL;
+}
+
+void ct_info_set(chan *c, int which, const char *v)
+{
+	const char *f[_INFO_MAX];
+	size_t len[_INFO_MAX], total = 0;
+	for (int i = 0; i < _INFO_MAX; i++) {
+		f[i] = i == which ? v : ct_info_get(c, i);
+		len[i] = f[i] ? strlen(f[i]) : 0;
+		total += len[i] + 1;
+	}
+	char *n = malloc(total), *p = n;
+	if (!n)
+		return; /* out of memory: keep what we had */
+	for (int i = 0; i < _INFO_MAX; i++) {
+		if (len[i])
+			memcpy(p, f[i], len[i]);
+		p[len[i]] = '\0';
+		p += len[i] + 1;
+	}
+	free(c->info);
+	c->info = n;
+}
+
+/* Does channel `name` belong to trunk `prefix` ("PJSIP/provider" matches
+ * "PJSIP/provider-0000001a", not "PJSIP/provider2-…")? */
+static bool trunk_match(const char *prefix, const char *name)
+{
+	size_t n = strlen(prefix);
+	if (!n || strncasecmp(prefix, name, n) != 0)
+		return false;
+	char c = name[n];
+	return c == '\0' || c == '-' || c == '/' || c == ';' || c == '@' ||
+	       prefix[n - 1] == '/' || prefix[n - 1] == '-';
+}
+
+chan_kind ct_kind_of(const call_tracker *t, const char *name)
+{
+	static const char *const internal[] = {
+	    "Announcer/", "Snoop/",	   "Recorder/",
+	    "CBAnn/",	  "CBRec/",	   "Message/",
+	    "Bridge/",	  "UnicastRTP/",   "AudioSocket/",
+	    "Multicast/", "MulticastRTP/", "Surrogate/",
+	    NULL};
+	if (ct_str_empty(name))
+		return KIND_INTERNAL;
+	if (strncasecmp(name, "Local/", 6) == 0)
+		return KIND_LOCAL;
+	for (size_t i = 0; internal[i]; i++)
+		if (strncasecmp(name, internal[i], strlen(internal[i])) == 0)
+			return KIND_INTERNAL;
+	for (size_t i = 0; i < t->trunks.n; i++)
+		if (trunk_match(t->trunks.v[i], name))
+			return KIND_TRUNK;
+	return KIND_HUMAN;
+}
+
+/* "PJSIP/7006-001600eb" -> "7006"; "Local/7006@from-queue-…;1" -> "7006";
+ * "SIP/alice" -> "alice". */
+void ct_endpoint_of(const char *name, char *out, size_t len)
+{
+	const char *s = name ? strchr(name, '/') : NULL;
+	size_t n;
+	out[0] = '\0';
+	if (!s)
+		return;
+	s++;
+	if (strncasecmp(name, "Local/", 6) == 0) {
+		n = strcspn(s, "@;");
+	} else {
+		const char *dash = strrchr(s, '-');
+		n = dash ? (size_t)(dash - s) : strlen(s);
+	}
+	if (n >= len)
+		n = len - 1;
+	memcpy(out, s, n);
+	out[n] = '\0';
+}
+
+/* Bridge times in 32 bits: ms after ts_base (set an hour before the first
+ * event seen), 0 = unknown. */
+uint32_t ct_ms_of(call_tracker *t, uint64_t ts)
+{
+	if (!ts)
+		return 0;
+	if (!t->ts_base)
+		t->ts_base =
+		    ts > 3600 * USEC_PER_SEC ? ts - 3600 * USEC_PER_SEC : 1;
+	if (ts <= t->ts_base)
+		return 1;
+	return (uint32_t)MCD_MIN((ts - t->ts_base) / USEC_PER_MSEC + 1,
+				 (uint64_t)UINT32_MAX);
+}
+
+uint64_t ct_ts_of(const call_tracker *t, uint32_t ms)
+{
+	return ms ? t->ts_base + (uint64_t)(ms - 1) * USEC_PER_MSEC : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Timer and lists                                                      */
+
+static void due_unlink(call_tracker *t, group *g)
+{
+	if (!g->due)
+		return;
+	if (g->due_prev)
+		g->due_prev->due_next = g->due_next;
+	else
+		t->due_head = g->due_next;
+	if (g->due_next)
+		g->due_next->due_prev = g->due_prev;
+	else
+		t->due_tail = g->due_prev;
+	g->due_prev = g->due_next = NULL;
+	g->due = false;
+}
+
+/* Schedules a decision at `at`; the list stays in deadline order
+ * (appends are almost always at the tail: deadlines grow with time). */
+static void due_set(call_tracker *t, group *g, uint64_t at)
+{
+	due_unlink(t, g);
+	g->due = true;
+	g->due_mono = at;
+	group *p = t->due_tail;
+	while (p && p->due_mono > at)
+		p = p->due_prev;
+	g->due_prev = p;
+	g->due_next = p ? p->due_next : t->due_head;
+	if (g->due_next)
+		g->due_next->due_prev = g;
+	else
+		t->due_tail = g;
+	if (p)
+		p->due_next = g;
+	else
+		t->due_head = g;
+}
+
+static void age_unlink(call_tracker *t, group *g)
+{
+	if (g->age_prev)
+		g->age_prev->age_next = g->age_next;
+	else
+		t->age_head = g->age_next;
+	if (g->age_next)
+		g->age_next->age_prev = g->age_prev;
+	else
+		t->age_tail = g->age_prev;
+	g->age_prev = g->age_next = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Dead ids                                                             */
+
+static uint64_t dead_ttl(const call_tracker *t)
+{
+	return MCD_MAX(60 * USEC_PER_SEC,
+		       10 * (uint64_t)t->policy.decide_grace_ms *
+			   USEC_PER_MSEC);
+}
+
+static void dead_add(call_tracker *t, const char *id, uint64_t now)
+{
+	dead *d = calloc(1, sizeof(*d));
+	if (!d)
+		return;
+	d->expire = now + dead_ttl(t);
+	ct_htab_add(&t->dead, &d->node, ct_hash_str(id));
+	if (t->dead_tail)
+		t->dead_tail->fifo_next = d;
+	else
+		t->dead_head = d;
+	t->dead_tail = d;
+}
+
+bool ct_dead_has(const call_tracker *t, const char *id)
+{
+	return !ct_str_empty(id) &&
+	       ct_htab_first(&t->dead, ct_hash_str(id)) != NULL;
+}
+
+void ct_dead_expire(call_tracker *t, uint64_t now)
+{
+	while (t->dead_head && t->dead_head->expire <= now) {
+		dead *d = t->dead_head;
+		t->dead_head = d->fifo_next;
+		if (!t->dead_head)
+			t->dead_tail = NULL;
+		htab_del(&t->dead, &d->node);
+		free(d);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Groups, channels, linked ids                                         */
+
+static group *group_new(call_tracker *t)
+{
+	group *g = calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	g->created_mono = mono_usec();
+	g->hold_seconds = -1;
+	g->age_prev = t->age_tail;
+	if (t->age_tail)
+		t->age_tail->age_next = g;
+	else
+		t->age_head = g;
+	t->age_tail = g;
+	t->n_groups++;
+	return g;
+}
+
+lid *ct_lid_find(const call_tracker *t, const char *key)
+{
+	for (hnode *n = ct_htab_first(&t->lids, ct_hash_str(key)); n;
+	     n = htab_next(n)) {
+		lid *l = container_of(n, lid, node);
+		if (strcmp(l->key, key) == 0)
+			return l;
+	}
+	return NULL;
+}
+
+static bool lid_older(const lid *a, const lid *b)
+{
+	uint64_t ah, al, bh, bl;
+	order_key(a->key, 0, &ah, &al);
+	order_key(b->key, 0, &bh, &bl);
+	if (ah != bh || al != bl)
+		return ah < bh || (ah == bh && al < bl);
+	return strcmp(a->key, b->key) < 0;
+}
+
+lid *ct_lid_add(call_tracker *t, group *g, const char *key)
+{
+	size_t n = strlen(key);
+	lid *l = calloc(1, sizeof(*l) + n + 1);
+	if (!l)
+		return NULL;
+	memcpy(l->key, key, n + 1);
+	l->g = g;
+	l->g_next = g->lids;
+	g->lids = l;
+	if (!g->key || lid_older(l, g->key))
+		g->key = l;
+	ct_htab_add(&t->lids, &l->node, ct_hash_str(key));
+	return l;
+}
+
+/* The group of linked id `key`, created when new (NULL: out of memory). */
+group *ct_group_of_lid(call_tracker *t, const char *key)
+{
+	lid *l = ct_lid_find(t, key);
+	if (l)
+		return l->g;
+	group *g = group_new(t);
+	if (g && !ct_lid_add(t, g, key)) {
+		age_unlink(t, g);
+		t->n_groups--;
+		free(g);
+		g = NULL;
+	}
+	return g;
+}
+
+chan *ct_chan_find(const call_tracker *t, const char *id)
+{
+	if (ct_str_empty(id))
+		return NULL;
+	for (hnode *n = ct_htab_first(&t->chans, ct_hash_str(id)); n;
+	     n = htab_next(n)) {
+		chan *c = container_of(n, chan, node);
+		if (strcmp(c->id, id) == 0)
+			return c;
+	}
+	return NULL;
+}
+
+static bool ext_before(const ext_ent *a, uint64_t ts, const char *name)
+{
+	return a->ts < ts || (a->ts == ts && strcmp(a->name, name) < 0);
+}
+
+void ct_ext_add(group *g, const char *ext, uint64_t ts)
+{
+	size_t i, pos;
+	if (ct_str_empty(ext))
+		return;
+	for (i = 0; i < g->n_exts; i++)
+		if (strncmp(g->exts[i].name, ext,
+			    sizeof(g->exts[i].name) - 1) == 0)
+			break;
+	if (i < g->n_exts) {
+		if (!ext_before(&g->exts[i], ts, ext))
+			return; /* known, and rang earlier */
+		/* rang earlier than we knew: take it out, re-insert below */
+		memmove(&g->exts[i], &g->exts[i + 1],
+			(g->n_exts - i - 1) * sizeof(ext_ent));
+		g->n_exts--;
+	} else if (g->n_exts >= CALL_MAX_EXTENSIONS) {
+		return;
+	}
+	if (g->n_exts == g->cap_exts) {
+		uint8_t cap = (uint8_t)MCD_MIN(
+		    CALL_MAX_EXTENSIONS, g->cap_exts ? g->cap_exts * 2 : 2);
+		ext_ent *p = realloc(g->exts, cap * sizeof(ext_ent));
+		if (!p)
+			return;
+		g->exts = p;
+		g->cap_exts = cap;
+	}
+	for (pos = 0; pos < g->n_exts && ext_before(&g->exts[pos], ts, ext);
+	     pos++)
+		;
+	memmove(&g->exts[pos + 1], &g->exts[pos],
+		(g->n_exts - pos) * sizeof(ext_ent));
+	g->exts[pos].ts = ts;
+	snprintf(g->exts[pos].name, sizeof(g->exts[pos].name), "%s", ext);
+	g->n_exts++;
+}
+
+static void vm_forget(call_tracker *t, group *g);
+
+/* Moves everything of `v` into `s` and frees `v`. */
+static void group_absorb(call_tracker *t, group *s, group *v)
+{
+	for (chan *c = v->chans, *next; c; c = next) {
+		next = c->g_next;
+		c->g = s;
+		c->g_next = s->chans;
+		s->chans = c;
+	}
+	for (lid *l = v->lids, *next; l; l = next) {
+		next = l->g_next;
+		l->g = s;
+		l->g_next = s->lids;
+		s->lids = l;
+		if (lid_older(l, s->key))
+			s->key = l;
+	}
+	for (brec *b = v->brecs, *next; b; b = next) {
+		next = b->g_next;
+		b->g = s;
+		b->g_next = s->brecs;
+		s->brecs = b;
+	}
+	for (vmbox *m = v->vms, *next; m; m = next) {
+		next = m->g_next;
+		m->g = s;
+		m->g_next = s->vms;
+		s->vms = m;
+	}
+	for (size_t i = 0; i < v->n_exts; i++)
+		ct_ext_add(s, v->exts[i].name, v->exts[i].ts);
+	if (!s->queue) {
+		s->queue = v->queue;
+		v->queue = NULL;
+	}
+	s->hold_seconds = MCD_MAX(s->hold_seconds, v->hold_seconds);
+	s->created_mono = MCD_MIN(s->created_mono, v->created_mono);
+	s->q_joined |= v->q_joined;
+	s->q_abandoned |= v->q_abandoned;
+	s->q_connected |= v->q_connected;
+	s->q_left |= v->q_left;
+	s->vm_reached |= v->vm_reached;
+	s->vm_left |= v->vm_left;
+	s->gap |= v->gap;
+	s->gap_candidate |= v->gap_candidate;
+	s->resync_seen |= v->resync_seen;
+	s->live_ringing |= v->live_ringing;
+	s->live_answered |= v->live_answered;
+	s->dialed_trunk |= v->dialed_trunk;
+	due_unlink(t, v);
+	age_unlink(t, v);
+	t->n_groups--;
+	free(v->queue);
+	free(v->exts);
+	free(v);
+}
+
+/* Joins two calls (bridge, transfer, pickup, dial); returns the survivor,
+ * the one with the oldest linked id, so a call keeps its key. */
+group *ct_group_merge(call_tracker *t, group *a, group *b)
+{
+	if (!a || !b || a == b)
+		return a ? a : b;
+	if (lid_older(b->key, a->key)) {
+		group *x = a;
+		a = b;
+		b = x;
+	}
+	group_absorb(t, a, b);
+	due_unlink(t, a); /* re-evaluated by the caller's event */
+	return a;
+}
+
+/* "Local/7006@from-queue-00120cc6;2" -> hash of the part before ';'. */
+static bool local_base(const char *name, uint64_t *ret_hash, uint8_t *ret_half)
+{
+	const char *semi = name ? strrchr(name, ';') : NULL;
+	char buf[256];
+	size_t n;
+	if (!semi || (semi[1] != '1' && semi[1] != '2') || semi[2])
+		return false;
+	n = (size_t)(semi - name);
+	if (n >= sizeof(buf))
+		n = sizeof(buf) - 1;
+	memcpy(buf, name, n);
+	buf[n] = '\0';
+	*ret_hash = ct_hash_str(buf);
+	*ret_half = (uint8_t)(semi[1] - '0');
+	return true;
+}
+
+/* Same Local pair base ("Local/7006@from-queue-00120cc6")? */
+static bool same_base(const char *a, const char *b)
+{
+	const char *sa = strrchr(a, ';'), *sb = strrchr(b, ';');
+	return sa && sb && sa - a == sb - b &&
+	       memcmp(a, b, (size_t)(sa - a)) == 0;
+}
+
+/* The other half of a Local pair, or NULL. */
+chan *ct_local_twin(const call_tracker *t, const chan *c)
+{
+	uint64_t h;
+	uint8_t half;
+	if (c->kind != KIND_LOCAL || !local_base(c->name, &h, &half))
+		return NULL;
+	chan *live = NULL;
+	for (hnode *n = ct_htab_first(&t->locals, h); n; n = htab_next(n)) {
+		chan *o = container_of(n, chan, lnode);
+		if (o == c || !o->local_half || o->local_half == half ||
+		    !same_base(o->name, c->name))
+			continue;
+		/* Names are reused after hangup (and across replayed
+		 * captures): the twin in the same call wins. */
+		if (o->g == c->g)
+			return o;
+		if (!o->hung_up && !live)
+			live = o;
+	}
+	return live;
+}
+
+/* Names a channel (first time or renamed): kind, Local pairing. */
+static void chan_classify(call_tracker *t, chan *c);
+
+static void chan_set_name(call_tracker *t, chan *c, const char *name)
+{
+	if (ct_str_empty(name) || streq(c->name, name))
+		return;
+	char *copy = strdup(name);
+	if (!copy)
+		return;
+	if (c->name_owned)
+		free(c->name);
+	c->name = copy;
+	c->name_owned = true;
+	chan_classify(t, c);
+}
+
+/* Kind from the name; Local halves join the pair table (and their twin). */
+static void chan_classify(call_tracker *t, chan *c)
+{
+	uint64_t h;
+	uint8_t half;
+	c->kind = (uint8_t)ct_kind_of(t, c->name);
+	if (c->in_lnode) {
+		htab_del(&t->locals, &c->lnode);
+		c->in_lnode = false;
+	}
+	if (c->kind == KIND_LOCAL && local_base(c->name, &h, &half)) {
+		c->local_half = half;
+		ct_htab_add(&t->locals, &c->lnode, h);
+		c->in_lnode = true;
+		/* Asterisk 11 gives the halves no common linked id: join here.
+		 */
+		chan *twin = ct_local_twin(t, c);
+		if (twin && twin->g != c->g && !twin->hung_up && !c->hung_up)
+			ct_group_merge(t, twin->g, c->g);
+	}
+}
+
+/* The channel of an event, created (in its linked id's group) when new.
+ * NULL: no id, out of memory, or an id of a call already decided. */
+chan *ct_chan_get(call_tracker *t, const char *id, const char *linked_id,
+		  const char *name)
+{
+	chan *c = ct_chan_find(t, id);
+	group *g;
+	if (c) {
+		if (!ct_str_empty(linked_id) && !ct_dead_has(t, linked_id)) {
+			lid *l = ct_lid_find(t, linked_id);
+			if (!l)
+				ct_lid_add(t, c->g, linked_id);
+			else if (l->g != c->g)
+				ct_group_merge(t, l->g, c->g);
+		}
+		chan_set_name(t, c, name);
+		return c;
+	}
+	if (ct_str_empty(id) || ct_dead_has(t, id) || ct_dead_has(t, linked_id))
+		return NULL;
+	g = ct_group_of_lid(t, ct_str_empty(linked_id) ? id : linked_id);
+	if (!g)
+		return NULL;
+	/* The name lives inline after the id (renames are rare). */
+	size_t n = strlen(id), nl = ct_str_empty(name) ? 0 : strlen(name) + 1;
+	c = calloc(1, sizeof(*c) + n + 1 + nl);
+	if (!c)
+		return NULL;
+	memcpy(c->id, id, n + 1);
+	c->arrival = (uint32_t)t->arrival++;
+	c->kind = KIND_INTERNAL;
+	c->g = g;
+	c->g_next = g->chans;
+	g->chans = c;
+	ct_htab_add(&t->chans, &c->node, ct_hash_str(id));
+	if (nl) {
+		c->name = c->id + n + 1;
+		memcpy(c->name, name, nl);
+		chan_classify(t, c);
+	}
+	return c;
+}
+
+static void chan_free(call_tracker *t, chan *c)
+{
+	htab_del(&t->chans, &c->node);
+	if (c->in_lnode)
+		htab_del(&t->locals, &c->lnode);
+	if (c->name_owned)
+		free(c->name);
+	free(c->info);
+	free(c);
+}
+
+/* Frees a group and everything in it; its ids become dead ids. */
+void ct_group_free(call_tracker *t, group *g, bool remember)
+{
+	uint64_t now = mono_usec();
+	due_unlink(t, g);
+	age_unlink(t, g);
+	vm_forget(t, g);
+	for (chan *c = g->chans, *next; c; c = next) {
+		next = c->g_next;
+		if (remember)
+			dead_add(t, c->id, now);
+		chan_free(t, c);
+	}
+	for (lid *l = g->lids, *next; l; l = next) {
+		next = l->g_next;
+		if (remember)
+			dead_add(t, l->key, now);
+		htab_del(&t->lids, &l->node);
+		free(l);
+	}
+	for (brec *b = g->brecs, *next; b; b = next) {
+		next = b->g_next;
+		htab_del(&t->bridges, &b->node);
+		free(b);
+	}
+	t->n_groups--;
+	free(g->queue);
+	free(g->exts);
+	free(g);
+}
+
+/* The caller: the oldest channel that is a phone or a trunk. */
+chan *ct_group_caller(const group *g)
+{
+	chan *best = NULL;
+	for (chan *c = g->chans; c; c = c->g_next)
+		if ((c->kind == KIND_HUMAN || c->kind == KIND_TRUNK) &&
+		    (!best || chan_older(c, best)))
+			best = c;
+	return best;
+}
+
+call_direction ct_group_direction(const call_tracker *t, const group *g,
+				  const chan *caller)
+{
+	if (!caller)
+		return CALL_DIR_INTERNAL;
+	if (caller->kind == KIND_TRUNK || caller->inbound_ctx ||
+	    ct_strv_has(&t->dids, chan_exten0(caller)))
+		return CALL_DIR_INBOUND;
+	if (g->dialed_trunk)
+		return CALL_DIR_OUTBOUND;
+	for (const chan *c = g->chans; c; c = c->g_next)
+		if (c->kind == KIND_TRUNK)
+			return CALL_DIR_OUTBOUND;
+	return CALL_DIR_INTERNAL;
+}
+
+/* Every phone/trunk leg hung up (Local halves may linger: they die with
+ * their peers, and an abridged or filtered stream may never show it). */
+bool ct_group_over(const group *g)
+{
+	bool any = false;
+	for (const chan *c = g->chans; c; c = c->g_next) {
+		if (c->kind == KIND_LOCAL || c->kind == KIND_INTERNAL)
+			continue;
+		if (!c->hung_up)
+			return false;
+		any = true;
+	}
+	return any;
+}
+
+static bool group_lids_ended(const group *g)
+{
+	for (const lid *l = g->lids; l; l = l->g_next)
+		if (!l->ended)
+			return false;
+	return true;
+}
+
+/* Re-evaluates whether the call is due for a decision. */
+void ct_group_check_due(call_tracker *t, group *g)
+{
+	uint64_t now = mono_usec();
+	if (group_lids_ended(g) && ct_group_over(g))
+		due_set(t, g, now);
+	else if (ct_group_over(g))
+		due_set(t, g,
+			now + (uint64_t)t->policy.decide_grace_ms *
+				  USEC_PER_MSEC);
+	else
+		due_unlink(t, g);
+}
+
+/* ------------------------------------------------------------------ */
+/* Voicemail                                                            */
+
+/* "7002@default,u" / "u7002" / "7002&7003,s" -> "7002@default". */
+static void mailbox_norm(const char *data, char *out, size_t len)
+{
+	size_t n;
+	out[0] = '\0';
+	if (ct_str_empty(data))
+		return;
+	n = strcspn(data, ",&|");
+	while (n &&
+	       (*data == 'u' || *data == 'b' || *data == 's' || *data == 'U' ||
+		*data == 'B' || *data == 'S') &&
+	       data[1] >= '0' && data[1] <= '9') {
+		data++; /* old syntax: flags before the mailbox */
+		n--;
+	}
+	if (n + 1 >= len)
+		n = len - 9;
+	memcpy(out, data, n);
+	out[n] = '\0';
+	if (!strchr(out, '@'))
+		strcat(out, "@default");
+}
+
+void ct_vm_register(call_tracker *t, group *g, const char *app_data)
+{
+	char box[128];
+	mailbox_norm(app_data, box, sizeof(box));
+	if (!box[0])
+		return;
+	uint64_t h = ct_hash_str(box);
+	for (vmbox *m = g->vms; m; m = m->g_next)
+		if (m->node.hash == h)
+			return;
+	vmbox *m = calloc(1, sizeof(*m));
+	if (!m)
+		return;
+	m->g = g;
+	m->g_next = g->vms;
+	g->vms = m;
+	ct_htab_add(&t->vmboxes, &m->node, h);
+}
+
+static void vm_forget(call_tracker *t, group *g)
+{
+	for (vmbox *m = g->vms, *next; m; m = next) {
+		next = m->g_next;
+		htab_del(&t->vmboxes, &m->node);
+		free(m);
+	}
+	g->vms = NULL;
+}
+
+/* MessageWaiting carries no channel: the message belongs to the call
+ * (or calls) in VoiceMail for that mailbox. */
+void ct_vm_left(call_tracker *t, const char *mailbox)
+{
+	char box[128];
+	mailbox_norm(mailbox, box, sizeof(box));
+	if (!box[0])
+		return;
+	for (hnode *n = ct_htab_first(&t->vmboxes, ct_hash_str(box)); n;
+	     n = htab_next(n))
+		container_of(n, vmbox, node)->g->vm_left = true;
+}

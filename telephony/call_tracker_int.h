@@ -1,0 +1,238 @@
+/*
+ * call_tracker_int: the call tracker's private types, shared by its three
+ * files (never included outside telephony/call_*.c):
+ *   call_group.c   hash tables, channels, linked ids, merged groups, lists
+ *   call_decide.c  answered or missed, why, outcome and live records
+ *   call_tracker.c the `calls` policy section, event handlers, public API
+ *
+ * Data structures (sized for 100,000 concurrent calls at <= 1 KiB each,
+ * O(1) work per event):
+ *   - chans:   hash table channel id -> chan
+ *   - lids:    hash table linked id -> lid -> group (a merged group keeps
+ *              every linked id it absorbed, so late events still find it)
+ *   - bridges: hash table bridge id hash -> bridge record -> group (only
+ *              non-holding bridges: a parking lot joins unrelated calls)
+ *   - locals:  hash table Local pair base name -> its halves
+ *   - vmboxes: hash table mailbox -> the call currently in VoiceMail
+ *   - dead:    hashes of linked/channel ids of decided calls, kept for a
+ *              while so late events (a Local half hanging up after the
+ *              decision) do not resurrect a ghost call
+ *   - age list (creation order) for max_calls / max_call_age eviction,
+ *     due list (deadline order) for decisions; one timer per tracker.
+ * Decisions and evictions that free groups run only from tick (or at the
+ * end of feed), never while an event handler holds group pointers.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "call_tracker.h"
+#include "log.h"
+#include "metrics.h"
+
+struct event;
+
+/*
+ * Internal functions of the tracker's files carry the prefix ct_; the
+ * public ones (call_tracker.h) call_.
+ */
+
+/* Intrusive hash table keyed by a 64-bit hash: nodes live inside the
+ * objects; a lookup compares the hash, the caller compares the key. */
+typedef struct hnode {
+	struct hnode *next;
+	uint64_t hash;
+} hnode;
+
+typedef struct htab {
+	hnode **b;
+	size_t mask; /* buckets - 1 */
+	size_t n;
+} htab;
+
+#define container_of(p, type, member)                                          \
+	((type *)(void *)((char *)(p)-offsetof(type, member)))
+
+typedef enum chan_kind {
+	KIND_HUMAN,    /* a phone: PJSIP/7001, SIP/alice, IAX2/… */
+	KIND_TRUNK,    /* a configured trunk prefix: the outside world */
+	KIND_LOCAL,    /* Local/x@ctx-…;1 or ;2: dialplan plumbing */
+	KIND_INTERNAL, /* Announcer, Snoop, Recorder, ConfBridge internals… */
+} chan_kind;
+
+#define CHAN_BRIDGES 3
+
+/* 16 bytes: the id hash's lowest bit says "holding"; times are ms since
+ * the tracker's ts_base (0: unknown). */
+typedef struct chan_bridge {
+	uint64_t id;
+	uint32_t enter_ms, leave_ms;
+} chan_bridge;
+
+#define BR_HOLDING UINT64_C(1)
+
+typedef struct group group;
+
+/* One channel (leg). Owned by its group; freed with it. */
+typedef struct chan {
+	hnode node;  /* t->chans, by id */
+	hnode lnode; /* t->locals, by Local pair base name (Local only) */
+	group *g;
+	struct chan *g_next;
+	uint64_t first_ts, up_ts, hangup_ts;
+	uint64_t ans_peer;  /* hash of the peer of the last DialEnd ANSWER */
+	uint64_t ans_by_ts; /* ANSWERED_BY: when (name in info) */
+	char *name;	    /* inline after id, or malloc'd (name_owned) */
+	char *info; /* caller num, caller name, first exten, answered by */
+	uint32_t arrival; /* order for ids that are not epoch.seq */
+	uint8_t kind, local_half, state, last_dial, n_br;
+	bool hung_up, in_lnode, inbound_ctx, withheld, resync_seen, name_owned;
+	bool q_left, q_after, q_continued, hangup_req;
+	uint16_t dials_pending;
+	chan_bridge br[CHAN_BRIDGES];
+	char id[];
+} chan;
+
+/* One linked id of a group. */
+typedef struct lid {
+	hnode node;
+	group *g;
+	struct lid *g_next;
+	bool ended; /* CEL LINKEDID_END seen */
+	char key[];
+} lid;
+
+/* A non-holding bridge some channel of the group is in. */
+typedef struct brec {
+	hnode node;
+	group *g;
+	struct brec *g_next;
+	int members;
+} brec;
+
+/* The mailbox a call of the group is leaving a message in. */
+typedef struct vmbox {
+	hnode node;
+	group *g;
+	struct vmbox *g_next;
+} vmbox;
+
+/* A decided id (hash only), kept until `expire`. */
+typedef struct dead {
+	hnode node;
+	struct dead *fifo_next;
+	uint64_t expire;
+} dead;
+
+/*
+ * One call: the merged group of channels. Invariants: every group has at
+ * least one lid (its key is the oldest lid's); every chan, lid, brec and
+ * vmbox of the group points back to it; a group is on the due list iff
+ * `due` is set; `decided` groups are freed before tick returns.
+ */
+struct group {
+	group *age_prev, *age_next;
+	group *due_prev, *due_next;
+	uint64_t created_mono, due_mono, final_mono;
+	chan *chans;
+	lid *lids;
+	lid *key;
+	brec *brecs;
+	vmbox *vms;
+	char *queue;
+	struct ext_ent *exts; /* rung extensions, by first ring time */
+	uint8_t n_exts, cap_exts;
+	int hold_seconds;
+	bool due, q_joined, q_abandoned, q_connected, q_left;
+	bool vm_reached, vm_left, gap, gap_candidate, resync_seen;
+	bool live_ringing, live_answered, dialed_trunk;
+};
+
+struct call_tracker {
+	struct event_base *base;
+	struct event *timer;
+	uint64_t timer_at; /* 0: not armed */
+	char *pbx;
+	call_policy policy;
+	cfg_strv trunks, inbound_contexts, dids;
+	call_sink sink;
+	htab chans, lids, bridges, locals, vmboxes, dead;
+	dead *dead_head, *dead_tail;
+	group *age_head, *age_tail;
+	group *due_head, *due_tail;
+	size_t n_groups;
+	uint64_t arrival;
+	uint64_t ts_base; /* wall clock origin of chan_bridge times */
+	bool down, resyncing;
+	metric *m_calls[_CALL_VERDICT_MAX][_CALL_REASON_MAX];
+	metric *m_evict_cap, *m_evict_age, *m_gap, *m_live, *m_other;
+	log_ratelimit evict_rl;
+};
+
+/* The caller fields share one allocation (most legs never change them):
+ * number, name, first exten / DID, and the ANSWERED_BY peer (SIP). */
+enum { INFO_NUM, INFO_NAME, INFO_EXTEN0, INFO_ANSBY, _INFO_MAX };
+
+#define chan_num(c)    ct_info_get((c), INFO_NUM)
+#define chan_cname(c)  ct_info_get((c), INFO_NAME)
+#define chan_exten0(c) ct_info_get((c), INFO_EXTEN0)
+#define chan_ansby(c)  ct_info_get((c), INFO_ANSBY)
+
+/* One extension rung. Kept sorted by when it first rang (then by name)
+ * so the order never depends on how events of channels interleave. */
+typedef struct ext_ent {
+	uint64_t ts;
+	char name[32];
+} ext_ent;
+
+/* Why a call is decided now: it ended, its end fell into a connection
+ * gap (or shutdown), or it was evicted (max_calls, max_call_age). */
+enum decide_why { DECIDE_NORMAL, DECIDE_GAP, DECIDE_EVICT };
+
+/* ---- call_group.c ---- */
+chan *ct_chan_find(const call_tracker *t, const char *id);
+chan *ct_chan_get(call_tracker *t, const char *id, const char *linked_id,
+		  const char *name);
+void ct_dead_expire(call_tracker *t, uint64_t now);
+bool ct_dead_has(const call_tracker *t, const char *id);
+void ct_endpoint_of(const char *name, char *out, size_t len);
+void ct_ext_add(group *g, const char *ext, uint64_t ts);
+chan *ct_group_caller(const group *g);
+void ct_group_check_due(call_tracker *t, group *g);
+call_direction ct_group_direction(const call_tracker *t, const group *g,
+				  const chan *caller);
+void ct_group_free(call_tracker *t, group *g, bool remember);
+group *ct_group_merge(call_tracker *t, group *a, group *b);
+group *ct_group_of_lid(call_tracker *t, const char *key);
+bool ct_group_over(const group *g);
+uint64_t ct_hash_str(const char *s);
+void ct_htab_add(htab *h, hnode *n, uint64_t hash);
+hnode *ct_htab_first(const htab *h, uint64_t hash);
+int ct_htab_init(htab *h);
+const char *ct_info_get(const chan *c, int which);
+void ct_info_set(chan *c, int which, const char *v);
+chan_kind ct_kind_of(const call_tracker *t, const char *name);
+lid *ct_lid_add(call_tracker *t, group *g, const char *key);
+lid *ct_lid_find(const call_tracker *t, const char *key);
+chan *ct_local_twin(const call_tracker *t, const chan *c);
+uint32_t ct_ms_of(call_tracker *t, uint64_t ts);
+bool ct_number_listed(const cfg_strv *list, const char *num);
+bool ct_number_withheld(const char *n);
+void ct_set_str(char **p, const char *v);
+bool ct_str_empty(const char *s);
+void ct_strv_clear(cfg_strv *s);
+void ct_strv_copy(cfg_strv *dst, const cfg_strv *src);
+bool ct_strv_has(const cfg_strv *s, const char *v);
+uint64_t ct_ts_of(const call_tracker *t, uint32_t ms);
+void ct_vm_left(call_tracker *t, const char *mailbox);
+void ct_vm_register(call_tracker *t, group *g, const char *app_data);
+
+/* ---- call_decide.c ---- */
+void ct_decide(call_tracker *t, group *g, int why);
+void ct_evict(call_tracker *t, group *g, bool by_age);
+void ct_live_check_answer(call_tracker *t, group *g);
+void ct_live_ringing(call_tracker *t, group *g);
+
+/* ---- call_tracker.c ---- */
