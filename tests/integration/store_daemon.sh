@@ -92,6 +92,16 @@ expect_eq "$(q "SELECT count(*) FROM appeals a JOIN appeal_statuses s ON s.id = 
 	AND a.comment = 'Пропущенный' AND EXISTS (SELECT 1 FROM appeal_tags t WHERE t.appeal_id = a.id AND t.tag = 'missed')")" 20 \
 	"missed calls through the real daemon are complete appeals"
 
+# --- reload: rules naming a type the database lacks are reported; outcomes wait ---
+sed -i 's/missed_calls = { /missed_calls = { appeal_type = "Нет такого типа"; /' "$T/office.conf"
+kill -HUP "$DAEMON"
+wait_for "reload reports the missing type" 1 30 grep -c 'appeal types the database lacks (table appeal_types): "Нет такого типа"' "$T/d1.log"
+echo "ok: reload with a missing appeal type reported"
+sed -i 's/appeal_type = "Нет такого типа"; //' "$T/office.conf"
+kill -HUP "$DAEMON"
+wait_for "reload back to ready" 1 30 grep -c "store: incompatible -> ready" "$T/d1.log"
+echo "ok: reload with the fixed config: ready again"
+
 # --- 2. outage with the daemon running ---
 pg_cluster_down "$PGDIR"
 port=$(start_amisim outage 200 2)
