@@ -323,6 +323,19 @@ static void test_title_render(void **state)
 	assert_true(appeal_title_render(&p, NULL, NULL, &o, t, sizeof(t)) > 0);
 	assert_string_equal(t, "без имени {74951234567} sales/no_answer 25.11.2026 12:00");
 
+	/* Caller names in another encoding or with control characters:
+	 * valid UTF-8 out (PostgreSQL refuses anything else). */
+	p.title_tmpl = "{caller_name}";
+	w = o;
+	w.caller_name = "\xcf\xf0\xe8\xe2\xe5\xf2 Ivan\tI.\xed\xa0\x80\xc3";
+	assert_true(appeal_title_render(&p, NULL, NULL, &w, t, sizeof(t)) > 0);
+	assert_string_equal(t, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+			       "\xef\xbf\xbd\xef\xbf\xbd Ivan I.\xef\xbf\xbd\xef\xbf\xbd"
+			       "\xef\xbf\xbd\xef\xbf\xbd");
+	w.caller_name = "Пётр 😀";
+	assert_true(appeal_title_render(&p, NULL, NULL, &w, t, sizeof(t)) > 0);
+	assert_string_equal(t, "Пётр 😀");
+
 	/* Bounded: truncated at a character boundary, NUL-terminated. */
 	p.title_tmpl = "Пропущенный";
 	assert_int_equal(appeal_title_render(&p, NULL, NULL, &o, t, 6), -ENOBUFS);
