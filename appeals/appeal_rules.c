@@ -166,6 +166,17 @@ static int out_finish(outbuf *o)
 	return -ENOBUFS;
 }
 
+int appeal_text_sanitize(const char *in, char *out, size_t len)
+{
+	outbuf o = { .p = out, .len = len };
+
+	if (!out || len == 0)
+		return -ENOBUFS;
+	if (in)
+		out_putn(&o, in, strlen(in));
+	return out_finish(&o);
+}
+
 static tmpl_var tmpl_var_from(const char *s, size_t n)
 {
 	for (int i = 0; i < _TV_MAX; i++)

@@ -191,5 +191,11 @@ size_t appeal_rules_logins(const appeal_rules_cfg *cfg, const char **ret,
 int appeal_template_check(const char *tmpl, bool numbering, char *err,
 			  size_t errlen);
 
+/* Copies PBX-supplied text (caller names) as valid UTF-8 without control
+ * characters: invalid bytes become U+FFFD, controls a space (jansson and
+ * PostgreSQL refuse invalid UTF-8). NULL in gives "". Returns the length,
+ * or -ENOBUFS with out truncated at a character boundary. */
+int appeal_text_sanitize(const char *in, char *out, size_t len);
+
 /* Frees the time zones loaded at config load (call at shutdown). */
 void appeal_rules_done(void);

@@ -336,6 +336,14 @@ static void test_title_render(void **state)
 	assert_true(appeal_title_render(&p, NULL, NULL, &w, t, sizeof(t)) > 0);
 	assert_string_equal(t, "Пётр 😀");
 
+	/* The same cleaning for other users of PBX text. */
+	assert_int_equal(appeal_text_sanitize("A\xff" "B\n", t, sizeof(t)), 6);
+	assert_string_equal(t, "A\xef\xbf\xbd" "B ");
+	assert_int_equal(appeal_text_sanitize(NULL, t, sizeof(t)), 0);
+	assert_string_equal(t, "");
+	assert_int_equal(appeal_text_sanitize("Пётр", t, 4), -ENOBUFS);
+	assert_string_equal(t, "П");
+
 	/* Bounded: truncated at a character boundary, NUL-terminated. */
 	p.title_tmpl = "Пропущенный";
 	assert_int_equal(appeal_title_render(&p, NULL, NULL, &o, t, 6), -ENOBUFS);
