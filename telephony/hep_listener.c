@@ -85,6 +85,7 @@ struct hep_listener {
 	log_ratelimit rl;
 	uint64_t packets;
 	metric *m_events;
+	metric *m_up; /* missedcalld_pbx_up: 1 while listening */
 	metric *m_result[_HL_RESULT_MAX];
 	/* recvmmsg() batch */
 	struct mmsghdr mm[HL_BATCH];
@@ -635,6 +636,10 @@ int hep_listener_new(struct event_base *base, const pbx_cfg *cfg,
 		hep_listener_free(l);
 		return r;
 	}
+	l->m_up = metric_gauge("missedcalld_pbx_up",
+			       "1 while the PBX connection is logged in / listening",
+			       "pbx", cfg->name, NULL);
+	metric_set(l->m_up, 1);
 	*ret = l;
 	return 0;
 }
@@ -643,6 +648,7 @@ hep_listener *hep_listener_free(hep_listener *l)
 {
 	if (!l)
 		return NULL;
+	metric_set(l->m_up, 0);
 	while (l->conns)
 		hl_conn_close(l->conns);
 	for (size_t i = 0; i < l->n_socks; i++) {
