@@ -1,6 +1,8 @@
 /*
  * The `database` section table (struct in store_cfg.h). Timeouts are ours,
- * not libpq's: asynchronous connects ignore libpq's connect_timeout.
+ * not libpq's: asynchronous connects ignore libpq's connect_timeout. Every
+ * key is reloadable: store_apply_config() reconnects on a changed conninfo
+ * or password and applies the spool limits at once.
  */
 #include "store_cfg.h"
 
@@ -19,7 +21,7 @@ static const char *const fsync_names[] = {
 #define R CFG_RELOADABLE
 
 static const cfg_key store_keys[] = {
-	{"conninfo", CFG_STRING, OFF(conninfo), 0, 0, NULL, CFG_REQUIRED, 0, NULL, NULL,
+	{"conninfo", CFG_STRING, OFF(conninfo), 0, 0, NULL, CFG_REQUIRED | R, 0, NULL, NULL,
 	 "libpq connection string, e.g. \"hostaddr=127.0.0.1 port=5432 dbname=crm user=missedcalld\". "
 	 "Prefer hostaddr= (no DNS lookup on the event loop). Never put the password here: use password_file."},
 	{"password_file", CFG_SECRET, OFF(password), 0, 0, "\"db-password\"", R, 0, NULL, NULL,
@@ -31,9 +33,9 @@ static const cfg_key store_keys[] = {
 	 "Upper bound in seconds of the exponential reconnect backoff."},
 	{"query_timeout", CFG_INT, OFF(query_timeout), 1, 3600, "30", R, 0, NULL, NULL,
 	 "Seconds a query may run before the connection is reset and the work retried."},
-	{"spool_max_bytes", CFG_INT, OFF(spool_max_bytes), 65536, 68719476736.0, "268435456", 0, 0, NULL, NULL,
+	{"spool_max_bytes", CFG_INT, OFF(spool_max_bytes), 65536, 68719476736.0, "268435456", R, 0, NULL, NULL,
 	 "Bound of the durable on-disk spool that holds call outcomes while the database is away (bytes)."},
-	{"fsync", CFG_ENUM, OFF(fsync), 0, 0, "\"batch\"", 0, 0, fsync_names, NULL,
+	{"fsync", CFG_ENUM, OFF(fsync), 0, 0, "\"batch\"", R, 0, fsync_names, NULL,
 	 "When the spool is flushed to disk: after every record (always), once per loop iteration (batch), or never."},
 	{"pipeline_depth", CFG_INT, OFF(pipeline_depth), 1, 1024, "64", R, 0, NULL, NULL,
 	 "Call outcomes sent to PostgreSQL at once (libpq pipeline mode)."},

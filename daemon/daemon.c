@@ -43,6 +43,11 @@ struct mcd_daemon {
 	struct event *sig_term, *sig_int, *sig_hup;
 	struct event *status_ev, *stop_timer;
 	char reload_problem[256];
+	/* Configurations a part of the pipeline refused while applying: kept
+	 * until exit, because a part that had switched to one and failed to
+	 * switch back would still borrow it. Grows only on such failures. */
+	mcd_config **retired;
+	size_t n_retired;
 };
 
 static const char *const state_names[_DAEMON_STATE_MAX] = {
@@ -80,6 +85,21 @@ static void status_cb(evutil_socket_t fd, short what, void *arg)
 	status_update(arg);
 }
 
+/* Keeps a refused configuration alive until exit (see `retired`). */
+static void retire(mcd_daemon *d, mcd_config **cfg)
+{
+	mcd_config **v = realloc(d->retired, (d->n_retired + 1) * sizeof(*v));
+
+	if (!v) {
+		/* Leaking it is the safe choice: something may borrow it. */
+		*cfg = NULL;
+		return;
+	}
+	d->retired = v;
+	d->retired[d->n_retired++] = *cfg;
+	*cfg = NULL;
+}
+
 int daemon_reload(mcd_daemon *d)
 {
 	cfg_report *r = cfg_report_new();
@@ -115,7 +135,7 @@ int daemon_reload(mcd_daemon *d)
 			  strerror(-rr));
 		snprintf(d->reload_problem, sizeof(d->reload_problem),
 			 "reload failed, old config in force: %s", strerror(-rr));
-		mcd_config_free(next);
+		retire(d, &next);
 		goto out;
 	}
 	mcd_config_free(d->cfg);
@@ -229,7 +249,7 @@ static int add_signal(mcd_daemon *d, struct event **ev, int sig)
 	return 0;
 }
 
-int daemon_run(mcd_daemon *d)
+int daemon_start(mcd_daemon *d)
 {
 	struct timeval tv = {.tv_sec = STATUS_INTERVAL_USEC / USEC_PER_SEC};
 	int rr;
@@ -239,12 +259,12 @@ int daemon_run(mcd_daemon *d)
 	    add_signal(d, &d->sig_int, SIGINT) < 0 ||
 	    add_signal(d, &d->sig_hup, SIGHUP) < 0) {
 		log_error("cannot install signal events");
-		return EXIT_FAILURE;
+		return -ENOMEM;
 	}
 	rr = pipeline_new(d->base, d->cfg, &d->pipe);
 	if (rr < 0) {
 		log_error("cannot start: %s", strerror(-rr));
-		return EXIT_FAILURE;
+		return rr;
 	}
 	/* Whatever systemd passed that no module took is closed now, with a
 	 * warning: a socket unit for a disabled feature is a config bug. */
@@ -261,6 +281,13 @@ int daemon_run(mcd_daemon *d)
 	log_notice("missedcalld %s running (%zu pbx, log level %s)",
 		   MCD_VERSION, d->cfg->pbx.n,
 		   log_level_to_string(d->cfg->daemon.log_level));
+	return 0;
+}
+
+int daemon_run(mcd_daemon *d)
+{
+	if (daemon_start(d) < 0)
+		return EXIT_FAILURE;
 	if (event_base_dispatch(d->base) < 0) {
 		log_error("event loop failed");
 		d->exit_code = EXIT_FAILURE;
@@ -268,6 +295,16 @@ int daemon_run(mcd_daemon *d)
 	sdn_watchdog_stop();
 	log_notice("stopped");
 	return d->exit_code;
+}
+
+const char *daemon_status_problem(const mcd_daemon *d)
+{
+	return d->reload_problem;
+}
+
+struct event_base *daemon_event_base(const mcd_daemon *d)
+{
+	return d->base;
 }
 
 const mcd_config *daemon_config(const mcd_daemon *d)
@@ -294,6 +331,11 @@ mcd_daemon *daemon_free(mcd_daemon *d)
 	if (d->cfg)
 		mcd_config_free(d->cfg);
 	free(d->cfg);
+	for (size_t i = 0; i < d->n_retired; i++) {
+		mcd_config_free(d->retired[i]);
+		free(d->retired[i]);
+	}
+	free(d->retired);
 	free(d->config_path);
 	free(d);
 	return NULL;

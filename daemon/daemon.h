@@ -14,6 +14,7 @@
 
 #include "util.h"
 
+struct event_base;
 struct mcd_config;
 typedef struct mcd_daemon mcd_daemon;
 
@@ -25,6 +26,12 @@ mcd_daemon *daemon_free(mcd_daemon *d);
 
 /* Runs until stopped. Returns the process exit code (0: clean stop). */
 int daemon_run(mcd_daemon *d);
+/* daemon_run() without the loop: builds the pipeline, arms signals and
+ * timers, sends READY=1. For tests that drive the loop themselves. */
+int daemon_start(mcd_daemon *d) MCD_WUR;
+struct event_base *daemon_event_base(const mcd_daemon *d);
+/* The failed reload shown in STATUS= ("" when the last reload worked). */
+const char *daemon_status_problem(const mcd_daemon *d);
 
 /* The reload a SIGHUP triggers: 0 applied, -EINVAL kept the old config.
  * Exposed for tests. */

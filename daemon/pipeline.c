@@ -238,12 +238,31 @@ pipeline *pipeline_free(pipeline *p)
 	return NULL;
 }
 
+/* Switches parts that took a new configuration back to the running one
+ * (p->cfg), after a later part refused the new one. */
+static void pipeline_rollback(pipeline *p, bool store_done, bool widget_done)
+{
+	if (store_done) {
+		store_params sp = pipeline_store_params(p->cfg);
+		if (store_apply_config(p->store, &sp) < 0)
+			log_error("reload rollback: the store could not return to the running configuration");
+	}
+	if (widget_done) {
+		widget_params wp = pipeline_widget_params(p, p->cfg);
+		if (widget_apply_config(p->widget, &wp) < 0)
+			log_error("reload rollback: the widget could not return to the running configuration");
+	}
+}
+
 int pipeline_reload(pipeline *p, const mcd_config *cfg)
 {
+	bool store_done = false, widget_done = false;
 	int r = 0;
 
 	/* Each part checks what it can apply before changing anything; a
-	 * part that fails leaves the old configuration in force. */
+	 * part that fails leaves the old configuration in force. Parts
+	 * applied before a failing one are switched back to the old
+	 * configuration: they borrow the new one, which the caller frees. */
 	/* ---- appeals side (store helper): reload ---- */
 	if (p->store) {
 		/* Names the new rules use are checked against the database
@@ -251,20 +270,24 @@ int pipeline_reload(pipeline *p, const mcd_config *cfg)
 		 * in the log and STATUS=, and outcomes wait in the spool. */
 		store_params sp = pipeline_store_params(cfg);
 		r = store_apply_config(p->store, &sp);
+		store_done = r == 0;
 	}
 	/* ---- end appeals side ---- */
 	/* ---- widget (widget helper): reload ---- */
 	if (r == 0 && p->widget) {
 		widget_params wp = pipeline_widget_params(p, cfg);
 		r = widget_apply_config(p->widget, &wp);
+		widget_done = r == 0;
 	}
 	/* ---- end widget ---- */
 	/* ---- telephony side (pbx_set helper): pbx_set_reload() ---- */
 	if (r == 0 && p->pbx)
 		r = pbx_set_reload(p->pbx, &cfg->pbx, &cfg->calls);
 	/* ---- end telephony side ---- */
-	if (r < 0)
+	if (r < 0) {
+		pipeline_rollback(p, store_done, widget_done);
 		return r;
+	}
 	p->cfg = cfg;
 	return 0;
 }
