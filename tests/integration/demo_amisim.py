@@ -114,7 +114,7 @@ def test_generate():
     want = {"answered": "answered", "rg_answered": "answered",
             "queue_answered": "answered", "cancel": "caller_cancel",
             "noanswer": "no_answer", "busy": "busy", "rg_unanswered": "no_answer",
-            "queue_abandon": "queue_abandon", "queue_timeout_vm": "queue_timeout",
+            "queue_abandon": "queue_abandon", "queue_timeout_vm": "voicemail",
             "vm_message": "voicemail", "vm_nomessage": "voicemail",
             "ivr_hangup": "ivr_abandon", "internal": "ignored", "outbound": "ignored"}
     seen = set()

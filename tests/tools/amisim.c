@@ -850,7 +850,8 @@ static void build_queue(call *c, uint32_t *t)
 			/* queue timeout: legs stop, dialplan continues to voicemail */
 			for (int i = 0; i < 2; i++)
 				leg_end(c, t, a, &lg[i], "CANCEL", 26, i);
-			set_truth(c, "inbound", "missed", "queue_timeout", t0, *t);
+			/* Voicemail is where the call ended: that is its reason. */
+			set_truth(c, "inbound", "missed", "voicemail", t0, *t);
 			add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0, "400", NULL, NULL, NULL);
 			snprintf(c->mailbox, sizeof c->mailbox, "%s@default", c->ext[0]);
 			exten(c, t, a, "ext-queues", "400", "Goto", "ext-local,vmu7004,1");

@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""Integration test of `missedcalld --replay CAPTURE --dry-run`.
+
+Usage: replay_dry_run.py MISSEDCALLD AMISIM
+
+1. transcripts: every scenario transcript of tests/data/ami gives, through
+   the dry run, the verdict, reason, answered-by, voicemail flag and caller
+   of tests/data/ami/expected.tsv (the table the live integration test
+   checks the running daemon against); internal calls give nothing,
+   outbound calls one outbound result.
+2. live == replay: the real daemon takes a simulated FreePBX (amisim
+   --simulate, every scenario) with record_dir set; afterwards the capture
+   it wrote is replayed with --dry-run and every call gets exactly the
+   verdict and reason the live daemon logged, and the one amisim's --truth
+   says it should have. One code path, not two.
+3. the rules show: missed calls print the would-be appeal (type, manager
+   from the config, title, number, deadline); a repeated caller within the
+   dedupe window is attached, not created twice; changing the config
+   (min_ring_seconds) changes the report.
+4. errors: --replay without --dry-run is a usage error (2), a missing
+   capture and a corrupt frame fail with a message (1), a HEP capture is
+   refused clearly.
+"""
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+MISSEDCALLD, AMISIM = sys.argv[1], sys.argv[2]
+SRC = os.environ.get("MCD_SOURCE_ROOT",
+                     os.path.join(os.path.dirname(__file__), "..", ".."))
+DATA = os.path.join(SRC, "tests", "data", "ami")
+TMP = tempfile.mkdtemp(prefix="replay_dry_run.")
+SECRET = "replay-s3cret"
+PROCS = []
+LIVE_RE = re.compile(r"inbound call (?P<key>\S+): (?P<verdict>\w+) \((?P<reason>\w+)\)"
+                     r"(?: by (?P<by>[^,\s]+))?")
+
+
+def cleanup():
+    for p in PROCS:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    subprocess.call(["rm", "-rf", TMP])
+
+
+def fail(msg):
+    print("FAIL:", msg)
+    cleanup()
+    sys.exit(1)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def write_conf(name, port=5038, record=None, extra_calls="", extra_pbx=""):
+    d = os.path.join(TMP, name)
+    os.makedirs(os.path.join(d, "state"), exist_ok=True)
+    secret = os.path.join(d, "ami.secret")
+    with open(secret, "w") as f:
+        f.write(SECRET + "\n")
+    conf = os.path.join(d, "missedcalld.conf")
+    with open(conf, "w") as f:
+        f.write("""
+daemon = {{ log_level = "debug"; state_dir = "{state}"; }};
+database = {{ conninfo = "hostaddr=127.0.0.1 port={dbport} dbname=none user=none"; }};
+calls = {{ decide_grace_ms = 300; {extra_calls} }};
+missed_calls = {{ manager = "ivanov"; tags = [ "missed" ]; sla_minutes = 30; }};
+pbx = ( {{
+  name = "office"; type = "ami"; host = "127.0.0.1"; port = {port};
+  username = "admin"; secret_file = "{secret}";
+  trunks = [ "PJSIP/provider" ]; inbound_contexts = [ "from-pstn" ];
+  {record} {extra_pbx}
+}} );
+""".format(state=os.path.join(d, "state"), dbport=free_port(), port=port,
+           secret=secret, extra_calls=extra_calls, extra_pbx=extra_pbx,
+           record='record_dir = "%s";' % record if record else ""))
+    return conf
+
+
+def dry_run(conf, capture, expect_rc=0):
+    r = subprocess.run([MISSEDCALLD, "-c", conf, "--replay", capture, "--dry-run"],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != expect_rc:
+        fail("--replay %s exited %d (want %d):\n%s%s" % (capture, r.returncode,
+                                                         expect_rc, r.stdout, r.stderr))
+    for l in r.stderr.splitlines():
+        if "AddressSanitizer" in l or "runtime error" in l or "LeakSanitizer" in l:
+            fail("sanitizer report:\n" + r.stderr)
+    return r
+
+
+def parse_report(text):
+    """Call lines -> list of dicts; appeal lines attach to the call above."""
+    calls, outbound, summary = [], [], None
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        if line.startswith("summary:"):
+            summary = line
+            continue
+        if line.startswith("    appeal:"):
+            words = shlex.split(line.split(":", 1)[1])
+            ap = {"kind": words[0]}
+            for w in words[1:]:
+                if "=" in w:
+                    k, v = w.split("=", 1)
+                    ap[k] = v
+            if words[0] == "attach":
+                ap["target"] = words[2]
+            calls[-1]["appeal"] = ap
+            continue
+        if line.startswith("missed by reason") or line.startswith("appeals ("):
+            continue
+        words = shlex.split(line)
+        d = {"time": words[0]}
+        for w in words[1:]:
+            if "=" in w:
+                k, v = w.split("=", 1)
+                d[k] = v
+        (outbound if "outbound_to" in d else calls).append(d)
+    return calls, outbound, summary
+
+
+def load_expected():
+    rows, header = [], None
+    for line in open(os.path.join(DATA, "expected.tsv")):
+        line = line.rstrip("\n")
+        if not line or line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        if header is None:
+            header = cols
+            continue
+        rows.append(dict(zip(header, cols)))
+    return rows
+
+
+def test_transcripts():
+    conf = write_conf("transcripts")
+    rows = load_expected()
+    if len(rows) < 15:
+        fail("expected.tsv has only %d rows" % len(rows))
+    for row in rows:
+        path = os.path.join(DATA, row["scenario"] + ".ami")
+        calls, outbound, summary = parse_report(dry_run(conf, path).stdout)
+        if not summary:
+            fail("%s: no summary line" % row["scenario"])
+        if row["direction"] == "internal":
+            if calls or outbound:
+                fail("%s: internal call reported: %s" % (row["scenario"], calls + outbound))
+            continue
+        if row["direction"] == "outbound":
+            if calls or len(outbound) != 1 or outbound[0]["result"] != row["verdict"]:
+                fail("%s: outbound result %s, expected %s" % (row["scenario"], outbound,
+                                                              row["verdict"]))
+            continue
+        if len(calls) != 1:
+            fail("%s: %d calls reported, expected 1: %s" % (row["scenario"], len(calls), calls))
+        c = calls[0]
+        if (c["verdict"], c["reason"]) != (row["verdict"], row["reason"]):
+            fail("%s: %s (%s), expected %s (%s)" % (row["scenario"], c["verdict"], c["reason"],
+                                                     row["verdict"], row["reason"]))
+        if row["answered_by"] != "-" and c.get("answered_by") != row["answered_by"]:
+            fail("%s: answered by %s, expected %s" % (row["scenario"], c.get("answered_by"),
+                                                       row["answered_by"]))
+        if (c.get("voicemail_left") == "yes") != (row["voicemail_left"] == "1"):
+            fail("%s: voicemail_left %s, expected %s" % (row["scenario"],
+                                                         c.get("voicemail_left"),
+                                                         row["voicemail_left"]))
+        want_caller = "withheld" if row["caller"] == "withheld" else row["caller"]
+        if c["caller"].lstrip("+") != want_caller.lstrip("+"):
+            fail("%s: caller %s, expected %s" % (row["scenario"], c["caller"], want_caller))
+        if row["verdict"] == "missed":
+            ap = c.get("appeal")
+            if not ap or ap["kind"] != "new" or ap.get("manager") != "ivanov" or \
+               ap.get("type") != "Пропущенный звонок" or ap.get("tags") != "missed" or \
+               not ap.get("number", "").startswith("A-") or ap.get("deadline", "-") == "-":
+                fail("%s: appeal line wrong: %s" % (row["scenario"], ap))
+        elif "appeal" in c:
+            fail("%s: %s call with an appeal" % (row["scenario"], row["verdict"]))
+    print("transcripts: %d scenarios match expected.tsv" % len(rows))
+
+    # The same transcript twice in one capture: the second missed call of
+    # the number attaches to the first appeal (dedupe window).
+    two = os.path.join(TMP, "two.ami")
+    with open(two, "wb") as f:
+        f.write(open(os.path.join(DATA, "caller_cancel.ami"), "rb").read())
+        f.write(open(os.path.join(DATA, "no_answer.ami"), "rb").read())
+    calls, _, _ = parse_report(dry_run(conf, two).stdout)
+    kinds = [c.get("appeal", {}).get("kind") for c in calls]
+    if kinds != ["new", "attach"]:
+        fail("dedupe within the replay: appeals %s, expected new then attach" % kinds)
+
+    # Tuning a rule: with min_ring_seconds = 20 the caller cancel after
+    # ~11 s becomes a misdial (dropped, no appeal).
+    tuned = write_conf("tuned", extra_calls="min_ring_seconds = 20;")
+    calls, _, _ = parse_report(dry_run(tuned, os.path.join(DATA, "caller_cancel.ami")).stdout)
+    if len(calls) != 1 or calls[0]["verdict"] != "dropped" or "appeal" in calls[0]:
+        fail("min_ring_seconds = 20 did not drop the caller cancel: %s" % calls)
+
+
+def test_live_equals_replay():
+    record = os.path.join(TMP, "record")
+    truth = os.path.join(TMP, "truth.tsv")
+    sim = subprocess.Popen([AMISIM, "-p", "0", "-u", "admin", "-s", SECRET, "--simulate",
+                            "--calls", "120", "--rate", "25", "--time-scale", "0.03",
+                            "--seed", "42", "--linger", "-1", "--truth", truth,
+                            "--mix", "answered=3,cancel=2,noanswer=1,busy=1,rg_answered=1,"
+                            "rg_unanswered=1,queue_answered=2,queue_abandon=1,"
+                            "queue_timeout_vm=1,vm_message=1,vm_nomessage=1,ivr_hangup=1,"
+                            "repeat=1,unknown=1,withheld=1,internal=1,outbound=1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    PROCS.append(sim)
+    line = sim.stdout.readline()
+    if not line.startswith("PORT="):
+        fail("amisim: %r %s" % (line, sim.stderr.read()))
+    port = int(line[5:])
+    # Short calls after --time-scale: no misdial or short-IVR filtering, so
+    # every simulated missed call must come out missed.
+    conf = write_conf("live", port=port, record=record,
+                      extra_calls="min_ring_seconds = 0; min_ivr_seconds = 0;")
+    env = dict(os.environ)
+    env.pop("JOURNAL_STREAM", None)
+    env.pop("NOTIFY_SOCKET", None)
+    d = subprocess.Popen([MISSEDCALLD, "-c", conf], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, errors="replace", env=env)
+    PROCS.append(d)
+    lines, live = [], {}
+    cv = threading.Condition()
+
+    def reader():
+        for l in d.stderr:
+            with cv:
+                lines.append(l.rstrip("\n"))
+                m = LIVE_RE.search(l)
+                if m:
+                    live[m.group("key")] = m.groupdict()
+                cv.notify_all()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    # amisim has simulated everything once its truth file lists all calls.
+    deadline = time.monotonic() + 120
+    while True:
+        rows = [l.rstrip("\n").split("\t") for l in open(truth) if not l.startswith("#")]
+        if len(rows) == 120:
+            break
+        if time.monotonic() > deadline or sim.poll() is not None:
+            fail("simulation did not finish: %d calls; daemon log:\n%s" %
+                 (len(rows), "\n".join(lines[-30:])))
+        time.sleep(0.2)
+    inbound = {r[0]: r for r in rows if r[4] == "inbound"}
+    deadline = time.monotonic() + 60
+    with cv:
+        while not all(k in live for k in inbound):
+            cv.wait(1)
+            if time.monotonic() > deadline:
+                missing = [k for k in inbound if k not in live]
+                fail("daemon did not decide %d calls, e.g. %s; log tail:\n%s" %
+                     (len(missing), missing[:3], "\n".join(lines[-30:])))
+    d.send_signal(signal.SIGTERM)
+    if d.wait(30) != 0:
+        fail("daemon exited %d:\n%s" % (d.returncode, "\n".join(lines[-30:])))
+    t.join(5)
+    sim.send_signal(signal.SIGTERM)
+    sim.wait(10)
+    for l in lines:
+        if "AddressSanitizer" in l or "runtime error" in l:
+            fail("sanitizer report in the daemon log:\n" + "\n".join(lines[-40:]))
+
+    # Live verdicts against the simulator's truth.
+    for key, r in inbound.items():
+        lv = live[key]
+        if (lv["verdict"], lv["reason"]) != (r[5], r[6]):
+            fail("live: call %s (%s) decided %s (%s), truth %s (%s)" %
+                 (key, r[1], lv["verdict"], lv["reason"], r[5], r[6]))
+    extra = set(live) - set(inbound)
+    if extra:
+        fail("live: outcomes for calls that are not inbound: %s" % sorted(extra)[:5])
+
+    caps = sorted(os.listdir(record))
+    if len(caps) != 1 or not caps[0].startswith("office-") or not caps[0].endswith(".ami.cap"):
+        fail("record_dir holds %s, expected one office-*.ami.cap" % caps)
+    cap = os.path.join(record, caps[0])
+    if not open(cap, "rb").readline().startswith(b"#missedcalld-capture v1 proto=ami pbx=office"):
+        fail("capture header wrong")
+    calls, outbound, summary = parse_report(dry_run(conf, cap).stdout)
+    replayed = {c["call"]: c for c in calls}
+    if set(replayed) != set(live):
+        fail("replay decided %d calls, live %d; differ: %s" %
+             (len(replayed), len(live), sorted(set(replayed) ^ set(live))[:5]))
+    for key, lv in live.items():
+        c = replayed[key]
+        if (c["verdict"], c["reason"]) != (lv["verdict"], lv["reason"]):
+            fail("call %s: live %s (%s), replay %s (%s)" % (key, lv["verdict"], lv["reason"],
+                                                         c["verdict"], c["reason"]))
+        if (lv.get("by") or None) != (c.get("answered_by") or None):
+            fail("call %s: answered by %s live, %s in the replay" % (key, lv.get("by"),
+                                                                     c.get("answered_by")))
+        if c.get("gap") == "yes":
+            fail("call %s: replay says it ended unseen" % key)
+    n_out = sum(1 for r in rows if r[4] == "outbound")
+    if len(outbound) != n_out:
+        fail("replay: %d outbound results, truth has %d outbound calls" % (len(outbound), n_out))
+    missed = sum(1 for r in inbound.values() if r[5] == "missed")
+    appeals = [c for c in calls if "appeal" in c]
+    if len(appeals) != missed:
+        fail("replay: %d appeal lines for %d missed calls" % (len(appeals), missed))
+    print("live == replay: %d inbound calls (%d missed), %d outbound" %
+          (len(live), missed, n_out))
+
+
+def test_errors():
+    conf = write_conf("errors")
+    r = subprocess.run([MISSEDCALLD, "-c", conf, "--replay",
+                        os.path.join(DATA, "busy.ami")], capture_output=True, text=True)
+    if r.returncode != 2 or "--dry-run" not in r.stderr:
+        fail("--replay without --dry-run: rc %d, %s" % (r.returncode, r.stderr))
+    r = dry_run(conf, os.path.join(TMP, "nonexistent.cap"), expect_rc=1)
+    if "cannot open" not in r.stderr:
+        fail("missing capture: %s" % r.stderr)
+    bad = os.path.join(TMP, "bad.cap")
+    with open(bad, "wb") as f:
+        f.write(b"#missedcalld-capture v1 proto=ami pbx=office start=x\n#@1 5\nEvent#@zz\n")
+    r = dry_run(conf, bad, expect_rc=1)
+    if "corrupt" not in r.stderr:
+        fail("corrupt capture: %s" % r.stderr)
+    hep = os.path.join(TMP, "hep.cap")
+    with open(hep, "wb") as f:
+        f.write(b"#missedcalld-capture v1 proto=hep pbx=sip start=x\n#@1 4\nHEP3")
+    r = dry_run(conf, hep, expect_rc=1)
+    if "hep" not in r.stderr.lower():
+        fail("HEP capture: %s" % r.stderr)
+
+
+def main():
+    try:
+        test_errors()
+        test_transcripts()
+        test_live_equals_replay()
+    finally:
+        cleanup()
+    print("OK")
+
+
+if __name__ == "__main__":
+    main()
