@@ -218,6 +218,20 @@ wait_line d2 '^APPEALS \[\{'
 echo "ok: client card, outbox replay, appeals list"
 stop_drive d2
 
+# --- deadline in business hours across a weekend, after-hours flag ---
+sed 's/sla_minutes = 60;/sla_minutes = 60; business_hours = { enabled = true; timezone = "Europe\/Moscow"; days = ["mon", "tue", "wed", "thu", "fri"]; start = "09:00"; end = "18:00"; };/' "$T/good.conf" >"$T/mcd.conf"
+start_drive bh
+wait_line bh "STATE ready"
+# Friday 2026-11-27 22:00 in Moscow (19:00 UTC), 60 minutes of working time:
+# due Monday 2026-11-30 10:00 Moscow (07:00 UTC).
+fri=$(date -u -d '2026-11-27 19:00:00' +%s)
+send bh "$(call bh1 '+79161110000' 74950001111 "$fri")" "#drain"
+wait_line bh "DRAINED submitted=1"
+stop_drive bh
+expect_eq "$(q "SELECT to_char(deadline AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || '|' || after_hours FROM appeals a JOIN appeal_calls c ON c.appeal_id = a.id WHERE c.call_key = 'bh1'")" \
+	"2026-11-30 07:00|true" "deadline in business hours across a weekend, after hours"
+cp "$T/good.conf" "$T/mcd.conf"
+
 # --- numbering under concurrency: two stores at once, 2 x 100 calls ---
 for n in c1 c2; do start_drive $n; done
 wait_line c1 "STATE ready"
