@@ -16,10 +16,10 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 sed -e "s|@SBINDIR@/missedcalld|$BIN|g" \
     -e "s|@CONFIG@|$SRC/conf/missedcalld.conf|g" \
     "$SRC/systemd/missedcalld.service.in" >"$TMP/missedcalld.service"
-cp "$SRC/systemd/missedcalld.socket" "$TMP/"
+cp "$SRC/systemd/missedcalld.socket" "$SRC/systemd/missedcalld-hep.socket" "$TMP/"
 grep -Eq '@[A-Z]+@' "$TMP/missedcalld.service" && fail "unsubstituted @VAR@ in the unit"
 
-out=$(cd "$TMP" && systemd-analyze verify --man=no ./missedcalld.service ./missedcalld.socket 2>&1) ||
+out=$(cd "$TMP" && systemd-analyze verify --man=no ./missedcalld.service ./missedcalld.socket ./missedcalld-hep.socket 2>&1) ||
 	fail "systemd-analyze verify: $out"
 [ -z "$out" ] || fail "systemd-analyze verify warns: $out"
 echo "ok: systemd-analyze verify"
@@ -41,6 +41,7 @@ done
 grep -q '^ExecStartPre=.*--check-config' "$TMP/missedcalld.service" || fail "no ExecStartPre check"
 grep -q '^ExecReload=.*--check-config' "$TMP/missedcalld.service" || fail "no ExecReload check"
 grep -q '^FileDescriptorName=widget' "$TMP/missedcalld.socket" || fail "socket name"
+grep -q '^FileDescriptorName=hep' "$TMP/missedcalld-hep.socket" || fail "hep socket name"
 echo "ok: unit contract"
 
 # Manuals: render cleanly; the generated one lists every section.
