@@ -245,8 +245,8 @@ static void hl_udp_cb(evutil_socket_t fd, short what, void *arg)
 			if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR) {
 				log_ctx ctx = {.pbx = l->cfg->name};
-				log_full(LOG_LVL_ERROR, &ctx, "reading %s: %m",
-					 s->name);
+				log_full(LOG_LVL_ERROR, &ctx, "reading %s: %s",
+					 s->name, strerror(errno));
 			}
 			return;
 		}
@@ -303,7 +303,8 @@ static void hl_conn_cb(evutil_socket_t fd, short what, void *arg)
 			    errno == EINTR)
 				break;
 			log_full(LOG_LVL_WARNING, &ctx,
-				 "HEP connection from %s: %m", c->peer);
+				 "HEP connection from %s: %s", c->peer,
+				 strerror(errno));
 			close_it = true;
 			break;
 		}
@@ -349,7 +350,8 @@ static void hl_accept_cb(evutil_socket_t fd, short what, void *arg)
 			if (errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR && errno != ECONNABORTED)
 				log_full(LOG_LVL_ERROR, &ctx,
-					 "accept on %s: %m", s->name);
+					 "accept on %s: %s", s->name,
+					 strerror(errno));
 			return;
 		}
 		if (l->n_conns >= HL_MAX_CONNS) {
@@ -636,9 +638,10 @@ int hep_listener_new(struct event_base *base, const pbx_cfg *cfg,
 		hep_listener_free(l);
 		return r;
 	}
-	l->m_up = metric_gauge("missedcalld_pbx_up",
-			       "1 while the PBX connection is logged in / listening",
-			       "pbx", cfg->name, NULL);
+	l->m_up =
+	    metric_gauge("missedcalld_pbx_up",
+			 "1 while the PBX connection is logged in / listening",
+			 "pbx", cfg->name, NULL);
 	metric_set(l->m_up, 1);
 	*ret = l;
 	return 0;

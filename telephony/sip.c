@@ -61,6 +61,73 @@ char *sip_str_copy(sip_str s, char *buf, size_t len)
 	return buf;
 }
 
+/* Length of the valid UTF-8 sequence at p (RFC 3629), 0 when invalid. */
+static size_t utf8_len(const unsigned char *p, size_t avail)
+{
+	unsigned char c = p[0];
+	size_t n;
+	unsigned char lo = 0x80, hi = 0xbf;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (avail < n)
+		return 0;
+	if (c == 0xe0)
+		lo = 0xa0; /* overlong */
+	else if (c == 0xed)
+		hi = 0x9f; /* surrogates */
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+char *sip_str_copy_text(sip_str s, char *buf, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s.p;
+	size_t o = 0;
+
+	if (len == 0)
+		return buf;
+	for (size_t i = 0; i < s.len;) {
+		size_t n;
+		if (p[i] == '\\' && i + 1 < s.len && p[i + 1] >= 0x20 &&
+		    p[i + 1] < 0x7f)
+			i++; /* quoted-pair */
+		n = utf8_len(p + i, s.len - i);
+		if (o + MCD_MAX(n, (size_t)1) >= len)
+			break;
+		if (n == 0) {
+			buf[o++] = '?';
+			i++;
+		} else if (n == 1) {
+			buf[o++] =
+			    (p[i] < 0x20 || p[i] == 0x7f) ? ' ' : (char)p[i];
+			i++;
+		} else {
+			memcpy(buf + o, p + i, n);
+			o += n;
+			i += n;
+		}
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
 static bool is_lws(char c)
 {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';

@@ -133,6 +133,11 @@ bool sip_str_eq_cstr(sip_str a, const char *s);
 bool sip_str_caseeq_cstr(sip_str a, const char *s);
 /* Copies into buf as a NUL-terminated string (truncated); returns buf. */
 char *sip_str_copy(sip_str s, char *buf, size_t len);
+/* The same for text that leaves the SIP layer (logs, JSON, PostgreSQL):
+ * valid UTF-8 only (invalid bytes become '?'), control characters become
+ * spaces, truncated at a character boundary; quoted-pair escapes of a
+ * display name (\" \\) are undone. Returns buf. */
+char *sip_str_copy_text(sip_str s, char *buf, size_t len);
 static inline sip_str sip_str_from(const char *p, size_t len)
 {
 	sip_str s = {p, len};

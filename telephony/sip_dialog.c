@@ -357,9 +357,9 @@ static void sd_classify_caller(sd_call *c, const sip_msg *m)
 	else if (m->rpid.present && m->rpid.user.len &&
 		 sip_str_caseeq_cstr(m->rpid_party, "calling"))
 		who = &m->rpid;
-	sip_str_copy(who->user, c->caller_num, sizeof(c->caller_num));
-	sip_str_copy(who->display.len ? who->display : m->from.display,
-		     c->caller_name, sizeof(c->caller_name));
+	sip_str_copy_text(who->user, c->caller_num, sizeof(c->caller_num));
+	sip_str_copy_text(who->display.len ? who->display : m->from.display,
+			  c->caller_name, sizeof(c->caller_name));
 	c->withheld = m->privacy_id ||
 		      sip_str_caseeq_cstr(m->rpid_privacy, "full") ||
 		      sip_str_caseeq_cstr(m->rpid_privacy, "uri") ||
@@ -384,14 +384,16 @@ static void sd_classify(sip_dialogs *d, sd_call *c, const sip_msg *m,
 	sd_classify_caller(c, m);
 	/* Forwarded calls carry the number first dialled. */
 	if (m->n_diversion && m->diversion_last.user.len)
-		sip_str_copy(m->diversion_last.user, c->did, sizeof(c->did));
+		sip_str_copy_text(m->diversion_last.user, c->did,
+				  sizeof(c->did));
 	else if (m->n_history > 1 && m->history_first.user.len)
-		sip_str_copy(m->history_first.user, c->did, sizeof(c->did));
+		sip_str_copy_text(m->history_first.user, c->did,
+				  sizeof(c->did));
 	else if (ruri_did || (!to_did && trunk == 1))
-		sip_str_copy(m->ruri.user, c->did, sizeof(c->did));
+		sip_str_copy_text(m->ruri.user, c->did, sizeof(c->did));
 	else
-		sip_str_copy(m->to.user.len ? m->to.user : m->ruri.user, c->did,
-			     sizeof(c->did));
+		sip_str_copy_text(m->to.user.len ? m->to.user : m->ruri.user,
+				  c->did, sizeof(c->did));
 	snprintf(c->src, sizeof(c->src), "%s", meta->src ? meta->src : "");
 }
 
@@ -478,7 +480,7 @@ static unsigned sd_min_via(const sd_call *c, uint32_t cseq)
 /* The caller leg of the last initial INVITE: the fewest Vias. */
 static sd_tx *sd_caller_tx(sd_call *c)
 {
-	uint32_t cseq;
+	uint32_t cseq = 0;
 	unsigned v;
 
 	if (!sd_last_cseq(c, &cseq))
@@ -815,18 +817,18 @@ static void sd_on_invite(sip_dialogs *d, sd_call *c, const sip_msg *m,
 	}
 	t->kind = SD_TX_INITIAL;
 	if (!t->exten[0])
-		sip_str_copy(m->ruri.user, t->exten, sizeof(t->exten));
-	sip_str_copy(m->ruri.uri, t->uri, sizeof(t->uri));
+		sip_str_copy_text(m->ruri.user, t->exten, sizeof(t->exten));
+	sip_str_copy_text(m->ruri.uri, t->uri, sizeof(t->uri));
 	if (c->state != SD_PENDING)
 		return;
 	if (m->has_replaces) {
 		c->pickup = true;
-		sip_str_copy(m->replaces_call_id, c->replaces_call_id,
-			     sizeof(c->replaces_call_id));
-		sip_str_copy(m->replaces_from_tag, c->replaces_from_tag,
-			     sizeof(c->replaces_from_tag));
-		sip_str_copy(m->from.user, c->caller_num,
-			     sizeof(c->caller_num));
+		sip_str_copy_text(m->replaces_call_id, c->replaces_call_id,
+				  sizeof(c->replaces_call_id));
+		sip_str_copy_text(m->replaces_from_tag, c->replaces_from_tag,
+				  sizeof(c->replaces_from_tag));
+		sip_str_copy_text(m->from.user, c->caller_num,
+				  sizeof(c->caller_num));
 		c->state = SD_ACTIVE;
 		return;
 	}
@@ -843,10 +845,10 @@ static void sd_on_invite_response(sd_call *c, const sip_msg *m, uint64_t now)
 	if (!t || m->status < 180)
 		return;
 	if (!t->to_tag[0])
-		sip_str_copy(m->to.tag, t->to_tag, sizeof(t->to_tag));
+		sip_str_copy_text(m->to.tag, t->to_tag, sizeof(t->to_tag));
 	if (!t->contact_user[0] && m->contact.present)
-		sip_str_copy(m->contact.user, t->contact_user,
-			     sizeof(t->contact_user));
+		sip_str_copy_text(m->contact.user, t->contact_user,
+				  sizeof(t->contact_user));
 	if (m->status < 200) {
 		t->ringing = true;
 		if (t->kind != SD_TX_REINVITE)
@@ -864,8 +866,8 @@ static void sd_on_invite_response(sd_call *c, const sip_msg *m, uint64_t now)
 				c->answer_ts = c->last_ts;
 		}
 		if (!t->contact_uri[0] && m->contact.present)
-			sip_str_copy(m->contact.uri, t->contact_uri,
-				     sizeof(t->contact_uri));
+			sip_str_copy_text(m->contact.uri, t->contact_uri,
+					  sizeof(t->contact_uri));
 		return;
 	}
 	if (!t->final_status) {
@@ -904,8 +906,8 @@ static sd_call *sd_call_new(sip_dialogs *d, const sip_msg *m, uint64_t now)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	sip_str_copy(m->call_id, c->call_id, sizeof(c->call_id));
-	sip_str_copy(m->from.tag, c->from_tag, sizeof(c->from_tag));
+	sip_str_copy_text(m->call_id, c->call_id, sizeof(c->call_id));
+	sip_str_copy_text(m->from.tag, c->from_tag, sizeof(c->from_tag));
 	snprintf(c->key, sizeof(c->key), "%s;%s", c->call_id, c->from_tag);
 	c->answer_tx = -1;
 	c->first_mono = now;
@@ -953,9 +955,9 @@ void sip_dialogs_feed(sip_dialogs *d, const sip_msg *m,
 		d->stats.oversized++;
 		return;
 	}
-	sip_str_copy(m->call_id, call_id, sizeof(call_id));
-	sip_str_copy(m->from.tag, ftag, sizeof(ftag));
-	sip_str_copy(m->to.tag, ttag, sizeof(ttag));
+	sip_str_copy_text(m->call_id, call_id, sizeof(call_id));
+	sip_str_copy_text(m->from.tag, ftag, sizeof(ftag));
+	sip_str_copy_text(m->to.tag, ttag, sizeof(ttag));
 	c = sd_find(d, call_id, ftag);
 	/* In-dialog requests from the callee swap From and To. */
 	if (!c && ttag[0])

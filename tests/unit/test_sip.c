@@ -344,6 +344,36 @@ static void test_method_names(void **state)
 			    "invalid");
 }
 
+/* Text leaving the SIP layer is valid UTF-8 without controls. */
+static void test_copy_text(void **state)
+{
+	char buf[32];
+	const char *in;
+
+	in = "Ivan \\\"the\\\" Petrov";
+	assert_string_equal(
+	    sip_str_copy_text(sip_str_from(in, strlen(in)), buf, sizeof(buf)),
+	    "Ivan \"the\" Petrov");
+	in = "\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd"; /* Иван */
+	assert_string_equal(
+	    sip_str_copy_text(sip_str_from(in, strlen(in)), buf, sizeof(buf)),
+	    "\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd");
+	in = "cp1251 \xc8\xe2\xe0\xed\ttab\x01";
+	assert_string_equal(
+	    sip_str_copy_text(sip_str_from(in, strlen(in)), buf, sizeof(buf)),
+	    "cp1251 ???? tab ");
+	in = "\xed\xa0\x80 \xc0\xaf \xf4\x90\x80\x80"; /* surrogate, overlong, >
+							  U+10FFFF */
+	assert_string_equal(
+	    sip_str_copy_text(sip_str_from(in, strlen(in)), buf, sizeof(buf)),
+	    "??? ?? ????");
+	/* Truncated at a character boundary, never inside one. */
+	in = "\xd0\x98\xd0\xb2\xd0\xb0";
+	assert_string_equal(
+	    sip_str_copy_text(sip_str_from(in, strlen(in)), buf, 4),
+	    "\xd0\x98");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -358,6 +388,7 @@ int main(void)
 	    cmocka_unit_test(test_bounds),
 	    cmocka_unit_test(test_every_prefix),
 	    cmocka_unit_test(test_method_names),
+	    cmocka_unit_test(test_copy_text),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -556,7 +556,7 @@ static void sc_pickup(harness *h, expect *e)
 	snprintf(orig_tag, sizeof(orig_tag), "%s", h->from_tag);
 	snprintf(orig_from, sizeof(orig_from), "%s", h->from_hdr);
 	/* the pickup call */
-	snprintf(h->call_id, sizeof(h->call_id), "pickup-%s", orig_id);
+	snprintf(h->call_id, sizeof(h->call_id), "pickup-%.48s", orig_id);
 	snprintf(h->from_tag, sizeof(h->from_tag), "pk");
 	snprintf(h->from_hdr, sizeof(h->from_hdr),
 		 "<sip:7002@pbx.example.com>");
