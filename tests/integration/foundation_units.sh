@@ -59,4 +59,18 @@ for opt in $("$BIN" --help | grep -oE -- '--[a-z][a-z-]*' | sort -u); do
 	grep -qF -- "$roff" "$SRC/man/missedcalld.8" || fail "missedcalld(8) does not document $opt"
 done
 echo "ok: manuals"
+
+# meson install puts the binary, units, example config and manuals in place.
+meson install -C "$BUILD" --no-rebuild --destdir "$TMP/inst" >"$TMP/install.log" 2>&1 ||
+	fail "meson install: $(tail -5 "$TMP/install.log")"
+for f in sbin/missedcalld lib/systemd/system/missedcalld.service \
+	 lib/systemd/system/missedcalld.socket lib/systemd/system/missedcalld-hep.socket \
+	 share/man/man8/missedcalld.8 share/man/man5/missedcalld.conf.5; do
+	[ -n "$(find "$TMP/inst" -path "*/$f" -print -quit)" ] || fail "meson install lacks $f"
+done
+[ -n "$(find "$TMP/inst" -path '*/missedcalld/missedcalld.conf' -print -quit)" ] ||
+	fail "meson install lacks the example configuration"
+grep -q "^ExecStart=/.*/missedcalld -c /.*/missedcalld/missedcalld.conf$" \
+	"$(find "$TMP/inst" -name missedcalld.service -print -quit)" || fail "installed unit paths"
+echo "ok: meson install"
 echo PASS
