@@ -201,7 +201,9 @@ static void log_state(ami_client *c, ami_state s)
 		ami_log(c, LOG_LVL_INFO, "AMI %s:%d: stopped", cfg->host, (int)cfg->port);
 		break;
 	case AMI_STATE_CONNECTING:
-		ami_log(c, LOG_LVL_INFO, "AMI %s:%d: connecting", cfg->host, (int)cfg->port);
+		/* Retries are announced by the BACKOFF line already. */
+		ami_log(c, c->attempt ? LOG_LVL_DEBUG : LOG_LVL_INFO, "AMI %s:%d: connecting",
+			cfg->host, (int)cfg->port);
 		break;
 	case AMI_STATE_BANNER:
 		ami_log(c, LOG_LVL_DEBUG, "AMI %s:%d: TCP connected, waiting for the banner",
