@@ -98,6 +98,9 @@ start_drive d1
 wait_line d1 "STATE incompatible"
 grep -q "newer than this missedcalld" "$T/d1.err" || fail "no upgrade hint for a newer schema"
 echo "ok: newer schema refused with an upgrade hint"
+if "$DRIVE" -c "$T/mcd.conf" --migrate >"$T/migrate-newer.out" 2>&1; then fail "--migrate accepted a newer schema"; fi
+grep -q "newer than this missedcalld knows" "$T/migrate-newer.out" || fail "--migrate on a newer schema: no message"
+echo "ok: --migrate refuses to touch a newer schema"
 q "DELETE FROM mcd_schema_version WHERE version = 999"
 stop_drive d1
 
