@@ -20,6 +20,7 @@
 struct ami_adapter {
 	call_tracker *tracker;
 	bool resyncing;
+	char numbuf[64]; /* the dialled number of the event being translated */
 	ami_adapter_stats stats;
 };
 
@@ -234,12 +235,35 @@ static void on_callerid(ami_adapter *a, const ami_msg *m, call_event *ev)
 	ev->caller_withheld = pres_restricted(m);
 }
 
+/* The number in a dial string: "PJSIP/+79161112233@provider",
+ * "provider/sip:+79161112233@10.0.0.1", "SIP/provider/89161112233" ->
+ * the first run of at least 3 digits (with its leading +). */
+static const char *dialled_number(const char *ds, char *buf, size_t len)
+{
+	for (const char *p = ds; p && *p; p++) {
+		size_t n = *p == '+' ? 1 : 0;
+		while (p[n] >= '0' && p[n] <= '9')
+			n++;
+		if (n - (*p == '+') >= 3 && n < len) {
+			memcpy(buf, p, n);
+			buf[n] = '\0';
+			return buf;
+		}
+		if (n)
+			p += n - 1;
+	}
+	return NULL;
+}
+
 static void on_dial_begin(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_DIAL_BEGIN;
 	/* Exten here is where the dialler's dialplan is, not whom it rings:
-	 * the tracker takes the rung extension from DestChannel. */
+	 * the tracker takes the rung extension from DestChannel, and for a
+	 * trunk the number from the dial string. */
 	ev->exten = NULL;
+	ev->to_num = dialled_number(get(m, "DialString"), a->numbuf,
+				    sizeof(a->numbuf));
 }
 
 static void on_dial_end(ami_adapter *a, const ami_msg *m, call_event *ev)

@@ -165,6 +165,11 @@ static bool answer_counts(const call_tracker *t, const answer *a)
 
 static void answer_name(const answer *a, char *out, size_t len)
 {
+	/* Answered outside (a forward): the number dialled, not the trunk. */
+	if (a->by && a->by->kind == KIND_TRUNK && chan_exten0(a->by)) {
+		snprintf(out, len, "%s", chan_exten0(a->by));
+		return;
+	}
 	ct_endpoint_of(a->by ? a->by->name : a->by_name, out, len);
 	if (!out[0] && a->by_name)
 		snprintf(out, len, "%s", a->by_name);

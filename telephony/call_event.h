@@ -111,7 +111,8 @@ typedef struct call_event {
 	const char *mailbox;
 	call_transfer_kind transfer;
 	const char *merge_ids[CALL_EVENT_MAX_MERGE]; /* linked ids joined by a transfer */
-	const char *to_num;	  /* SIP: Request-URI user (the DID) */
+	const char *to_num;	  /* SIP: Request-URI user (the DID); DIAL_BEGIN:
+				     the number dialled (forwards outside) */
 } call_event;
 
 const char *call_event_type_to_string(call_event_type t);

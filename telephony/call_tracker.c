@@ -133,10 +133,13 @@ static void chan_note(call_tracker *t, chan *c, const call_event *ev)
 	if (!ct_str_empty(ev->context) && !c->inbound_ctx &&
 	    ct_strv_has(&t->inbound_contexts, ev->context))
 		c->inbound_ctx = true;
-	const char *did = !ct_str_empty(ev->to_num) ? ev->to_num : ev->exten;
+	/* The DID: the number called, from the leg's first event (or the
+	 * adapter's to_num). A DIAL_BEGIN's to_num is whom *it* dials. */
+	const char *to = ev->type == CALL_EV_DIAL_BEGIN ? NULL : ev->to_num;
+	const char *did = !ct_str_empty(to) ? to : ev->exten;
 	if (!ct_str_empty(did) && strcmp(did, "s") != 0 && !chan_exten0(c) &&
 	    (ev->type == CALL_EV_CHANNEL_NEW ||
-	     ev->type == CALL_EV_RESYNC_CHANNEL || !ct_str_empty(ev->to_num)))
+	     ev->type == CALL_EV_RESYNC_CHANNEL || !ct_str_empty(to)))
 		ct_info_set(c, INFO_EXTEN0, did);
 }
 
@@ -215,8 +218,21 @@ static void on_dial_begin(call_tracker *t, chan *c, const call_event *ev)
 		c->dials_pending++;
 	merge_peer(t, c, ev);
 	group *g = c->g;
-	if (pk == KIND_TRUNK)
+	if (pk == KIND_TRUNK) {
+		/* A forward outside: the number is what was rung, and names
+		 * whoever answers on that leg. */
 		g->dialed_trunk = true;
+		chan *peer = ct_chan_find(t, ev->peer_id);
+		if (peer && !ct_str_empty(ev->to_num) && !chan_exten0(peer))
+			ct_info_set(peer, INFO_EXTEN0, ev->to_num);
+		if (!ct_str_empty(ev->to_num)) {
+			before = g->n_exts;
+			ct_ext_add(g, ev->to_num, ev->ts_usec);
+			if (g->n_exts != before)
+				ct_live_ringing(t, g);
+		}
+		return;
+	}
 	if (pk != KIND_HUMAN &&
 	    !(pk == KIND_INTERNAL && !ct_str_empty(ev->exten) &&
 	      ct_str_empty(ev->peer_name)))

@@ -847,7 +847,9 @@ static void test_policy(void **state)
 	call_event fwd[] = {
 		NEWCH(0, L1, L1, TRUNK, CALLER, "from-pstn", DID),
 		NEWCH(0.1, "1781900000.102", L1, "PJSIP/provider-00000002", "", "from-trunk", "s"),
-		DIALB(0.1, L1, L1, "1781900000.102", "PJSIP/provider-00000002"),
+		EVB(.type = CALL_EV_DIAL_BEGIN, .ts_usec = T(0.1), .chan_id = L1,
+		    .linked_id = L1, .peer_id = "1781900000.102",
+		    .peer_name = "PJSIP/provider-00000002", .to_num = "+79161112233"),
 		DIALE(20, L1, L1, "1781900000.102", "PJSIP/provider-00000002", CALL_DIAL_ANSWER),
 		ENTER(20, L1, L1, "b1"),
 		ENTER(20, "1781900000.102", L1, "b1"),
@@ -856,6 +858,9 @@ static void test_policy(void **state)
 	};
 	run_one(&p, fwd, ELEMENTSOF(fwd), &c);
 	assert_int_equal(c.out[0].verdict, CALL_VERDICT_ANSWERED); /* check off */
+	/* answered outside: by the number dialled, which also rang */
+	assert_string_equal(c.out[0].answered_by, "+79161112233");
+	assert_string_equal(c.out[0].exts, "+79161112233");
 	p.min_trunk_talk_seconds = 10;
 	run_one(&p, fwd, ELEMENTSOF(fwd), &c);
 	assert_int_equal(c.out[0].verdict, CALL_VERDICT_MISSED);
