@@ -28,6 +28,13 @@
  * ("{name}" in it is replaced by the enclosing group's `name` key); a
  * missing default credential is not an error unless CFG_REQUIRED.
  * The file's contents, without a trailing newline, go to cfg_secret.value.
+ * Other relative paths are relative to the main file's directory.
+ *
+ * Lists whose element table has a CFG_STRING key "name" get unique names
+ * checked by the loader. A group may be split across the main file and
+ * conf.d files; a leaf key given twice is an error naming both places.
+ * A module's validate() is called even after key errors; cfg_report_error()
+ * drops its messages about keys the loader already rejected.
  */
 #pragma once
 
@@ -136,7 +143,9 @@ void cfg_report_plain(cfg_report *r, const char *fmt, ...) MCD_PRINTF(2, 3);
 int cfg_load(const char *file, const cfg_section *root, void *obj,
 	     cfg_report *r) MCD_WUR;
 
-/* Loads only defaults (a config with nothing set) - for tests. */
+/* Loads `text` as if it were the file `name` (no conf.d; @include and
+ * relative secret paths resolve from the current directory). "" gives
+ * every default. For tests. */
 int cfg_load_string(const char *text, const char *name,
 		    const cfg_section *root, void *obj, cfg_report *r) MCD_WUR;
 
