@@ -14,7 +14,7 @@
 #                                                      cancelled with Reason cause=200)
 #   notfound      nobody registered: 404 from Kamailio no appeal (failed, not missed)
 #
-# Usage: run.sh MISSEDCALLD. Installs nothing (scripts/test installs what
+# Usage: run.sh MISSEDCALLD [udp|tcp]. Installs nothing (scripts/test installs what
 # scripts/debian-packages lists); skips (77) when kamailio or sipp is
 # missing. Bounded in time: every sipp runs under timeout, every wait has a
 # deadline; everything started is stopped by the EXIT trap.
@@ -79,6 +79,10 @@ wait_line() { # FILE REGEX TIMEOUT WHAT
 	done
 }
 
+# A second argument "tcp" runs the same calls with Kamailio sending HEP
+# over TCP (messages framed back to back by their length).
+HEP_TRANSPORT=${2:-udp}
+case $HEP_TRANSPORT in udp | tcp) ;; *) fail "transport must be udp or tcp" ;; esac
 read -r SIP_PORT HEP_PORT TRUNK_PORT REG_PORT UAS1 UAS2 UAS3 UAS4 UAS5 UAS6 UAS7 <<<"$(free_udp_ports 11)"
 HEP_KEY="hep-$RANDOM-$RANDOM"
 CAPTURE_ID=2001
@@ -95,7 +99,7 @@ calls = { min_ring_seconds = 1; decide_grace_ms = 200; };
 missed_calls = { manager = "ivanov"; dedupe_window_minutes = 30; };
 pbx = ( {
   name = "kamailio"; type = "hep";
-  listen = [ "udp:127.0.0.1:$HEP_PORT" ];
+  listen = [ "$HEP_TRANSPORT:127.0.0.1:$HEP_PORT" ];
   auth_key_file = "$T/hep.key";
   capture_id = $CAPTURE_ID;
   # The carrier: calls from this SIP source are inbound.
@@ -114,12 +118,19 @@ ok "database migrated, CRM data in place"
 # --- the daemon ---
 env -u JOURNAL_STREAM -u NOTIFY_SOCKET "$MCD" -c "$T/missedcalld.conf" >"$T/missedcalld.log" 2>&1 &
 MCD_PID=$!
-wait_line "$T/missedcalld.log" "HEP listening on udp:127.0.0.1:$HEP_PORT" 30 "daemon start"
+wait_line "$T/missedcalld.log" "HEP listening on $HEP_TRANSPORT:127.0.0.1:$HEP_PORT" 30 "daemon start"
 wait_line "$T/missedcalld.log" "store: .* -> ready" 60 "store ready"
-ok "daemon listening for HEP on udp:127.0.0.1:$HEP_PORT"
+ok "daemon listening for HEP on $HEP_TRANSPORT:127.0.0.1:$HEP_PORT"
 
 # --- Kamailio ---
+HEP_URI_PARAMS=
+TCP_LISTEN=
+if [ "$HEP_TRANSPORT" = tcp ]; then
+	HEP_URI_PARAMS=";transport=tcp"
+	TCP_LISTEN="listen=tcp:127.0.0.1:$SIP_PORT"
+fi
 sed -e "s/@SIP_PORT@/$SIP_PORT/g; s/@HEP_PORT@/$HEP_PORT/g; s/@NOANSWER_MS@/4000/g" \
+	-e "s/@HEP_URI_PARAMS@/$HEP_URI_PARAMS/g; s/@TCP_LISTEN@/$TCP_LISTEN/g" \
 	-e "s/@CAPTURE_ID@/$CAPTURE_ID/g; s/@HEP_KEY@/$HEP_KEY/g" \
 	"$HERE/kamailio.cfg.in" >"$T/kamailio.cfg"
 "$KAMAILIO" -c -f "$T/kamailio.cfg" >"$T/kamailio-check.log" 2>&1 ||
