@@ -150,6 +150,14 @@ static void store_set_state(store *s, store_state st)
 	s->state = st;
 	log_info("store: %s -> %s", store_state_to_string(old),
 		 store_state_to_string(st));
+	/* The spool depth at the edges of an outage, for the log reader. */
+	if (old == STORE_STATE_READY && st != STORE_STATE_CLOSED)
+		log_warning("store: database not ready (%s): call outcomes go to the spool "
+			    "(%llu spooled)", store_state_to_string(st),
+			    (unsigned long long)spool_records(s->spool) + s->memq_n);
+	else if (st == STORE_STATE_READY && spool_records(s->spool))
+		log_notice("store: database ready: replaying %llu spooled call outcomes",
+			   (unsigned long long)spool_records(s->spool));
 	if (st != STORE_STATE_READY) {
 		/* Nothing waits in memory for a database that is not there. */
 		spill_memq(s);
