@@ -61,12 +61,12 @@ struct ami_client {
 	ami_state state;
 
 	struct bufferevent *bev; /* connect and writes; reads go through rd */
-	struct event *rd;	/* EV_READ on the socket: read(2) into the parser */
+	struct event *rd; /* EV_READ on the socket: read(2) into the parser */
 	size_t read_hint;
-	unsigned gen;		/* bumped per connection: stale work stops */
-	struct event *timer;	/* the per-state timer */
-	struct event *resume;	/* zero timeout: continue a cut batch */
-	uint64_t deadline;	/* mono: end of connect+login */
+	unsigned gen;	      /* bumped per connection: stale work stops */
+	struct event *timer;  /* the per-state timer */
+	struct event *resume; /* zero timeout: continue a cut batch */
+	uint64_t deadline;    /* mono: end of connect+login */
 
 	ami_parser *parser;
 	ami_adapter *adapter;
@@ -74,18 +74,18 @@ struct ami_client {
 	recorder *rec;
 
 	ami_client_timing timing;
-	unsigned attempt;	/* failures since the last successful login */
-	uint64_t retry_delay;	/* usec, of the current BACKOFF */
-	uint64_t retry_at;	/* mono: when the current BACKOFF ends */
+	unsigned attempt;     /* failures since the last successful login */
+	uint64_t retry_delay; /* usec, of the current BACKOFF */
+	uint64_t retry_at;    /* mono: when the current BACKOFF ends */
 	uint64_t rng;
 	unsigned pings_missed;
 	bool ping_outstanding;
-	uint64_t seq;		/* ActionID sequence */
+	uint64_t seq; /* ActionID sequence */
 	uint64_t resync_seq;
 	bool legacy;
 
 	char banner[96];
-	char why[192];		/* reason of the last failure (status) */
+	char why[192]; /* reason of the last failure (status) */
 
 	metric *m_events, *m_oversized, *m_up, *m_reconnects;
 	log_ratelimit rl_oversized;
@@ -95,10 +95,10 @@ struct ami_client {
 #define ami_log(c, lvl, ...) log_full((lvl), &(c)->lctx, __VA_ARGS__)
 
 static const char *const state_names[_AMI_STATE_MAX] = {
-	[AMI_STATE_IDLE] = "idle",	       [AMI_STATE_CONNECTING] = "connecting",
-	[AMI_STATE_BANNER] = "banner",	       [AMI_STATE_CHALLENGE] = "challenge",
-	[AMI_STATE_LOGIN] = "login",	       [AMI_STATE_UP] = "up",
-	[AMI_STATE_BACKOFF] = "backoff",
+    [AMI_STATE_IDLE] = "idle",	     [AMI_STATE_CONNECTING] = "connecting",
+    [AMI_STATE_BANNER] = "banner",   [AMI_STATE_CHALLENGE] = "challenge",
+    [AMI_STATE_LOGIN] = "login",     [AMI_STATE_UP] = "up",
+    [AMI_STATE_BACKOFF] = "backoff",
 };
 
 const char *ami_state_to_string(ami_state s)
@@ -111,14 +111,17 @@ const char *ami_state_to_string(ami_state s)
 /* Legal transitions, one bit per target state. */
 #define B(s) (1u << (s))
 static const unsigned legal[_AMI_STATE_MAX] = {
-	[AMI_STATE_IDLE] = B(AMI_STATE_CONNECTING),
-	[AMI_STATE_CONNECTING] = B(AMI_STATE_BANNER) | B(AMI_STATE_BACKOFF) | B(AMI_STATE_IDLE),
-	[AMI_STATE_BANNER] = B(AMI_STATE_CHALLENGE) | B(AMI_STATE_LOGIN) |
-			     B(AMI_STATE_BACKOFF) | B(AMI_STATE_IDLE),
-	[AMI_STATE_CHALLENGE] = B(AMI_STATE_LOGIN) | B(AMI_STATE_BACKOFF) | B(AMI_STATE_IDLE),
-	[AMI_STATE_LOGIN] = B(AMI_STATE_UP) | B(AMI_STATE_BACKOFF) | B(AMI_STATE_IDLE),
-	[AMI_STATE_UP] = B(AMI_STATE_BACKOFF) | B(AMI_STATE_IDLE),
-	[AMI_STATE_BACKOFF] = B(AMI_STATE_CONNECTING) | B(AMI_STATE_IDLE),
+    [AMI_STATE_IDLE] = B(AMI_STATE_CONNECTING),
+    [AMI_STATE_CONNECTING] =
+	B(AMI_STATE_BANNER) | B(AMI_STATE_BACKOFF) | B(AMI_STATE_IDLE),
+    [AMI_STATE_BANNER] = B(AMI_STATE_CHALLENGE) | B(AMI_STATE_LOGIN) |
+			 B(AMI_STATE_BACKOFF) | B(AMI_STATE_IDLE),
+    [AMI_STATE_CHALLENGE] =
+	B(AMI_STATE_LOGIN) | B(AMI_STATE_BACKOFF) | B(AMI_STATE_IDLE),
+    [AMI_STATE_LOGIN] =
+	B(AMI_STATE_UP) | B(AMI_STATE_BACKOFF) | B(AMI_STATE_IDLE),
+    [AMI_STATE_UP] = B(AMI_STATE_BACKOFF) | B(AMI_STATE_IDLE),
+    [AMI_STATE_BACKOFF] = B(AMI_STATE_CONNECTING) | B(AMI_STATE_IDLE),
 };
 #undef B
 
@@ -144,15 +147,16 @@ static struct timeval tv_usec(uint64_t usec)
 static uint64_t ping_usec(const ami_client *c)
 {
 	return c->timing.ping_interval_usec
-		       ? c->timing.ping_interval_usec
-		       : (uint64_t)MCD_MAX(c->cfg->ping_interval, 1) * USEC_PER_SEC;
+		   ? c->timing.ping_interval_usec
+		   : (uint64_t)MCD_MAX(c->cfg->ping_interval, 1) * USEC_PER_SEC;
 }
 
 static uint64_t connect_timeout_usec(const ami_client *c)
 {
 	return c->timing.connect_timeout_usec
-		       ? c->timing.connect_timeout_usec
-		       : (uint64_t)MCD_MAX(c->cfg->connect_timeout, 1) * USEC_PER_SEC;
+		   ? c->timing.connect_timeout_usec
+		   : (uint64_t)MCD_MAX(c->cfg->connect_timeout, 1) *
+			 USEC_PER_SEC;
 }
 
 /* Copies a peer-controlled string for a log line: printable ASCII and
@@ -172,7 +176,8 @@ static const char *sanitize(const char *s, char *buf, size_t len)
  * do not reconnect in lockstep. */
 static uint64_t backoff_next(ami_client *c)
 {
-	uint64_t lo = c->timing.backoff_min_usec ? c->timing.backoff_min_usec : USEC_PER_SEC;
+	uint64_t lo = c->timing.backoff_min_usec ? c->timing.backoff_min_usec
+						 : USEC_PER_SEC;
 	uint64_t hi = c->timing.backoff_max_usec ? c->timing.backoff_max_usec
 						 : 30 * USEC_PER_SEC;
 	uint64_t d = lo;
@@ -198,31 +203,37 @@ static void log_state(ami_client *c, ami_state s)
 
 	switch (s) {
 	case AMI_STATE_IDLE:
-		ami_log(c, LOG_LVL_INFO, "AMI %s:%d: stopped", cfg->host, (int)cfg->port);
+		ami_log(c, LOG_LVL_INFO, "AMI %s:%d: stopped", cfg->host,
+			(int)cfg->port);
 		break;
 	case AMI_STATE_CONNECTING:
 		/* Retries are announced by the BACKOFF line already. */
-		ami_log(c, c->attempt ? LOG_LVL_DEBUG : LOG_LVL_INFO, "AMI %s:%d: connecting",
-			cfg->host, (int)cfg->port);
+		ami_log(c, c->attempt ? LOG_LVL_DEBUG : LOG_LVL_INFO,
+			"AMI %s:%d: connecting", cfg->host, (int)cfg->port);
 		break;
 	case AMI_STATE_BANNER:
-		ami_log(c, LOG_LVL_DEBUG, "AMI %s:%d: TCP connected, waiting for the banner",
+		ami_log(c, LOG_LVL_DEBUG,
+			"AMI %s:%d: TCP connected, waiting for the banner",
 			cfg->host, (int)cfg->port);
 		break;
 	case AMI_STATE_CHALLENGE:
 	case AMI_STATE_LOGIN:
-		ami_log(c, LOG_LVL_DEBUG, "AMI %s:%d: \"%s\", logging in as \"%s\"%s",
-			cfg->host, (int)cfg->port, c->banner, cfg->username,
+		ami_log(c, LOG_LVL_DEBUG,
+			"AMI %s:%d: \"%s\", logging in as \"%s\"%s", cfg->host,
+			(int)cfg->port, c->banner, cfg->username,
 			s == AMI_STATE_CHALLENGE ? " (MD5 challenge)" : "");
 		break;
 	case AMI_STATE_UP:
-		ami_log(c, LOG_LVL_NOTICE,
-			"AMI %s:%d: connected to \"%s\", logged in as \"%s\"%s",
-			cfg->host, (int)cfg->port, c->banner, cfg->username,
-			c->legacy ? " (Asterisk 11 or older: legacy Dial/Bridge events; "
-				    "queue, transfer and pickup verdicts are less precise "
-				    "than with Asterisk 12+)"
-				  : "");
+		ami_log(
+		    c, LOG_LVL_NOTICE,
+		    "AMI %s:%d: connected to \"%s\", logged in as \"%s\"%s",
+		    cfg->host, (int)cfg->port, c->banner, cfg->username,
+		    c->legacy
+			? " (Asterisk 11 or older: legacy Dial/Bridge events; "
+			  "queue, transfer and pickup verdicts are less "
+			  "precise "
+			  "than with Asterisk 12+)"
+			: "");
 		break;
 	case AMI_STATE_BACKOFF:
 		ami_log(c, LOG_LVL_WARNING, "AMI %s:%d: %s; retrying in %.1f s",
@@ -336,8 +347,9 @@ static int send_action(ami_client *c, const char *action, const char *kind,
 	if (evbuffer_get_length(out) > AMI_OUTPUT_MAX)
 		return -ENOBUFS;
 	uint64_t seq = ++c->seq;
-	int r = evbuffer_add_printf(out, "Action: %s\r\nActionID: mcd-%s-%llu\r\n",
-				    action, kind, (unsigned long long)seq);
+	int r =
+	    evbuffer_add_printf(out, "Action: %s\r\nActionID: mcd-%s-%llu\r\n",
+				action, kind, (unsigned long long)seq);
 	va_start(ap, ret_seq);
 	for (const char *k; r >= 0 && (k = va_arg(ap, const char *));) {
 		const char *v = va_arg(ap, const char *);
@@ -359,31 +371,31 @@ static bool is_ours(const ami_msg *m, const char *kind)
 	const char *id = ami_msg_get(m, "ActionID");
 	size_t kl = strlen(kind);
 
-	return id && strncmp(id, "mcd-", 4) == 0 && strncmp(id + 4, kind, kl) == 0 &&
-	       id[4 + kl] == '-';
+	return id && strncmp(id, "mcd-", 4) == 0 &&
+	       strncmp(id + 4, kind, kl) == 0 && id[4 + kl] == '-';
 }
 
 /* ---- MD5 (RFC 1321) for the Challenge login; no crypto library needed
  * for one digest per login. ---- */
 
 static const uint32_t md5_k[64] = {
-	0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
-	0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
-	0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
-	0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
-	0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
-	0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
-	0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
-	0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
-	0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
-	0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
-	0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
+    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
+    0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
+    0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
+    0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
+    0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+    0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+    0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
+    0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
+    0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
 };
 static const uint8_t md5_r[64] = {
-	7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-	5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
-	4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-	6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
+    5, 9,  14, 20, 5, 9,  14, 20, 5, 9,	 14, 20, 5, 9,	14, 20,
+    4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
+    6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
 };
 
 static void md5_block(uint32_t h[4], const uint8_t *p)
@@ -392,7 +404,8 @@ static void md5_block(uint32_t h[4], const uint8_t *p)
 
 	for (int i = 0; i < 16; i++)
 		w[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 |
-		       (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;
+		       (uint32_t)p[4 * i + 2] << 16 |
+		       (uint32_t)p[4 * i + 3] << 24;
 	for (int i = 0; i < 64; i++) {
 		uint32_t f;
 		int g;
@@ -448,7 +461,8 @@ static void md5_hex2(const char *a, const char *b, char out[33])
 		blk[56 + i] = (uint8_t)(bits >> (8 * i));
 	md5_block(h, blk);
 	for (int i = 0; i < 16; i++)
-		snprintf(out + 2 * i, 3, "%02x", (unsigned)(h[i / 4] >> (8 * (i % 4))) & 0xff);
+		snprintf(out + 2 * i, 3, "%02x",
+			 (unsigned)(h[i / 4] >> (8 * (i % 4))) & 0xff);
 	explicit_bzero(blk, sizeof(blk));
 }
 
@@ -469,11 +483,13 @@ static void send_login(ami_client *c, const char *md5_key)
 				"Events", events_mask(c), NULL);
 	else
 		r = send_action(c, "Login", "login", NULL, "Username",
-				c->cfg->username, "Secret", c->cfg->secret.value,
-				"Events", events_mask(c), NULL);
+				c->cfg->username, "Secret",
+				c->cfg->secret.value, "Events", events_mask(c),
+				NULL);
 	if (r == -EINVAL) {
 		/* Never say which byte: the secret is one of the values. */
-		fail(c, "login refused locally: username, secret or events contains a line break");
+		fail(c, "login refused locally: username, secret or events "
+			"contains a line break");
 		return;
 	}
 	if (r < 0) {
@@ -489,9 +505,12 @@ static void on_banner(ami_client *c)
 	static const char prefix[] = "Asterisk Call Manager";
 	char tmp[96];
 
-	snprintf(c->banner, sizeof(c->banner), "%s", sanitize(b, tmp, sizeof(tmp)));
+	snprintf(c->banner, sizeof(c->banner), "%s",
+		 sanitize(b, tmp, sizeof(tmp)));
 	if (strncmp(b, prefix, sizeof(prefix) - 1) != 0) {
-		fail(c, "unexpected banner \"%s\": not an Asterisk Manager Interface",
+		fail(c,
+		     "unexpected banner \"%s\": not an Asterisk Manager "
+		     "Interface",
 		     c->banner);
 		return;
 	}
@@ -502,7 +521,8 @@ static void on_banner(ami_client *c)
 	ami_adapter_set_legacy(c->adapter, c->legacy);
 
 	if (c->cfg->md5_login) {
-		int r = send_action(c, "Challenge", "challenge", NULL, "AuthType", "MD5", NULL);
+		int r = send_action(c, "Challenge", "challenge", NULL,
+				    "AuthType", "MD5", NULL);
 		if (r < 0) {
 			fail(c, "cannot send Challenge: %s", strerror(-r));
 			return;
@@ -536,14 +556,18 @@ static void on_challenge(ami_client *c, const ami_msg *m)
 static void after_login(ami_client *c)
 {
 	for (size_t i = 0; i < c->cfg->filters.n; i++) {
-		int r = send_action(c, "Filter", "filter", NULL, "Operation", "Add",
-				    "Filter", c->cfg->filters.v[i], NULL);
+		int r =
+		    send_action(c, "Filter", "filter", NULL, "Operation", "Add",
+				"Filter", c->cfg->filters.v[i], NULL);
 		if (r < 0)
-			ami_log(c, LOG_LVL_ERROR, "AMI filter #%zu not sent: %s", i + 1,
-				r == -EINVAL ? "contains a line break" : strerror(-r));
+			ami_log(c, LOG_LVL_ERROR,
+				"AMI filter #%zu not sent: %s", i + 1,
+				r == -EINVAL ? "contains a line break"
+					     : strerror(-r));
 	}
 	ami_adapter_resync_begin(c->adapter);
-	if (send_action(c, "CoreShowChannels", "resync", &c->resync_seq, NULL) < 0) {
+	if (send_action(c, "CoreShowChannels", "resync", &c->resync_seq, NULL) <
+	    0) {
 		ami_adapter_resync_end(c->adapter);
 		return;
 	}
@@ -584,8 +608,10 @@ static void on_response(ami_client *c, const ami_msg *m, const char *resp)
 	} else if (is_ours(m, "resync")) {
 		if (strcasecmp(resp, "Success") != 0) {
 			ami_log(c, LOG_LVL_WARNING,
-				"AMI CoreShowChannels refused: \"%s\" (calls in progress are not rebuilt)",
-				sanitize(ami_msg_get(m, "Message"), tmp, sizeof(tmp)));
+				"AMI CoreShowChannels refused: \"%s\" (calls "
+				"in progress are not rebuilt)",
+				sanitize(ami_msg_get(m, "Message"), tmp,
+					 sizeof(tmp)));
 			ami_adapter_resync_end(c->adapter);
 		}
 	} else if (is_ours(m, "filter") && strcasecmp(resp, "Success") != 0) {
@@ -603,7 +629,8 @@ static void on_up(ami_client *c, const ami_msg *m, uint64_t recv_usec)
 	if (ev) {
 		metric_inc(c->m_events);
 		ami_adapter_feed(c->adapter, m, recv_usec);
-		if (strcasecmp(ev, "CoreShowChannelsComplete") == 0 && is_ours(m, "resync"))
+		if (strcasecmp(ev, "CoreShowChannelsComplete") == 0 &&
+		    is_ours(m, "resync"))
 			ami_adapter_resync_end(c->adapter);
 		return;
 	}
@@ -621,10 +648,11 @@ static void on_oversized(ami_client *c)
 	metric_inc(c->m_oversized);
 	if (log_ratelimit_test(&c->rl_oversized, &suppressed))
 		ami_log(c, LOG_LVL_ERROR,
-			"AMI message over %lld bytes or %u headers discarded; connection kept "
+			"AMI message over %lld bytes or %u headers discarded; "
+			"connection kept "
 			"(%u more suppressed)",
-			(long long)c->cfg->max_message_size, AMI_PARSER_DEFAULT_MAX_HEADERS,
-			suppressed);
+			(long long)c->cfg->max_message_size,
+			AMI_PARSER_DEFAULT_MAX_HEADERS, suppressed);
 }
 
 static void handle(ami_client *c, int r, const ami_msg *m, uint64_t recv_usec)
@@ -640,7 +668,8 @@ static void handle(ami_client *c, int r, const ami_msg *m, uint64_t recv_usec)
 	}
 	switch (c->state) {
 	case AMI_STATE_BANNER:
-		fail(c, "no AMI banner: the server did not greet with \"Asterisk Call Manager/…\"");
+		fail(c, "no AMI banner: the server did not greet with "
+			"\"Asterisk Call Manager/…\"");
 		break;
 	case AMI_STATE_CHALLENGE:
 		on_challenge(c, m);
@@ -716,7 +745,8 @@ static void rd_cb(evutil_socket_t fd, short what, void *arg)
 		process(c, AMI_CLIENT_BATCH);
 		return;
 	}
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+	if (n < 0 &&
+	    (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
 	lost(c, n < 0 ? errno : 0);
 }
@@ -752,7 +782,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 			fail(c, "cannot resolve \"%s\": %s", c->cfg->host,
 			     evutil_gai_strerror(dns_err));
 		else
-			fail(c, "connect failed: %s", evutil_socket_error_to_string(err));
+			fail(c, "connect failed: %s",
+			     evutil_socket_error_to_string(err));
 		return;
 	}
 	/* A write failed (reads are ours): whatever arrived still counts. */
@@ -786,7 +817,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		r = send_action(c, "Ping", "ping", NULL, NULL);
 		if (r < 0) {
 			fail(c, "connection lost: cannot send Ping (%s)",
-			     r == -ENOBUFS ? "the PBX does not read" : strerror(-r));
+			     r == -ENOBUFS ? "the PBX does not read"
+					   : strerror(-r));
 			break;
 		}
 		c->ping_outstanding = true;
@@ -802,8 +834,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Numeric host: fills ss; false for a name. */
-static bool numeric_addr(const char *host, int port, struct sockaddr_storage *ss,
-			 int *ret_len)
+static bool numeric_addr(const char *host, int port,
+			 struct sockaddr_storage *ss, int *ret_len)
 {
 	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
@@ -834,7 +866,9 @@ static void attempt_start(ami_client *c)
 	conn_close(c);
 	ami_client_set_state(c, AMI_STATE_CONNECTING);
 	if (!numeric && !c->dns) {
-		fail(c, "\"%s\" is not a numeric address and no resolver is available",
+		fail(c,
+		     "\"%s\" is not a numeric address and no resolver is "
+		     "available",
 		     c->cfg->host);
 		return;
 	}
@@ -848,13 +882,15 @@ static void attempt_start(ami_client *c)
 
 	unsigned gen = c->gen;
 	if (numeric)
-		r = bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, sl);
+		r = bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss,
+					       sl);
 	else
-		r = bufferevent_socket_connect_hostname(c->bev, c->dns, AF_UNSPEC,
-							c->cfg->host, (int)c->cfg->port);
+		r = bufferevent_socket_connect_hostname(
+		    c->bev, c->dns, AF_UNSPEC, c->cfg->host, (int)c->cfg->port);
 	/* The event callback may already have failed the attempt. */
 	if (r < 0 && c->gen == gen && c->state == AMI_STATE_CONNECTING)
-		fail(c, "connect failed: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		fail(c, "connect failed: %s",
+		     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
 /* ---- public ---- */
@@ -863,7 +899,8 @@ int ami_client_new(struct event_base *base, struct evdns_base *dns,
 		   const pbx_cfg *cfg, const call_policy *policy,
 		   const call_sink *sink, ami_client **ret)
 {
-	if (!base || !cfg || !cfg->name || !cfg->host || !cfg->username || !policy || !sink)
+	if (!base || !cfg || !cfg->name || !cfg->host || !cfg->username ||
+	    !policy || !sink)
 		return -EINVAL;
 	ami_client *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -873,42 +910,52 @@ int ami_client_new(struct event_base *base, struct evdns_base *dns,
 	c->cfg = cfg;
 	c->lctx.pbx = cfg->name;
 	c->state = AMI_STATE_IDLE;
-	c->rng = mono_usec() ^ (uint64_t)(uintptr_t)c ^ UINT64_C(0x9e3779b97f4a7c15);
+	c->rng =
+	    mono_usec() ^ (uint64_t)(uintptr_t)c ^ UINT64_C(0x9e3779b97f4a7c15);
 	if (!c->rng)
 		c->rng = 1;
 	c->rl_oversized.interval_usec = 60 * USEC_PER_SEC;
 	c->rl_oversized.burst = 5;
 
 	call_direction_rules rules = {.trunks = &cfg->trunks,
-				      .inbound_contexts = &cfg->inbound_contexts,
+				      .inbound_contexts =
+					  &cfg->inbound_contexts,
 				      .dids = &cfg->dids};
 	c->tracker = call_tracker_new(base, cfg->name, policy, &rules, sink);
 	c->adapter = c->tracker ? ami_adapter_new(c->tracker) : NULL;
-	c->parser = ami_parser_new((size_t)MCD_MAX(cfg->max_message_size, 0), 0);
+	c->parser =
+	    ami_parser_new((size_t)MCD_MAX(cfg->max_message_size, 0), 0);
 	c->timer = evtimer_new(base, timer_cb, c);
 	c->resume = evtimer_new(base, resume_cb, c);
-	if (!c->tracker || !c->adapter || !c->parser || !c->timer || !c->resume) {
+	if (!c->tracker || !c->adapter || !c->parser || !c->timer ||
+	    !c->resume) {
 		ami_client_free(c);
 		return -ENOMEM;
 	}
 	if (cfg->record_dir) {
-		int r = recorder_new(base, cfg->record_dir, cfg->name, RECORDER_PROTO_AMI,
+		int r = recorder_new(base, cfg->record_dir, cfg->name,
+				     RECORDER_PROTO_AMI,
 				     (uint64_t)cfg->record_max_bytes,
 				     (unsigned)cfg->record_keep, &c->rec);
 		if (r < 0)
-			ami_log(c, LOG_LVL_ERROR, "cannot record the AMI stream to \"%s\": %s",
+			ami_log(c, LOG_LVL_ERROR,
+				"cannot record the AMI stream to \"%s\": %s",
 				cfg->record_dir, strerror(-r));
 	}
-	c->m_events = metric_counter("missedcalld_events_total",
-				     "Protocol events parsed", "pbx", cfg->name, NULL);
-	c->m_oversized = metric_counter("missedcalld_ami_oversized_total",
-					"AMI messages discarded for size or header count",
-					"pbx", cfg->name, NULL);
+	c->m_events =
+	    metric_counter("missedcalld_events_total", "Protocol events parsed",
+			   "pbx", cfg->name, NULL);
+	c->m_oversized =
+	    metric_counter("missedcalld_ami_oversized_total",
+			   "AMI messages discarded for size or header count",
+			   "pbx", cfg->name, NULL);
 	c->m_reconnects = metric_counter("missedcalld_ami_disconnects_total",
-					 "AMI sessions lost after login", "pbx", cfg->name, NULL);
-	c->m_up = metric_gauge("missedcalld_pbx_up",
-			       "1 while the PBX connection is logged in / listening",
-			       "pbx", cfg->name, NULL);
+					 "AMI sessions lost after login", "pbx",
+					 cfg->name, NULL);
+	c->m_up =
+	    metric_gauge("missedcalld_pbx_up",
+			 "1 while the PBX connection is logged in / listening",
+			 "pbx", cfg->name, NULL);
 	ami_parser_reset(c->parser, true);
 	attempt_start(c);
 	*ret = c;
@@ -968,13 +1015,16 @@ void ami_client_status(const ami_client *c, char *buf, size_t len)
 {
 	switch (c->state) {
 	case AMI_STATE_UP:
-		snprintf(buf, len, "connected (%s)%s", c->banner, c->legacy ? " legacy" : "");
+		snprintf(buf, len, "connected (%s)%s", c->banner,
+			 c->legacy ? " legacy" : "");
 		break;
 	case AMI_STATE_BACKOFF: {
 		uint64_t now = mono_usec();
 		uint64_t left = c->retry_at > now ? c->retry_at - now : 0;
 		snprintf(buf, len, "retrying in %llu s: %s",
-			 (unsigned long long)((left + USEC_PER_SEC - 1) / USEC_PER_SEC), c->why);
+			 (unsigned long long)((left + USEC_PER_SEC - 1) /
+					      USEC_PER_SEC),
+			 c->why);
 		break;
 	}
 	default:

@@ -89,16 +89,17 @@ void ami_client_status(const ami_client *c, char *buf, size_t len);
 
 /* Counters for tests, status and benchmarks. */
 typedef struct ami_client_stats {
-	uint64_t connects;	/* TCP connections established */
-	uint64_t logins;	/* successful logins */
+	uint64_t connects; /* TCP connections established */
+	uint64_t logins;   /* successful logins */
 	uint64_t login_failures;
-	uint64_t disconnects;	/* connections lost or closed after a failure */
-	uint64_t messages;	/* messages handed to the adapter */
-	uint64_t oversized;	/* messages discarded by the parser */
+	uint64_t disconnects; /* connections lost or closed after a failure */
+	uint64_t messages;    /* messages handed to the adapter */
+	uint64_t oversized;   /* messages discarded by the parser */
 	uint64_t pings_sent;
 	uint64_t pongs;
-	uint64_t resyncs;	/* CoreShowChannels sent */
-	uint64_t batches_cut;	/* wakeups that hit AMI_CLIENT_BATCH and yielded */
+	uint64_t resyncs; /* CoreShowChannels sent */
+	uint64_t
+	    batches_cut; /* wakeups that hit AMI_CLIENT_BATCH and yielded */
 	uint64_t last_backoff_usec; /* delay chosen for the last retry */
 } ami_client_stats;
 

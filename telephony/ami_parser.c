@@ -24,10 +24,10 @@
 #include <string.h>
 #include <strings.h>
 
-#define INITIAL_CAP 8192u
+#define INITIAL_CAP	8192u
 #define INITIAL_HEADERS 32u
-#define BANNER_MAX 128u
-#define END_COMMAND "--END COMMAND--"
+#define BANNER_MAX	128u
+#define END_COMMAND	"--END COMMAND--"
 #define END_COMMAND_LEN (sizeof(END_COMMAND) - 1)
 
 struct ami_parser {
@@ -43,10 +43,11 @@ struct ami_parser {
 	bool follows, in_body, body_done;
 	size_t body_start, body_end;
 
-	bool msg_out;	    /* last next() returned [start, scan): drop it first */
-	bool first_line;    /* the next line is the first of the stream */
+	bool msg_out;	 /* last next() returned [start, scan): drop it first */
+	bool first_line; /* the next line is the first of the stream */
 	bool expect_banner;
-	bool force_discard; /* out of memory while assembling: drop the message */
+	bool force_discard; /* out of memory while assembling: drop the message
+			     */
 
 	/* Discard mode: skipping an oversized message up to its empty line.
 	 * Only the current line's length (saturated at 2) and first byte are
@@ -71,7 +72,8 @@ ami_parser *ami_parser_new(size_t max_message_size, size_t max_headers)
 	if (max_message_size < AMI_PARSER_MIN_MAX_MESSAGE)
 		max_message_size = AMI_PARSER_MIN_MAX_MESSAGE;
 	p->max_message = max_message_size;
-	p->max_headers = max_headers ? max_headers : AMI_PARSER_DEFAULT_MAX_HEADERS;
+	p->max_headers =
+	    max_headers ? max_headers : AMI_PARSER_DEFAULT_MAX_HEADERS;
 	/* Slack past the limit lets a large read land in one feed. */
 	p->max_cap = max_message_size + 1 + 4096;
 	p->cap = MCD_MIN((size_t)INITIAL_CAP, p->max_cap);
@@ -438,7 +440,8 @@ int ami_parser_next(ami_parser *p, ami_msg *ret_msg)
 		}
 		if (p->first_line && le != ls) {
 			p->first_line = false;
-			if (p->expect_banner && !memchr(ls, ':', (size_t)(le - ls)))
+			if (p->expect_banner &&
+			    !memchr(ls, ':', (size_t)(le - ls)))
 				return banner_emit(p, ls, le, next);
 		}
 		p->scan = next;

@@ -34,7 +34,7 @@
 
 #define AMI_PARSER_DEFAULT_MAX_MESSAGE (64u * 1024u)
 #define AMI_PARSER_DEFAULT_MAX_HEADERS 1024u
-#define AMI_PARSER_MIN_MAX_MESSAGE 256u
+#define AMI_PARSER_MIN_MAX_MESSAGE     256u
 
 /* Positive results of ami_parser_next(). */
 enum {
@@ -46,11 +46,11 @@ typedef struct ami_parser ami_parser;
 
 /* Counters since creation (never reset): for metrics and log lines. */
 typedef struct ami_parser_stats {
-	uint64_t messages;	    /* messages returned */
-	uint64_t bytes;		    /* bytes accepted by feed */
-	uint64_t oversized;	    /* discarded: over max_message_size */
-	uint64_t too_many_headers;  /* discarded: over max_headers */
-	uint64_t skipped_lines;	    /* lines without a colon outside bodies */
+	uint64_t messages;	   /* messages returned */
+	uint64_t bytes;		   /* bytes accepted by feed */
+	uint64_t oversized;	   /* discarded: over max_message_size */
+	uint64_t too_many_headers; /* discarded: over max_headers */
+	uint64_t skipped_lines;	   /* lines without a colon outside bodies */
 } ami_parser_stats;
 
 /* max_message_size 0: default; values below AMI_PARSER_MIN_MAX_MESSAGE are

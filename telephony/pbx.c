@@ -108,14 +108,18 @@ static int entry_cfg_dup(pbx_cfg *d, const pbx_cfg *s)
 	*d = *s; /* scalars; every pointer is replaced below */
 	d->name = d->record_dir = d->host = d->username = d->events = NULL;
 	d->trunks = d->dids = d->inbound_contexts = d->filters = d->listen =
-		d->non_human_uris = (cfg_strv){0};
+	    d->non_human_uris = (cfg_strv){0};
 	d->secret = d->auth_key = (cfg_secret){0};
-	if (str_dup(&d->name, s->name) < 0 || str_dup(&d->record_dir, s->record_dir) < 0 ||
-	    str_dup(&d->host, s->host) < 0 || str_dup(&d->username, s->username) < 0 ||
-	    str_dup(&d->events, s->events) < 0 || strv_dup(&d->trunks, &s->trunks) < 0 ||
+	if (str_dup(&d->name, s->name) < 0 ||
+	    str_dup(&d->record_dir, s->record_dir) < 0 ||
+	    str_dup(&d->host, s->host) < 0 ||
+	    str_dup(&d->username, s->username) < 0 ||
+	    str_dup(&d->events, s->events) < 0 ||
+	    strv_dup(&d->trunks, &s->trunks) < 0 ||
 	    strv_dup(&d->dids, &s->dids) < 0 ||
 	    strv_dup(&d->inbound_contexts, &s->inbound_contexts) < 0 ||
-	    strv_dup(&d->filters, &s->filters) < 0 || strv_dup(&d->listen, &s->listen) < 0 ||
+	    strv_dup(&d->filters, &s->filters) < 0 ||
+	    strv_dup(&d->listen, &s->listen) < 0 ||
 	    strv_dup(&d->non_human_uris, &s->non_human_uris) < 0 ||
 	    str_dup(&d->secret.path, s->secret.path) < 0 ||
 	    str_dup(&d->secret.value, s->secret.value) < 0 ||
@@ -147,21 +151,26 @@ static bool strv_same(const cfg_strv *a, const cfg_strv *b)
 static bool entry_cfg_same(const pbx_cfg *a, const pbx_cfg *b)
 {
 	return str_same(a->name, b->name) && a->type == b->type &&
-	       strv_same(&a->trunks, &b->trunks) && strv_same(&a->dids, &b->dids) &&
+	       strv_same(&a->trunks, &b->trunks) &&
+	       strv_same(&a->dids, &b->dids) &&
 	       str_same(a->record_dir, b->record_dir) &&
-	       a->record_max_bytes == b->record_max_bytes && a->record_keep == b->record_keep &&
-	       str_same(a->host, b->host) && a->port == b->port &&
-	       str_same(a->username, b->username) &&
+	       a->record_max_bytes == b->record_max_bytes &&
+	       a->record_keep == b->record_keep && str_same(a->host, b->host) &&
+	       a->port == b->port && str_same(a->username, b->username) &&
 	       str_same(a->secret.value, b->secret.value) &&
 	       strv_same(&a->inbound_contexts, &b->inbound_contexts) &&
-	       str_same(a->events, b->events) && strv_same(&a->filters, &b->filters) &&
+	       str_same(a->events, b->events) &&
+	       strv_same(&a->filters, &b->filters) &&
 	       a->ping_interval == b->ping_interval &&
 	       a->connect_timeout == b->connect_timeout &&
-	       a->max_message_size == b->max_message_size && a->md5_login == b->md5_login &&
+	       a->max_message_size == b->max_message_size &&
+	       a->md5_login == b->md5_login &&
 	       strv_same(&a->listen, &b->listen) &&
 	       str_same(a->auth_key.value, b->auth_key.value) &&
-	       a->capture_id == b->capture_id && strv_same(&a->non_human_uris, &b->non_human_uris) &&
-	       a->failed_after_ringing_is_missed == b->failed_after_ringing_is_missed &&
+	       a->capture_id == b->capture_id &&
+	       strv_same(&a->non_human_uris, &b->non_human_uris) &&
+	       a->failed_after_ringing_is_missed ==
+		   b->failed_after_ringing_is_missed &&
 	       a->sip_call_timeout == b->sip_call_timeout;
 }
 
@@ -170,18 +179,21 @@ static bool entry_cfg_same(const pbx_cfg *a, const pbx_cfg *b)
 static bool is_numeric_host(const char *h)
 {
 	unsigned char buf[sizeof(struct in6_addr)];
-	return evutil_inet_pton(AF_INET, h, buf) == 1 || evutil_inet_pton(AF_INET6, h, buf) == 1;
+	return evutil_inet_pton(AF_INET, h, buf) == 1 ||
+	       evutil_inet_pton(AF_INET6, h, buf) == 1;
 }
 
 /* The shared resolver, created when the first name needs it. */
 static struct evdns_base *set_dns(pbx_set *s)
 {
 	if (!s->dns) {
-		s->dns = evdns_base_new(s->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-							 EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+		s->dns = evdns_base_new(s->base,
+					EVDNS_BASE_INITIALIZE_NAMESERVERS |
+					    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
 		if (!s->dns)
-			log_error("cannot start the DNS resolver (/etc/resolv.conf): "
-				  "use numeric PBX addresses");
+			log_error(
+			    "cannot start the DNS resolver (/etc/resolv.conf): "
+			    "use numeric PBX addresses");
 	}
 	return s->dns;
 }
@@ -217,10 +229,13 @@ static int entry_new(pbx_set *s, const pbx_cfg *cfg, const call_policy *policy,
 	}
 	switch ((pbx_type)e->cfg.type) {
 	case PBX_TYPE_AMI: {
-		struct evdns_base *dns = is_numeric_host(e->cfg.host) ? NULL : set_dns(s);
-		r = ami_client_new(s->base, dns, &e->cfg, policy, &s->sink, &e->ami);
+		struct evdns_base *dns =
+		    is_numeric_host(e->cfg.host) ? NULL : set_dns(s);
+		r = ami_client_new(s->base, dns, &e->cfg, policy, &s->sink,
+				   &e->ami);
 		if (r < 0) {
-			log_full(LOG_LVL_ERROR, &ctx, "cannot start the AMI connection: %s",
+			log_full(LOG_LVL_ERROR, &ctx,
+				 "cannot start the AMI connection: %s",
 				 strerror(-r));
 			e->failed = true;
 		}
@@ -229,17 +244,21 @@ static int entry_new(pbx_set *s, const pbx_cfg *cfg, const call_policy *policy,
 	/* ---- HEP source (hep helper): replace this case with
 	 * hep_listener_new(s->base, &e->cfg, policy, &s->sink, &e->hep) ---- */
 	case PBX_TYPE_HEP:
-		r = hep_listener_new(s->base, &e->cfg, policy, &s->sink, &e->hep);
+		r = hep_listener_new(s->base, &e->cfg, policy, &s->sink,
+				     &e->hep);
 		if (r < 0) {
-			log_full(LOG_LVL_ERROR, &ctx, "cannot start the HEP listener: %s",
+			log_full(LOG_LVL_ERROR, &ctx,
+				 "cannot start the HEP listener: %s",
 				 strerror(-r));
 			e->failed = true;
 		}
 		break;
 	/* ---- end HEP source ---- */
 	default:
-		log_full(LOG_LVL_ERROR, &ctx, "type \"%s\" is not supported; this PBX is not monitored",
-			 pbx_type_to_string((pbx_type)e->cfg.type));
+		log_full(
+		    LOG_LVL_ERROR, &ctx,
+		    "type \"%s\" is not supported; this PBX is not monitored",
+		    pbx_type_to_string((pbx_type)e->cfg.type));
 		e->failed = true;
 		break;
 	}
@@ -353,7 +372,8 @@ static pbx_entry *take_by_name(pbx_entry **v, size_t n, const char *name)
 	return NULL;
 }
 
-int pbx_set_reload(pbx_set *s, const cfg_list *pbx_list, const call_policy *policy)
+int pbx_set_reload(pbx_set *s, const cfg_list *pbx_list,
+		   const call_policy *policy)
 {
 	pbx_entry **nv = pbx_list->n ? calloc(pbx_list->n, sizeof(*nv)) : NULL;
 	size_t started = 0, restarted = 0, stopped = 0, kept = 0, n = 0;
@@ -373,7 +393,9 @@ int pbx_set_reload(pbx_set *s, const cfg_list *pbx_list, const call_policy *poli
 			continue;
 		}
 		if (old) {
-			log_full(LOG_LVL_NOTICE, &ctx, "configuration changed: restarting this source");
+			log_full(
+			    LOG_LVL_NOTICE, &ctx,
+			    "configuration changed: restarting this source");
 			entry_free(old);
 			restarted++;
 		} else {
@@ -381,7 +403,8 @@ int pbx_set_reload(pbx_set *s, const cfg_list *pbx_list, const call_policy *poli
 			started++;
 		}
 		if (entry_new(s, cfg, policy, &nv[n]) < 0)
-			log_full(LOG_LVL_ERROR, &ctx, "cannot start this source: out of memory");
+			log_full(LOG_LVL_ERROR, &ctx,
+				 "cannot start this source: out of memory");
 		else
 			n++;
 	}
@@ -389,14 +412,16 @@ int pbx_set_reload(pbx_set *s, const cfg_list *pbx_list, const call_policy *poli
 		if (!s->entries[i])
 			continue;
 		log_ctx ctx = {.pbx = s->entries[i]->cfg.name};
-		log_full(LOG_LVL_NOTICE, &ctx, "removed from the configuration: stopping");
+		log_full(LOG_LVL_NOTICE, &ctx,
+			 "removed from the configuration: stopping");
 		entry_free(s->entries[i]);
 		stopped++;
 	}
 	free(s->entries);
 	s->entries = nv;
 	s->n = n;
-	log_info("pbx reload: %zu started, %zu restarted, %zu stopped, %zu unchanged",
+	log_info("pbx reload: %zu started, %zu restarted, %zu stopped, %zu "
+		 "unchanged",
 		 started, restarted, stopped, kept);
 	return 0;
 }

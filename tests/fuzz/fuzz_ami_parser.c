@@ -45,9 +45,12 @@ static void drain(ami_parser *p, digest *d)
 			mix(d, b, strlen(b));
 		} else if (r == AMI_PARSE_MSG) {
 			for (size_t i = 0; i < m.n_headers; i++) {
-				mix(d, m.headers[i].key, strlen(m.headers[i].key) + 1);
-				mix(d, m.headers[i].value, strlen(m.headers[i].value) + 1);
-				/* Every lookup of a present key finds a value. */
+				mix(d, m.headers[i].key,
+				    strlen(m.headers[i].key) + 1);
+				mix(d, m.headers[i].value,
+				    strlen(m.headers[i].value) + 1);
+				/* Every lookup of a present key finds a value.
+				 */
 				if (!ami_msg_get(&m, m.headers[i].key))
 					abort();
 			}
@@ -92,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ami_parser *p = ami_parser_new(max_msg, max_hdrs);
 	if (!p)
 		return 0;
-	digest whole = { UINT64_C(1469598103934665603), 0 };
+	digest whole = {UINT64_C(1469598103934665603), 0};
 	digest split = whole;
 
 	ami_parser_reset(p, banner);

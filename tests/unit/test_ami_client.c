@@ -62,15 +62,17 @@ typedef struct fake_srv {
 	struct bufferevent *conn;
 	ami_parser *parser;
 	/* script */
-	const char *banner;	    /* NULL: default 5.0.5 banner */
+	const char *banner; /* NULL: default 5.0.5 banner */
 	bool login_fails;
-	const char *after_login;    /* bytes sent in the same write as the response */
+	const char
+	    *after_login; /* bytes sent in the same write as the response */
 	bool silent_pings;
 	const char *expect_md5_key; /* set: MD5 challenge mode */
-	const char *csc_items;	    /* one CoreShowChannel, after its ActionID line */
+	const char
+	    *csc_items; /* one CoreShowChannel, after its ActionID line */
 	/* observations */
 	int connections;
-	char actions[2048];	    /* "Login,Filter,..." in arrival order */
+	char actions[2048]; /* "Login,Filter,..." in arrival order */
 	char login_user[64], login_secret[64], login_events[64], login_key[64];
 	int pings, filters, csc;
 	bool saw_injection;
@@ -105,12 +107,16 @@ static void srv_action(fake_srv *s, const ami_msg *m)
 	if (strcasecmp(action, "Originate") == 0)
 		s->saw_injection = true;
 	size_t o = strlen(s->actions);
-	snprintf(s->actions + o, sizeof(s->actions) - o, "%s%s", o ? "," : "", action);
+	snprintf(s->actions + o, sizeof(s->actions) - o, "%s%s", o ? "," : "",
+		 action);
 	if (!id)
 		id = "";
 
 	if (strcasecmp(action, "Challenge") == 0) {
-		srv_write(s, "Response: Success\r\nActionID: %s\r\nChallenge: 1234\r\n\r\n", id);
+		srv_write(s,
+			  "Response: Success\r\nActionID: %s\r\nChallenge: "
+			  "1234\r\n\r\n",
+			  id);
 	} else if (strcasecmp(action, "Login") == 0) {
 		copy_hdr(s->login_user, sizeof(s->login_user), m, "Username");
 		copy_hdr(s->login_secret, sizeof(s->login_secret), m, "Secret");
@@ -120,33 +126,52 @@ static void srv_action(fake_srv *s, const ami_msg *m)
 		if (s->expect_md5_key)
 			ok = ok && strcmp(s->login_key, s->expect_md5_key) == 0;
 		if (ok)
-			srv_write(s, "Response: Success\r\nActionID: %s\r\n"
-				     "Message: Authentication accepted\r\n\r\n", id);
+			srv_write(s,
+				  "Response: Success\r\nActionID: %s\r\n"
+				  "Message: Authentication accepted\r\n\r\n",
+				  id);
 		else
-			srv_write(s, "Response: Error\r\nActionID: %s\r\n"
-				     "Message: Authentication failed\r\n\r\n", id);
+			srv_write(s,
+				  "Response: Error\r\nActionID: %s\r\n"
+				  "Message: Authentication failed\r\n\r\n",
+				  id);
 		/* Same output buffer, flushed by one write: the events share
 		 * the login response's read on the client side. */
 		if (ok && s->after_login)
-			bufferevent_write(s->conn, s->after_login, strlen(s->after_login));
+			bufferevent_write(s->conn, s->after_login,
+					  strlen(s->after_login));
 	} else if (strcasecmp(action, "Ping") == 0) {
 		s->pings++;
 		if (!s->silent_pings)
-			srv_write(s, "Response: Success\r\nActionID: %s\r\nPing: Pong\r\n"
-				     "Timestamp: 1.0\r\n\r\n", id);
+			srv_write(s,
+				  "Response: Success\r\nActionID: %s\r\nPing: "
+				  "Pong\r\n"
+				  "Timestamp: 1.0\r\n\r\n",
+				  id);
 	} else if (strcasecmp(action, "Filter") == 0) {
 		s->filters++;
-		srv_write(s, "Response: Success\r\nActionID: %s\r\nMessage: Filter Added Successfully\r\n\r\n", id);
+		srv_write(s,
+			  "Response: Success\r\nActionID: %s\r\nMessage: "
+			  "Filter Added Successfully\r\n\r\n",
+			  id);
 	} else if (strcasecmp(action, "CoreShowChannels") == 0) {
 		s->csc++;
-		srv_write(s, "Response: Success\r\nActionID: %s\r\nEventList: start\r\n"
-			     "Message: Channels will follow\r\n\r\n", id);
+		srv_write(
+		    s,
+		    "Response: Success\r\nActionID: %s\r\nEventList: start\r\n"
+		    "Message: Channels will follow\r\n\r\n",
+		    id);
 		if (s->csc_items) {
-			srv_write(s, "Event: CoreShowChannel\r\nActionID: %s\r\n", id);
-			bufferevent_write(s->conn, s->csc_items, strlen(s->csc_items));
+			srv_write(s,
+				  "Event: CoreShowChannel\r\nActionID: %s\r\n",
+				  id);
+			bufferevent_write(s->conn, s->csc_items,
+					  strlen(s->csc_items));
 		}
-		srv_write(s, "Event: CoreShowChannelsComplete\r\nActionID: %s\r\n"
-			     "EventList: Complete\r\nListItems: 0\r\n\r\n", id);
+		srv_write(s,
+			  "Event: CoreShowChannelsComplete\r\nActionID: %s\r\n"
+			  "EventList: Complete\r\nListItems: 0\r\n\r\n",
+			  id);
 	}
 }
 
@@ -157,7 +182,8 @@ static void srv_read(struct bufferevent *bev, void *arg)
 	char buf[4096];
 	size_t n;
 
-	while ((n = evbuffer_remove(in, buf, sizeof(buf))) > 0 && n != (size_t)-1) {
+	while ((n = evbuffer_remove(in, buf, sizeof(buf))) > 0 &&
+	       n != (size_t)-1) {
 		size_t off = 0;
 		while (off < n) {
 			off += ami_parser_feed(s->parser, buf + off, n - off);
@@ -195,7 +221,8 @@ static void srv_accept(struct evconnlistener *l, evutil_socket_t fd,
 	bufferevent_setcb(s->conn, srv_read, NULL, srv_event, s);
 	bufferevent_enable(s->conn, EV_READ | EV_WRITE);
 	ami_parser_reset(s->parser, false);
-	srv_write(s, "%s\r\n", s->banner ? s->banner : "Asterisk Call Manager/5.0.5");
+	srv_write(s, "%s\r\n",
+		  s->banner ? s->banner : "Asterisk Call Manager/5.0.5");
 }
 
 static void srv_start(fake_srv *s, struct event_base *base)
@@ -206,12 +233,13 @@ static void srv_start(fake_srv *s, struct event_base *base)
 
 	s->base = base;
 	s->parser = ami_parser_new(0, 0);
-	s->lis = evconnlistener_new_bind(base, srv_accept, s,
-					 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
-					 (struct sockaddr *)&sin, sizeof(sin));
+	s->lis = evconnlistener_new_bind(
+	    base, srv_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
+	    (struct sockaddr *)&sin, sizeof(sin));
 	assert_non_null(s->lis);
 	assert_int_equal(getsockname(evconnlistener_get_fd(s->lis),
-				     (struct sockaddr *)&sin, &sl), 0);
+				     (struct sockaddr *)&sin, &sl),
+			 0);
 	s->port = ntohs(sin.sin_port);
 }
 
@@ -270,7 +298,8 @@ static int setup(void **state)
 	f->policy.decide_grace_ms = 0;
 	f->policy.max_calls = 1000;
 	f->policy.max_call_age = 3600;
-	f->sink = (call_sink){.outcome = on_outcome, .live = on_live, .userdata = f};
+	f->sink =
+	    (call_sink){.outcome = on_outcome, .live = on_live, .userdata = f};
 	*state = f;
 	return 0;
 }
@@ -288,7 +317,9 @@ static int teardown(void **state)
 
 static void start(fixture *f)
 {
-	assert_int_equal(ami_client_new(f->base, NULL, &f->cfg, &f->policy, &f->sink, &f->c), 0);
+	assert_int_equal(
+	    ami_client_new(f->base, NULL, &f->cfg, &f->policy, &f->sink, &f->c),
+	    0);
 	ami_client_timing t = {.ping_interval_usec = 0,
 			       .backoff_min_usec = 20 * USEC_PER_MSEC,
 			       .backoff_max_usec = 200 * USEC_PER_MSEC};
@@ -347,13 +378,15 @@ static void test_login_ok(void **state)
 	start(f);
 	assert_int_equal(ami_client_get_state(f->c), AMI_STATE_CONNECTING);
 	assert_false(ami_client_ready(f->c));
-	run_until(f, resync_answered, "logged in, filters and CoreShowChannels sent");
+	run_until(f, resync_answered,
+		  "logged in, filters and CoreShowChannels sent");
 	assert_true(ami_client_ready(f->c));
 	assert_string_equal(f->srv.login_user, "admin");
 	assert_string_equal(f->srv.login_secret, "s3cret");
 	assert_string_equal(f->srv.login_events, "call,cdr");
 	/* Order: Login first, filters, then the channel list for the resync. */
-	assert_string_equal(f->srv.actions, "Login,Filter,Filter,CoreShowChannels");
+	assert_string_equal(f->srv.actions,
+			    "Login,Filter,Filter,CoreShowChannels");
 	ami_client_status(f->c, status, sizeof(status));
 	assert_non_null(strstr(status, "connected"));
 	assert_non_null(strstr(status, "5.0.5"));
@@ -384,7 +417,8 @@ static void test_login_failed(void **state)
 
 static bool tracked_one(fixture *f)
 {
-	return is_up(f) && call_tracker_live_calls(ami_client_tracker(f->c)) == 1;
+	return is_up(f) &&
+	       call_tracker_live_calls(ami_client_tracker(f->c)) == 1;
 }
 
 #define NEWCHANNEL(uid)                                                        \
@@ -400,20 +434,23 @@ static void test_events_with_login_response(void **state)
 {
 	fixture *f = *state;
 
-	f->srv.after_login = "Event: FullyBooted\r\nPrivilege: system,all\r\n"
-			     "Status: Fully Booted\r\n\r\n" NEWCHANNEL("1781800000.1");
+	f->srv.after_login =
+	    "Event: FullyBooted\r\nPrivilege: system,all\r\n"
+	    "Status: Fully Booted\r\n\r\n" NEWCHANNEL("1781800000.1");
 	start(f);
-	run_until(f, tracked_one, "the Newchannel in the login packet reached the tracker");
+	run_until(f, tracked_one,
+		  "the Newchannel in the login packet reached the tracker");
 	assert_true(stats(f).messages >= 2);
-	metric *m = metric_counter("missedcalld_events_total", "Protocol events parsed",
-				   "pbx", "office", NULL);
+	metric *m =
+	    metric_counter("missedcalld_events_total", "Protocol events parsed",
+			   "pbx", "office", NULL);
 	assert_true(metric_value(m) >= 2);
 }
 
 static bool reconnected(fixture *f)
 {
-	return f->srv.connections >= 2 && is_up(f) && stats(f).disconnects >= 1 &&
-	       f->srv.csc >= 2;
+	return f->srv.connections >= 2 && is_up(f) &&
+	       stats(f).disconnects >= 1 && f->srv.csc >= 2;
 }
 
 static void test_ping_timeout_reconnects(void **state)
@@ -461,15 +498,19 @@ static void test_oversized_survives(void **state)
 	static char after[16384];
 	size_t o = 0;
 
-	o += (size_t)snprintf(after + o, sizeof(after) - o, "Event: VarSet\r\n");
+	o +=
+	    (size_t)snprintf(after + o, sizeof(after) - o, "Event: VarSet\r\n");
 	for (int i = 0; i < 100; i++)
-		o += (size_t)snprintf(after + o, sizeof(after) - o,
-				      "Value: 0123456789012345678901234567890123456789\r\n");
-	o += (size_t)snprintf(after + o, sizeof(after) - o, "\r\n%s", NEWCHANNEL("1781800000.2"));
+		o += (size_t)snprintf(
+		    after + o, sizeof(after) - o,
+		    "Value: 0123456789012345678901234567890123456789\r\n");
+	o += (size_t)snprintf(after + o, sizeof(after) - o, "\r\n%s",
+			      NEWCHANNEL("1781800000.2"));
 	f->srv.after_login = after;
 	f->cfg.max_message_size = 1024;
 	start(f);
-	run_until(f, tracked_one, "the message after the oversized one arrived");
+	run_until(f, tracked_one,
+		  "the message after the oversized one arrived");
 	assert_int_equal(stats(f).oversized, 1);
 	assert_int_equal(stats(f).disconnects, 0);
 }
@@ -587,7 +628,8 @@ static void test_name_without_resolver(void **state)
 
 static bool list_done(fixture *f)
 {
-	return is_up(f) && f->srv.csc == 1 && call_tracker_live_calls(ami_client_tracker(f->c)) == 1;
+	return is_up(f) && f->srv.csc == 1 &&
+	       call_tracker_live_calls(ami_client_tracker(f->c)) == 1;
 }
 
 /* CoreShowChannels after login: the listed channel is rebuilt as a call. */
@@ -595,16 +637,18 @@ static void test_resync_rebuilds_calls(void **state)
 {
 	fixture *f = *state;
 
-	f->srv.csc_items = "Channel: PJSIP/provider-00000009\r\nChannelState: 4\r\n"
-			   "ChannelStateDesc: Ring\r\nCallerIDNum: 79161234567\r\n"
-			   "CallerIDName: 79161234567\r\nConnectedLineNum: <unknown>\r\n"
-			   "ConnectedLineName: <unknown>\r\nLanguage: en\r\nAccountCode: \r\n"
-			   "Context: from-pstn\r\nExten: 74951234567\r\nPriority: 1\r\n"
-			   "Uniqueid: 1781800000.9\r\nLinkedid: 1781800000.9\r\n"
-			   "Application: Dial\r\nApplicationData: PJSIP/7001\r\n"
-			   "Duration: 00:00:05\r\nBridgeId: \r\n\r\n";
+	f->srv.csc_items =
+	    "Channel: PJSIP/provider-00000009\r\nChannelState: 4\r\n"
+	    "ChannelStateDesc: Ring\r\nCallerIDNum: 79161234567\r\n"
+	    "CallerIDName: 79161234567\r\nConnectedLineNum: <unknown>\r\n"
+	    "ConnectedLineName: <unknown>\r\nLanguage: en\r\nAccountCode: \r\n"
+	    "Context: from-pstn\r\nExten: 74951234567\r\nPriority: 1\r\n"
+	    "Uniqueid: 1781800000.9\r\nLinkedid: 1781800000.9\r\n"
+	    "Application: Dial\r\nApplicationData: PJSIP/7001\r\n"
+	    "Duration: 00:00:05\r\nBridgeId: \r\n\r\n";
 	start(f);
-	run_until(f, list_done, "the listed channel is tracked after the resync");
+	run_until(f, list_done,
+		  "the listed channel is tracked after the resync");
 }
 
 /* A name is resolved through evdns (here from a hosts file), never with a
@@ -622,7 +666,9 @@ static void test_name_resolved_async(void **state)
 	assert_non_null(dns);
 	assert_int_equal(evdns_base_load_hosts(dns, hosts), 0);
 	f->cfg.host = "pbx.test";
-	assert_int_equal(ami_client_new(f->base, dns, &f->cfg, &f->policy, &f->sink, &f->c), 0);
+	assert_int_equal(
+	    ami_client_new(f->base, dns, &f->cfg, &f->policy, &f->sink, &f->c),
+	    0);
 	run_until(f, is_up, "connected to a resolved name");
 	assert_string_equal(f->srv.login_user, "admin");
 	f->c = ami_client_free(f->c);
@@ -671,10 +717,12 @@ static void test_pbx_set_reload(void **state)
 	sf_cur = &sf;
 	for (int i = 0; i < NSRV; i++)
 		srv_start(&sf.srv[i], f->base);
-	pbx_cfg first[3] = {entry(f, "a", &sf.srv[0]), entry(f, "b", &sf.srv[1]),
+	pbx_cfg first[3] = {entry(f, "a", &sf.srv[0]),
+			    entry(f, "b", &sf.srv[1]),
 			    entry(f, "c", &sf.srv[2])};
 	cfg_list l1 = {.items = first, .n = 3};
-	assert_int_equal(pbx_set_new(f->base, &l1, &f->policy, &f->sink, &sf.set), 0);
+	assert_int_equal(
+	    pbx_set_new(f->base, &l1, &f->policy, &f->sink, &sf.set), 0);
 	assert_false(pbx_set_ready(sf.set));
 	run_until(f, set_ready, "three PBXs logged in");
 	pbx_set_status(sf.set, status, sizeof(status));
@@ -683,11 +731,13 @@ static void test_pbx_set_reload(void **state)
 	assert_non_null(strstr(status, "pbx c connected"));
 
 	/* a unchanged, b moved to another server, c removed, d added. */
-	pbx_cfg second[3] = {entry(f, "a", &sf.srv[0]), entry(f, "b", &sf.srv[3]),
+	pbx_cfg second[3] = {entry(f, "a", &sf.srv[0]),
+			     entry(f, "b", &sf.srv[3]),
 			     entry(f, "d", &sf.srv[4])};
 	cfg_list l2 = {.items = second, .n = 3};
 	assert_int_equal(pbx_set_reload(sf.set, &l2, &f->policy), 0);
-	run_until(f, reload_settled, "b restarted on its new server, c stopped, d started");
+	run_until(f, reload_settled,
+		  "b restarted on its new server, c stopped, d started");
 	assert_int_equal(sf.srv[0].connections, 1); /* a untouched */
 	assert_non_null(sf.srv[0].conn);
 	assert_int_equal(sf.srv[1].connections, 1);
@@ -715,7 +765,8 @@ static void test_pbx_set_unsupported_type(void **state)
 	c.type = PBX_TYPE_ESL;
 	c.name = "fs";
 	cfg_list l = {.items = &c, .n = 1};
-	assert_int_equal(pbx_set_new(f->base, &l, &f->policy, &f->sink, &set), 0);
+	assert_int_equal(pbx_set_new(f->base, &l, &f->policy, &f->sink, &set),
+			 0);
 	assert_false(pbx_set_ready(set));
 	pbx_set_status(set, status, sizeof(status));
 	assert_non_null(strstr(status, "pbx fs not monitored"));
@@ -724,7 +775,8 @@ static void test_pbx_set_unsupported_type(void **state)
 
 static bool many_done(fixture *f)
 {
-	return is_up(f) && call_tracker_live_calls(ami_client_tracker(f->c)) == 600 &&
+	return is_up(f) &&
+	       call_tracker_live_calls(ami_client_tracker(f->c)) == 600 &&
 	       stats(f).messages >= 600 * 9;
 }
 
@@ -743,12 +795,14 @@ static void test_burst_yields(void **state)
 			 "Event: Newchannel\r\nChannel: PJSIP/provider-%08d\r\n"
 			 "ChannelState: 4\r\nChannelStateDesc: Ring\r\n"
 			 "CallerIDNum: 7916123%04d\r\nContext: from-pstn\r\n"
-			 "Exten: 74951234567\r\nUniqueid: %s\r\nLinkedid: %s\r\n\r\n",
+			 "Exten: 74951234567\r\nUniqueid: %s\r\nLinkedid: "
+			 "%s\r\n\r\n",
 			 i, i, uid, uid);
 		sbuf_add(&b, one);
 		/* Small events the adapter ignores: many per read. */
 		for (int k = 0; k < 8; k++)
-			sbuf_add(&b, "Event: RTCPSent\r\nPrivilege: reporting,all\r\n\r\n");
+			sbuf_add(&b, "Event: RTCPSent\r\nPrivilege: "
+				     "reporting,all\r\n\r\n");
 	}
 	f->srv.after_login = b.s;
 	start(f);
@@ -767,24 +821,37 @@ int main(void)
 	log_set_level(LOG_LVL_DEBUG);
 	metrics_init();
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_login_ok, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_login_failed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_events_with_login_response, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ping_timeout_reconnects, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ping_answered_stays_up, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_oversized_survives, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_md5_login, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_not_ami_banner, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_legacy_banner, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_no_banner, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_header_injection_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_backoff_grows_and_caps, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_name_without_resolver, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_resync_rebuilds_calls, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_name_resolved_async, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_burst_yields, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pbx_set_reload, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pbx_set_unsupported_type, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_login_ok, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_login_failed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_events_with_login_response,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ping_timeout_reconnects, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_ping_answered_stays_up, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_oversized_survives, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_md5_login, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_not_ami_banner, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_legacy_banner, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_no_banner, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_header_injection_refused,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_backoff_grows_and_caps, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_name_without_resolver, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_resync_rebuilds_calls, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_name_resolved_async, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_burst_yields, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pbx_set_reload, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_pbx_set_unsupported_type,
+					    setup, teardown),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	metrics_done();

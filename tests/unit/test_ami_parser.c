@@ -107,7 +107,7 @@ static void feed_all(ami_parser *p, const char *data, size_t len, sbuf *b)
 static char *parse_cuts(ami_parser *p, bool banner, const char *data,
 			size_t len, const size_t *cuts, size_t ncuts)
 {
-	sbuf b = { 0 };
+	sbuf b = {0};
 	size_t at = 0;
 
 	sb_str(&b, "");
@@ -120,7 +120,8 @@ static char *parse_cuts(ami_parser *p, bool banner, const char *data,
 	return b.s;
 }
 
-static char *parse_whole(ami_parser *p, bool banner, const char *data, size_t len)
+static char *parse_whole(ami_parser *p, bool banner, const char *data,
+			 size_t len)
 {
 	return parse_cuts(p, banner, data, len, NULL, 0);
 }
@@ -128,7 +129,7 @@ static char *parse_whole(ami_parser *p, bool banner, const char *data, size_t le
 static char *parse_bytewise(ami_parser *p, bool banner, const char *data,
 			    size_t len)
 {
-	sbuf b = { 0 };
+	sbuf b = {0};
 
 	sb_str(&b, "");
 	ami_parser_reset(p, banner);
@@ -141,7 +142,8 @@ static size_t count_lines(const char *s, const char *prefix)
 {
 	size_t n = 0, pl = strlen(prefix);
 
-	for (const char *l = s; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+	for (const char *l = s; l && *l;
+	     l = strchr(l, '\n'), l = l ? l + 1 : NULL)
 		if (strncmp(l, prefix, pl) == 0)
 			n++;
 	return n;
@@ -165,7 +167,8 @@ static char *read_file(const char *path, size_t *ret_len)
 }
 
 /* CRLF -> LF, or LF -> CRLF (to_crlf). */
-static char *convert_eol(const char *s, size_t len, bool to_crlf, size_t *ret_len)
+static char *convert_eol(const char *s, size_t len, bool to_crlf,
+			 size_t *ret_len)
 {
 	char *o = malloc(len * 2 + 1);
 	size_t n = 0;
@@ -202,8 +205,8 @@ static void strip_raw_len(char *s)
 
 /* Offsets just after each message or banner (the parser is back in its
  * initial state there), found by feeding byte by byte. */
-static size_t boundaries(ami_parser *p, bool banner, const char *data, size_t len,
-			 size_t *out, size_t max)
+static size_t boundaries(ami_parser *p, bool banner, const char *data,
+			 size_t len, size_t *out, size_t max)
 {
 	size_t n = 0;
 
@@ -215,7 +218,8 @@ static size_t boundaries(ami_parser *p, bool banner, const char *data, size_t le
 			int r = ami_parser_next(p, &m);
 			if (r == -EAGAIN)
 				break;
-			if ((r == AMI_PARSE_MSG || r == AMI_PARSE_BANNER) && n < max)
+			if ((r == AMI_PARSE_MSG || r == AMI_PARSE_BANNER) &&
+			    n < max)
 				out[n++] = i + 1;
 		}
 	}
@@ -250,13 +254,15 @@ static void check_splits(const char *name, const char *data, size_t len,
 		for (size_t i = 1; i < b - a; i++) {
 			char *got = parse_cuts(p, wb, data + a, b - a, &i, 1);
 			if (strcmp(got, wref) != 0)
-				fail_msg("%s: split at %zu differs", name, a + i);
+				fail_msg("%s: split at %zu differs", name,
+					 a + i);
 			free(got);
 		}
 		free(wref);
 	}
 	if (strcmp(joined.s, ref) != 0)
-		fail_msg("%s: message windows do not join to the whole parse", name);
+		fail_msg("%s: message windows do not join to the whole parse",
+			 name);
 	free(joined.s);
 	free(cuts);
 
@@ -267,10 +273,11 @@ static void check_splits(const char *name, const char *data, size_t len,
 		free(got);
 	}
 	for (size_t i = 1; i + 7 < len; i += MCD_MAX(len / 50, (size_t)1)) {
-		size_t c3[3] = { i, i + 1, i + 7 };
+		size_t c3[3] = {i, i + 1, i + 7};
 		char *got = parse_cuts(p, banner, data, len, c3, 3);
 		if (strcmp(got, ref) != 0)
-			fail_msg("%s: cuts at %zu,%zu,%zu differ", name, i, i + 1, i + 7);
+			fail_msg("%s: cuts at %zu,%zu,%zu differ", name, i,
+				 i + 1, i + 7);
 		free(got);
 	}
 	char *bw = parse_bytewise(p, banner, data, len);
@@ -283,7 +290,8 @@ static void check_splits(const char *name, const char *data, size_t len,
 
 /* Every split of `data` and of its other line-ending form, and both forms
  * parse to the same headers. */
-static void check_input(const char *name, const char *data, size_t len, bool banner)
+static void check_input(const char *name, const char *data, size_t len,
+			bool banner)
 {
 	size_t olen;
 	bool crlf = memchr(data, '\r', len) != NULL;
@@ -341,14 +349,16 @@ static size_t check_dir(const char *dir, const char *suffix, bool banner)
 static void test_split_pyfreepbx(void **state)
 {
 	char dir[4096];
-	snprintf(dir, sizeof(dir), "%s/fixtures/public/ami-pyfreepbx", shared_dir());
+	snprintf(dir, sizeof(dir), "%s/fixtures/public/ami-pyfreepbx",
+		 shared_dir());
 	assert_int_equal(check_dir(dir, ".txt", true), 4);
 }
 
 static void test_split_panoramisk(void **state)
 {
 	char dir[4096];
-	snprintf(dir, sizeof(dir), "%s/fixtures/public/ami-panoramisk", shared_dir());
+	snprintf(dir, sizeof(dir), "%s/fixtures/public/ami-panoramisk",
+		 shared_dir());
 	assert_int_equal(check_dir(dir, ".yaml", true), 7);
 }
 
@@ -357,7 +367,8 @@ static void test_split_scenarios(void **state)
 {
 	char dir[4096];
 	const char *src = getenv("MCD_SOURCE_ROOT");
-	snprintf(dir, sizeof(dir), "%s/tests/data/ami", src ? src : MCD_SOURCE_ROOT);
+	snprintf(dir, sizeof(dir), "%s/tests/data/ami",
+		 src ? src : MCD_SOURCE_ROOT);
 	size_t n = check_dir(dir, ".ami", true) + check_dir(dir, ".txt", true);
 	if (n == 0)
 		skip();
@@ -376,8 +387,8 @@ static void test_fixture_content(void **state)
 {
 	char path[4096];
 	size_t len;
-	snprintf(path, sizeof(path), "%s/fixtures/public/ami-pyfreepbx/answered.txt",
-		 shared_dir());
+	snprintf(path, sizeof(path),
+		 "%s/fixtures/public/ami-pyfreepbx/answered.txt", shared_dir());
 	char *data = read_file(path, &len);
 	assert_non_null(data);
 
@@ -400,10 +411,13 @@ static void test_fixture_content(void **state)
 		assert_non_null(ami_msg_get(&m, "Event"));
 		assert_non_null(ami_msg_get(&m, "uniqueid"));
 		if (n == 0) {
-			assert_string_equal(ami_msg_get(&m, "Event"), "Newchannel");
-			assert_string_equal(ami_msg_get(&m, "UNIQUEID"), "1781704172.3807878");
+			assert_string_equal(ami_msg_get(&m, "Event"),
+					    "Newchannel");
+			assert_string_equal(ami_msg_get(&m, "UNIQUEID"),
+					    "1781704172.3807878");
 			assert_string_equal(ami_msg_get(&m, "AccountCode"), "");
-			assert_string_equal(ami_msg_get(&m, "ChannelStateDesc"), "Ring");
+			assert_string_equal(ami_msg_get(&m, "ChannelStateDesc"),
+					    "Ring");
 			assert_null(m.body);
 		}
 		total += m.raw_len;
@@ -420,8 +434,9 @@ static void test_fixture_content(void **state)
 
 static void test_basic_lookup(void **state)
 {
-	const char *in = "Event: Hangup\r\nUniqueid: 1.2\r\nCause-txt: Normal Clearing\r\n"
-			 "Variable: a: b\r\nEmpty:\r\nTight:x\r\n\r\n";
+	const char *in =
+	    "Event: Hangup\r\nUniqueid: 1.2\r\nCause-txt: Normal Clearing\r\n"
+	    "Variable: a: b\r\nEmpty:\r\nTight:x\r\n\r\n";
 	ami_parser *p = ami_parser_new(0, 0);
 	ami_msg m;
 
@@ -471,7 +486,8 @@ static void test_crlf_lf_mixed(void **state)
 	strip_raw_len(a);
 	strip_raw_len(b);
 	strip_raw_len(c);
-	assert_string_equal(a, "M{Event\x1f" "A\x1eK\x1fv\x1e}\n");
+	assert_string_equal(a, "M{Event\x1f"
+			       "A\x1eK\x1fv\x1e}\n");
 	assert_string_equal(a, b);
 	assert_string_equal(a, c);
 	free(a);
@@ -488,7 +504,8 @@ static void test_banner(void **state)
 	assert_string_equal(r, "B{Asterisk Call Manager/5.0.5}\n"
 			       "M{Response\x1fSuccess\x1eMessage\x1f"
 			       "Authentication accepted\x1e}55\n");
-	assert_string_equal(ami_parser_banner(p), "Asterisk Call Manager/5.0.5");
+	assert_string_equal(ami_parser_banner(p),
+			    "Asterisk Call Manager/5.0.5");
 	free(r);
 
 	/* Not expected: the line is skipped like any line without a colon. */
@@ -508,14 +525,18 @@ static void test_banner(void **state)
 
 static void test_empty_and_garbage(void **state)
 {
-	const char *in = "\r\n\r\n\nEvent: A\r\n\r\n\r\n\r\ngarbage line\r\n\r\n"
-			 "more garbage\nEvent: B\nno colon here\nX: 1\n\n\n";
+	const char *in =
+	    "\r\n\r\n\nEvent: A\r\n\r\n\r\n\r\ngarbage line\r\n\r\n"
+	    "more garbage\nEvent: B\nno colon here\nX: 1\n\n\n";
 	ami_parser *p = ami_parser_new(0, 0);
 	char *r = parse_whole(p, false, in, strlen(in));
 
 	assert_int_equal(count_lines(r, "M{"), 2);
-	assert_non_null(strstr(r, "M{Event\x1f" "A\x1e}"));
-	assert_non_null(strstr(r, "M{Event\x1f" "B\x1eX\x1f" "1\x1e}"));
+	assert_non_null(strstr(r, "M{Event\x1f"
+				  "A\x1e}"));
+	assert_non_null(strstr(r, "M{Event\x1f"
+				  "B\x1eX\x1f"
+				  "1\x1e}"));
 	assert_int_equal(ami_parser_get_stats(p)->skipped_lines, 3);
 	free(r);
 	ami_parser_free(p);
@@ -523,9 +544,10 @@ static void test_empty_and_garbage(void **state)
 
 static void test_follows_body(void **state)
 {
-	const char *in = "Response: Follows\r\nPrivilege: Command\r\nActionID: 7\r\n"
-			 "Channel   Location: x\r\n\r\n2 active calls\r\n"
-			 "--END COMMAND--\r\n\r\nEvent: After\r\n\r\n";
+	const char *in =
+	    "Response: Follows\r\nPrivilege: Command\r\nActionID: 7\r\n"
+	    "Channel   Location: x\r\n\r\n2 active calls\r\n"
+	    "--END COMMAND--\r\n\r\nEvent: After\r\n\r\n";
 	ami_parser *p = ami_parser_new(0, 0);
 	ami_msg m;
 
@@ -535,7 +557,8 @@ static void test_follows_body(void **state)
 	assert_string_equal(ami_msg_get(&m, "ActionID"), "7");
 	assert_int_equal(m.n_headers, 3);
 	assert_non_null(m.body);
-	assert_string_equal(m.body, "Channel   Location: x\r\n\r\n2 active calls");
+	assert_string_equal(m.body,
+			    "Channel   Location: x\r\n\r\n2 active calls");
 	assert_int_equal(m.body_len, strlen(m.body));
 	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
 	assert_string_equal(ami_msg_get(&m, "Event"), "After");
@@ -550,9 +573,11 @@ static void test_follows_body(void **state)
 	assert_string_equal(m.body, "line one\ntail");
 
 	/* Follows with empty output. */
-	const char *empty = "Response: Follows\nPrivilege: Command\n--END COMMAND--\n\n";
+	const char *empty =
+	    "Response: Follows\nPrivilege: Command\n--END COMMAND--\n\n";
 	ami_parser_reset(p, false);
-	assert_int_equal(ami_parser_feed(p, empty, strlen(empty)), strlen(empty));
+	assert_int_equal(ami_parser_feed(p, empty, strlen(empty)),
+			 strlen(empty));
 	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
 	assert_string_equal(m.body, "");
 	assert_int_equal(m.body_len, 0);
@@ -563,9 +588,10 @@ static void test_follows_fixture(void **state)
 {
 	char path[4096];
 	size_t len;
-	snprintf(path, sizeof(path),
-		 "%s/fixtures/public/ami-panoramisk/command_core_show_version.yaml",
-		 shared_dir());
+	snprintf(
+	    path, sizeof(path),
+	    "%s/fixtures/public/ami-panoramisk/command_core_show_version.yaml",
+	    shared_dir());
 	char *data = read_file(path, &len);
 	assert_non_null(data);
 	ami_parser *p = ami_parser_new(0, 0);
@@ -592,7 +618,8 @@ static void test_eventlist_passes(void **state)
 {
 	char path[4096];
 	size_t len;
-	snprintf(path, sizeof(path), "%s/fixtures/public/ami-panoramisk/queue_status.yaml",
+	snprintf(path, sizeof(path),
+		 "%s/fixtures/public/ami-panoramisk/queue_status.yaml",
 		 shared_dir());
 	char *data = read_file(path, &len);
 	assert_non_null(data);
@@ -621,10 +648,11 @@ static void test_eventlist_passes(void **state)
 /* Builds "Event: Big\r\n" + n "VarSet-ish" lines + "\r\n". */
 static char *big_msg(size_t lines)
 {
-	sbuf b = { 0 };
+	sbuf b = {0};
 	sb_str(&b, "Event: Big\r\n");
 	for (size_t i = 0; i < lines; i++)
-		sb_str(&b, "Value: 0123456789012345678901234567890123456789\r\n");
+		sb_str(&b,
+		       "Value: 0123456789012345678901234567890123456789\r\n");
 	sb_str(&b, "\r\n");
 	return b.s;
 }
@@ -633,7 +661,7 @@ static void test_oversized(void **state)
 {
 	/* 300 lines x 49 bytes: ~14.7 KB against a 4 KiB limit. */
 	char *big = big_msg(300);
-	sbuf in = { 0 };
+	sbuf in = {0};
 	sb_str(&in, "Event: Before\r\n\r\n");
 	sb_str(&in, big);
 	sb_str(&in, "Event: After\r\nK: v\r\n\r\n");
@@ -646,9 +674,12 @@ static void test_oversized(void **state)
 	char *r = parse_whole(p, false, in.s, in.n);
 	assert_int_equal(count_lines(r, "E"), 2);
 	assert_int_equal(count_lines(r, "M{"), 3);
-	assert_non_null(strstr(r, "M{Event\x1f" "Before"));
-	assert_non_null(strstr(r, "M{Event\x1f" "After\x1eK\x1fv\x1e}"));
-	assert_non_null(strstr(r, "M{Event\x1f" "Last"));
+	assert_non_null(strstr(r, "M{Event\x1f"
+				  "Before"));
+	assert_non_null(strstr(r, "M{Event\x1f"
+				  "After\x1eK\x1fv\x1e}"));
+	assert_non_null(strstr(r, "M{Event\x1f"
+				  "Last"));
 	assert_null(strstr(r, "Big"));
 	assert_int_equal(ami_parser_get_stats(p)->oversized, 2);
 	free(r);
@@ -661,7 +692,7 @@ static void test_oversized(void **state)
 	const char *hdr = "Event: Edge\r\nPad: ";
 	for (size_t extra = 0; extra <= 1; extra++) {
 		size_t limit = 512;
-		sbuf e = { 0 };
+		sbuf e = {0};
 		sb_str(&e, hdr);
 		while (e.n < limit - 4 + extra)
 			sb_str(&e, "p");
@@ -682,7 +713,7 @@ static void test_oversized(void **state)
 
 static void test_header_cap(void **state)
 {
-	sbuf in = { 0 };
+	sbuf in = {0};
 	sb_str(&in, "Event: Ok\n");
 	for (int i = 0; i < 7; i++)
 		sb_str(&in, "H: 1\n");
@@ -696,7 +727,8 @@ static void test_header_cap(void **state)
 	assert_int_equal(count_lines(r, "M{"), 2);
 	assert_int_equal(count_lines(r, "E"), 1);
 	assert_non_null(strstr(r, "M{Event\x1fOk"));
-	assert_non_null(strstr(r, "M{Event\x1f" "Fine"));
+	assert_non_null(strstr(r, "M{Event\x1f"
+				  "Fine"));
 	assert_null(strstr(r, "TooMany"));
 	assert_int_equal(ami_parser_get_stats(p)->too_many_headers, 1);
 	free(r);
@@ -711,7 +743,7 @@ static void test_header_cap(void **state)
 static void test_large_feed(void **state)
 {
 	char *big = big_msg(1000); /* ~49 KB, under the 64 KiB default */
-	sbuf in = { 0 };
+	sbuf in = {0};
 	for (int i = 0; i < 5; i++) {
 		sb_str(&in, big);
 		sb_str(&in, "Event: Small\r\n\r\n");
@@ -744,7 +776,8 @@ static void test_reset_mid_message(void **state)
 	assert_int_equal(ami_parser_pending(p), strlen(part));
 	ami_parser_reset(p, false);
 	assert_int_equal(ami_parser_pending(p), 0);
-	assert_int_equal(ami_parser_feed(p, whole, strlen(whole)), strlen(whole));
+	assert_int_equal(ami_parser_feed(p, whole, strlen(whole)),
+			 strlen(whole));
 	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
 	assert_int_equal(m.n_headers, 1);
 	assert_string_equal(ami_msg_get(&m, "Event"), "New");
@@ -756,7 +789,8 @@ static void test_get_space_commit(void **state)
 {
 	char path[4096];
 	size_t len;
-	snprintf(path, sizeof(path), "%s/fixtures/public/ami-pyfreepbx/queue_answered_abridged.txt",
+	snprintf(path, sizeof(path),
+		 "%s/fixtures/public/ami-pyfreepbx/queue_answered_abridged.txt",
 		 shared_dir());
 	char *data = read_file(path, &len);
 	assert_non_null(data);
@@ -792,23 +826,23 @@ static void test_get_space_commit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_basic_lookup),
-		cmocka_unit_test(test_repeated_keys),
-		cmocka_unit_test(test_crlf_lf_mixed),
-		cmocka_unit_test(test_banner),
-		cmocka_unit_test(test_empty_and_garbage),
-		cmocka_unit_test(test_follows_body),
-		cmocka_unit_test(test_follows_fixture),
-		cmocka_unit_test(test_eventlist_passes),
-		cmocka_unit_test(test_oversized),
-		cmocka_unit_test(test_header_cap),
-		cmocka_unit_test(test_large_feed),
-		cmocka_unit_test(test_reset_mid_message),
-		cmocka_unit_test(test_get_space_commit),
-		cmocka_unit_test(test_fixture_content),
-		cmocka_unit_test(test_split_pyfreepbx),
-		cmocka_unit_test(test_split_panoramisk),
-		cmocka_unit_test(test_split_scenarios),
+	    cmocka_unit_test(test_basic_lookup),
+	    cmocka_unit_test(test_repeated_keys),
+	    cmocka_unit_test(test_crlf_lf_mixed),
+	    cmocka_unit_test(test_banner),
+	    cmocka_unit_test(test_empty_and_garbage),
+	    cmocka_unit_test(test_follows_body),
+	    cmocka_unit_test(test_follows_fixture),
+	    cmocka_unit_test(test_eventlist_passes),
+	    cmocka_unit_test(test_oversized),
+	    cmocka_unit_test(test_header_cap),
+	    cmocka_unit_test(test_large_feed),
+	    cmocka_unit_test(test_reset_mid_message),
+	    cmocka_unit_test(test_get_space_commit),
+	    cmocka_unit_test(test_fixture_content),
+	    cmocka_unit_test(test_split_pyfreepbx),
+	    cmocka_unit_test(test_split_panoramisk),
+	    cmocka_unit_test(test_split_scenarios),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
