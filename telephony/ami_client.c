@@ -53,6 +53,15 @@
 #define AMI_READ_MIN 4096u
 #define AMI_READ_MAX 65536u
 
+/*
+ * One PBX connection. Invariants: bev and rd exist together, from the
+ * start of an attempt (rd from TCP connect on) until conn_close(); gen
+ * changes on every conn_close(), so work that started on an older
+ * connection stops; `timer` is armed by ami_client_set_state() only;
+ * `resume` is pending only while a cut batch waits (rd is then deleted).
+ * The tracker and adapter live as long as the client: calls in flight
+ * survive reconnects (the adapter is told about the gap).
+ */
 struct ami_client {
 	struct event_base *base;
 	struct evdns_base *dns;
