@@ -12,6 +12,7 @@
  * file.
  */
 #include "cfg.h"
+#include "cfg_private.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -25,31 +26,9 @@
 #include <unistd.h>
 
 #define CFG_MAX_FILES 64	     /* main + includes dirs' conf.d entries */
-#define CFG_MAX_MESSAGES 500	     /* a broken file must not eat memory */
 #define CFG_SECRET_MAX (64 * 1024)   /* secrets are short; refuse blobs */
 
-struct cfg_report {
-	char **msgs;
-	size_t n, cap;
-	size_t dropped;
-	/* key paths the loader already rejected: a module's cross-key check
-	 * stays quiet about them (it may still report a key twice itself) */
-	char **paths;
-	size_t npaths, cappaths;
-};
 
-/*
- * Where a group lives: the settings describing it in each file (zero when
- * it is not written anywhere and only defaults apply), its dotted path for
- * messages, and a fallback location (the parent's) for missing keys.
- */
-struct cfg_where {
-	const char *path;
-	config_setting_t **settings;
-	size_t n;
-	const char *file;
-	unsigned line;
-};
 
 typedef struct load_ctx {
 	cfg_report *r;
@@ -71,201 +50,6 @@ const char *cfg_type_to_string(cfg_type t)
 	if (t < 0 || t >= _CFG_TYPE_MAX)
 		return "invalid";
 	return type_names[t];
-}
-
-/* ---- report ---------------------------------------------------------- */
-
-cfg_report *cfg_report_new(void)
-{
-	return calloc(1, sizeof(cfg_report));
-}
-
-cfg_report *cfg_report_free(cfg_report *r)
-{
-	if (!r)
-		return NULL;
-	for (size_t i = 0; i < r->n; i++)
-		free(r->msgs[i]);
-	free(r->msgs);
-	for (size_t i = 0; i < r->npaths; i++)
-		free(r->paths[i]);
-	free(r->paths);
-	free(r);
-	return NULL;
-}
-
-size_t cfg_report_count(const cfg_report *r)
-{
-	return r ? r->n + (r->dropped ? 1 : 0) : 0;
-}
-
-const char *cfg_report_get(const cfg_report *r, size_t i)
-{
-	if (!r || i > r->n || (i == r->n && !r->dropped))
-		return NULL;
-	if (i == r->n)
-		return "(further problems not shown)";
-	return r->msgs[i];
-}
-
-void cfg_report_print(const cfg_report *r, FILE *f)
-{
-	for (size_t i = 0; i < cfg_report_count(r); i++)
-		fprintf(f, "%s\n", cfg_report_get(r, i));
-}
-
-static void report_take(cfg_report *r, char *msg)
-{
-	if (!msg)
-		return;
-	if (r->n >= CFG_MAX_MESSAGES) {
-		r->dropped++;
-		free(msg);
-		return;
-	}
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? r->cap * 2 : 16;
-		char **v = realloc(r->msgs, cap * sizeof(*v));
-		if (!v) {
-			r->dropped++;
-			free(msg);
-			return;
-		}
-		r->msgs = v;
-		r->cap = cap;
-	}
-	r->msgs[r->n++] = msg;
-}
-
-static bool report_marked(const cfg_report *r, const char *path)
-{
-	for (size_t i = 0; i < r->npaths; i++)
-		if (streq(r->paths[i], path))
-			return true;
-	return false;
-}
-
-static void report_mark(cfg_report *r, const char *path)
-{
-	if (report_marked(r, path) || r->npaths >= CFG_MAX_MESSAGES)
-		return;
-	if (r->npaths == r->cappaths) {
-		size_t cap = r->cappaths ? r->cappaths * 2 : 16;
-		char **v = realloc(r->paths, cap * sizeof(*v));
-		if (!v)
-			return;
-		r->paths = v;
-		r->cappaths = cap;
-	}
-	if ((r->paths[r->npaths] = strdup(path)))
-		r->npaths++;
-}
-
-/* "FILE:LINE: path: msg"; without a line "FILE: path: msg". */
-MCD_PRINTF(5, 0)
-static void report_vat(cfg_report *r, const char *file, unsigned line,
-		       const char *path, const char *fmt, va_list ap)
-{
-	char body[1024], *msg = NULL;
-	int k;
-
-	if (!r)
-		return;
-	vsnprintf(body, sizeof(body), fmt, ap);
-	if (file && line)
-		k = asprintf(&msg, "%s:%u: %s%s%s", file, line,
-			     path ? path : "", path && *path ? ": " : "", body);
-	else if (file)
-		k = asprintf(&msg, "%s: %s%s%s", file, path ? path : "",
-			     path && *path ? ": " : "", body);
-	else
-		k = asprintf(&msg, "%s%s%s", path ? path : "",
-			     path && *path ? ": " : "", body);
-	report_take(r, k < 0 ? NULL : msg);
-}
-
-MCD_PRINTF(5, 6)
-static void report_at(cfg_report *r, const char *file, unsigned line,
-		      const char *path, const char *fmt, ...)
-{
-	va_list ap;
-
-	/* The loader's own problems silence module checks on the same key. */
-	if (path && *path)
-		report_mark(r, path);
-	va_start(ap, fmt);
-	report_vat(r, file, line, path, fmt, ap);
-	va_end(ap);
-}
-
-void cfg_report_plain(cfg_report *r, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	report_vat(r, NULL, 0, NULL, fmt, ap);
-	va_end(ap);
-}
-
-static char *path_join(const char *a, const char *b)
-{
-	char *p = NULL;
-
-	if (!a || !*a)
-		return strdup(b);
-	if (asprintf(&p, "%s.%s", a, b) < 0)
-		return NULL;
-	return p;
-}
-
-/* The setting for `key` in the group's files (first one), or NULL. */
-static config_setting_t *where_find(const cfg_where *w, const char *key)
-{
-	for (size_t i = 0; i < w->n; i++) {
-		config_setting_t *s = config_setting_get_member(w->settings[i], key);
-		if (s)
-			return s;
-	}
-	return NULL;
-}
-
-static const char *setting_file(const config_setting_t *s, const char *dflt)
-{
-	const char *f = config_setting_source_file(s);
-	return f ? f : dflt;
-}
-
-void cfg_report_error(cfg_report *r, const cfg_where *where, const char *key,
-		      const char *fmt, ...)
-{
-	const char *file = where ? where->file : NULL;
-	unsigned line = where ? where->line : 0;
-	char *path = NULL;
-	va_list ap;
-
-	if (where && key) {
-		config_setting_t *s = where_find(where, key);
-		if (s) {
-			file = setting_file(s, file);
-			line = config_setting_source_line(s);
-		}
-	}
-	if (key)
-		path = path_join(where ? where->path : "", key);
-	if (r && path && report_marked(r, path)) {
-		free(path);
-		return;
-	}
-	va_start(ap, fmt);
-	report_vat(r, file, line, path ? path : (where ? where->path : ""),
-		   fmt, ap);
-	va_end(ap);
-	free(path);
-}
-
-const char *cfg_where_path(const cfg_where *where)
-{
-	return where ? where->path : "";
 }
 
 /* ---- small helpers --------------------------------------------------- */
@@ -428,14 +212,14 @@ static int load_secret_file(load_ctx *c, cfg_secret *sec, char *path,
 	int rr = secret_read(path, &val);
 
 	if (rr < 0) {
-		report_at(c->r, file, line, kpath,
+		cfg_report_at(c->r, file, line, kpath,
 			  "cannot read secret file \"%s\": %s", path,
 			  rr == -EFBIG ? "larger than 64 KiB" : strerror(-rr));
 		free(path);
 		return -EINVAL;
 	}
 	if (!*val) {
-		report_at(c->r, file, line, kpath, "secret file \"%s\" is empty",
+		cfg_report_at(c->r, file, line, kpath, "secret file \"%s\" is empty",
 			  path);
 		free(val);
 		free(path);
@@ -449,20 +233,20 @@ static int load_secret_file(load_ctx *c, cfg_secret *sec, char *path,
 static int load_secret(load_ctx *c, const cfg_key *k, cfg_secret *sec,
 		       const config_setting_t *s, const char *kpath)
 {
-	const char *file = setting_file(s, c->main_name);
+	const char *file = cfg_setting_file(s, c->main_name);
 	unsigned line = config_setting_source_line(s);
 	const char *v;
 	char *path;
 
 	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-		report_at(c->r, file, line, kpath,
+		cfg_report_at(c->r, file, line, kpath,
 			  "expected a file path or credential name (string), got %s",
 			  setting_type_name(s));
 		return -EINVAL;
 	}
 	v = config_setting_get_string(s);
 	if (!*v) {
-		report_at(c->r, file, line, kpath, "empty secret file path");
+		cfg_report_at(c->r, file, line, kpath, "empty secret file path");
 		return -EINVAL;
 	}
 	path = cred_path(c, v);
@@ -498,11 +282,11 @@ static int default_secret(load_ctx *c, const cfg_key *k, cfg_secret *sec,
 		rr = load_secret_file(c, sec, path, w->file, w->line, kpath);
 	else if (k->flags & CFG_REQUIRED) {
 		if (cname)
-			report_at(c->r, w->file, w->line, kpath,
+			cfg_report_at(c->r, w->file, w->line, kpath,
 				  "required: set it or provide the systemd credential \"%s\"",
 				  cname);
 		else
-			report_at(c->r, w->file, w->line, kpath,
+			cfg_report_at(c->r, w->file, w->line, kpath,
 				  "required key is missing");
 		rr = -EINVAL;
 	}
@@ -529,7 +313,7 @@ static int load_strings(load_ctx *c, cfg_strv *out, const config_setting_t *s,
 		return 0;
 	}
 	if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) {
-		report_at(c->r, file, line, kpath,
+		cfg_report_at(c->r, file, line, kpath,
 			  "expected a list of strings [\"a\", \"b\"], got %s",
 			  setting_type_name(s));
 		return -EINVAL;
@@ -541,7 +325,7 @@ static int load_strings(load_ctx *c, cfg_strv *out, const config_setting_t *s,
 	for (int i = 0; i < n; i++) {
 		config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-			report_at(c->r, file, config_setting_source_line(e),
+			cfg_report_at(c->r, file, config_setting_source_line(e),
 				  kpath, "element %d: expected a string, got %s",
 				  i, setting_type_name(e));
 			strv_free(out);
@@ -580,11 +364,11 @@ static int load_enum(load_ctx *c, const cfg_key *k, int *out,
 		o += (size_t)m;
 	}
 	if (config_setting_type(s) == CONFIG_TYPE_STRING)
-		report_at(c->r, file, line, kpath,
+		cfg_report_at(c->r, file, line, kpath,
 			  "\"%s\" is not allowed (one of %s)",
 			  config_setting_get_string(s), allowed);
 	else
-		report_at(c->r, file, line, kpath,
+		cfg_report_at(c->r, file, line, kpath,
 			  "expected a string (one of %s), got %s", allowed,
 			  setting_type_name(s));
 	return -EINVAL;
@@ -598,13 +382,13 @@ static int load_int(load_ctx *c, const cfg_key *k, int64_t *out,
 	long long v;
 
 	if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
-		report_at(c->r, file, line, kpath,
+		cfg_report_at(c->r, file, line, kpath,
 			  "expected an integer, got %s", setting_type_name(s));
 		return -EINVAL;
 	}
 	v = config_setting_get_int64(s);
 	if (has_range(k) && ((double)v < k->min || (double)v > k->max)) {
-		report_at(c->r, file, line, kpath,
+		cfg_report_at(c->r, file, line, kpath,
 			  "%lld is out of range (%.0f..%.0f)", v, k->min,
 			  k->max);
 		return -ERANGE;
@@ -625,12 +409,12 @@ static int load_double(load_ctx *c, const cfg_key *k, double *out,
 	else if (t == CONFIG_TYPE_FLOAT)
 		v = config_setting_get_float(s);
 	else {
-		report_at(c->r, file, line, kpath, "expected a number, got %s",
+		cfg_report_at(c->r, file, line, kpath, "expected a number, got %s",
 			  setting_type_name(s));
 		return -EINVAL;
 	}
 	if (has_range(k) && (v < k->min || v > k->max)) {
-		report_at(c->r, file, line, kpath,
+		cfg_report_at(c->r, file, line, kpath,
 			  "%g is out of range (%g..%g)", v, k->min, k->max);
 		return -ERANGE;
 	}
@@ -648,14 +432,14 @@ static int load_list(load_ctx *c, const cfg_key *k, cfg_list *out,
 	int n, rr = 0;
 
 	if (config_setting_type(s) != CONFIG_TYPE_LIST) {
-		report_at(c->r, file, line, kpath,
+		cfg_report_at(c->r, file, line, kpath,
 			  "expected a list of groups ( { ... }, { ... } ), got %s",
 			  setting_type_name(s));
 		return -EINVAL;
 	}
 	n = config_setting_length(s);
 	if (n == 0 && (k->flags & CFG_REQUIRED)) {
-		report_at(c->r, file, line, kpath,
+		cfg_report_at(c->r, file, line, kpath,
 			  "at least one entry is required");
 		return -EINVAL;
 	}
@@ -669,7 +453,7 @@ static int load_list(load_ctx *c, const cfg_key *k, cfg_list *out,
 		if (asprintf(&epath, "%s[%d]", kpath, i) < 0)
 			return -ENOMEM;
 		if (config_setting_type(e) != CONFIG_TYPE_GROUP) {
-			report_at(c->r, setting_file(e, file),
+			cfg_report_at(c->r, cfg_setting_file(e, file),
 				  config_setting_source_line(e), epath,
 				  "expected a group { ... }, got %s",
 				  setting_type_name(e));
@@ -677,7 +461,7 @@ static int load_list(load_ctx *c, const cfg_key *k, cfg_list *out,
 		} else {
 			config_setting_t *one[1] = {e};
 			cfg_where w = {.path = epath, .settings = one, .n = 1,
-				       .file = setting_file(e, file),
+				       .file = cfg_setting_file(e, file),
 				       .line = config_setting_source_line(e)};
 			void *item = cfg_list_at(out, k->group->size, (size_t)i);
 			if (load_group(c, k->group, item, &w) < 0)
@@ -724,7 +508,7 @@ static int load_value(load_ctx *c, const cfg_key *k, void *obj,
 	switch (k->type) {
 	case CFG_BOOL:
 		if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
-			report_at(c->r, file, line, kpath,
+			cfg_report_at(c->r, file, line, kpath,
 				  "expected a boolean (true or false), got %s",
 				  setting_type_name(s));
 			return -EINVAL;
@@ -738,7 +522,7 @@ static int load_value(load_ctx *c, const cfg_key *k, void *obj,
 	case CFG_STRING: {
 		char **p = f;
 		if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-			report_at(c->r, file, line, kpath,
+			cfg_report_at(c->r, file, line, kpath,
 				  "expected a string, got %s",
 				  setting_type_name(s));
 			return -EINVAL;
@@ -757,7 +541,7 @@ static int load_value(load_ctx *c, const cfg_key *k, void *obj,
 	case CFG_LIST:
 		return load_list(c, k, f, s, file, line, kpath);
 	default:
-		report_at(c->r, file, line, kpath, "internal: bad key type");
+		cfg_report_at(c->r, file, line, kpath, "internal: bad key type");
 		return -EINVAL;
 	}
 }
@@ -774,7 +558,7 @@ static int load_default(load_ctx *c, const cfg_key *k, void *obj,
 		return -ENOMEM;
 	config_init(&cf);
 	if (config_read_string(&cf, text) != CONFIG_TRUE) {
-		report_at(c->r, NULL, 0, kpath, "internal: bad default '%s'",
+		cfg_report_at(c->r, NULL, 0, kpath, "internal: bad default '%s'",
 			  k->def);
 		rr = -EINVAL;
 	} else {
@@ -801,7 +585,7 @@ static int load_subgroup(load_ctx *c, const cfg_key *k, void *obj,
 		if (!s)
 			continue;
 		if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
-			report_at(c->r, setting_file(s, w->file),
+			cfg_report_at(c->r, cfg_setting_file(s, w->file),
 				  config_setting_source_line(s), kpath,
 				  "expected a group { ... }, got %s",
 				  setting_type_name(s));
@@ -812,7 +596,7 @@ static int load_subgroup(load_ctx *c, const cfg_key *k, void *obj,
 			subs[n++] = s;
 	}
 	cfg_where sw = {.path = kpath, .settings = subs, .n = n,
-			.file = n ? setting_file(subs[0], w->file) : w->file,
+			.file = n ? cfg_setting_file(subs[0], w->file) : w->file,
 			.line = n ? config_setting_source_line(subs[0]) : w->line};
 	if (load_group(c, k->group, field(obj, k), &sw) < 0)
 		rr = -EINVAL;
@@ -824,7 +608,7 @@ static int load_key(load_ctx *c, const cfg_key *k, void *obj,
 		    const char *name)
 {
 	config_setting_t *first = NULL;
-	char *kpath = path_join(w->path, k->name);
+	char *kpath = cfg_path_join(w->path, k->name);
 	int rr = 0;
 
 	if (!kpath)
@@ -843,16 +627,16 @@ static int load_key(load_ctx *c, const cfg_key *k, void *obj,
 			first = s;
 			continue;
 		}
-		report_at(c->r, setting_file(s, c->main_name),
+		cfg_report_at(c->r, cfg_setting_file(s, c->main_name),
 			  config_setting_source_line(s), kpath,
 			  "given twice (first at %s:%u)",
-			  setting_file(first, c->main_name),
+			  cfg_setting_file(first, c->main_name),
 			  config_setting_source_line(first));
 		rr = -EINVAL;
 	}
 	if (first && !key_applies(k, disc)) {
 		if (disc >= 0)
-			report_at(c->r, setting_file(first, c->main_name),
+			cfg_report_at(c->r, cfg_setting_file(first, c->main_name),
 				  config_setting_source_line(first), kpath,
 				  "not valid for %s", disc_desc);
 		rr = -EINVAL;
@@ -860,7 +644,7 @@ static int load_key(load_ctx *c, const cfg_key *k, void *obj,
 		/* keys of another variant stay zero */
 	} else if (first) {
 		if (load_value(c, k, obj, first,
-			       setting_file(first, c->main_name),
+			       cfg_setting_file(first, c->main_name),
 			       config_setting_source_line(first), kpath) < 0)
 			rr = -EINVAL;
 	} else if (k->type == CFG_SECRET) {
@@ -868,7 +652,7 @@ static int load_key(load_ctx *c, const cfg_key *k, void *obj,
 	} else if (k->def) {
 		rr = load_default(c, k, obj, kpath);
 	} else if (k->flags & CFG_REQUIRED) {
-		report_at(c->r, w->file, w->line, kpath,
+		cfg_report_at(c->r, w->file, w->line, kpath,
 			  k->type == CFG_LIST ? "required: at least one entry"
 					      : "required key is missing");
 		rr = -EINVAL;
@@ -883,7 +667,7 @@ static void report_unknown(load_ctx *c, const cfg_section *sec,
 	const char *name = config_setting_name(s);
 	const cfg_key *best = NULL;
 	size_t bestd = 3;
-	char *kpath = path_join(w->path, name ? name : "?");
+	char *kpath = cfg_path_join(w->path, name ? name : "?");
 
 	for (const cfg_key *k = sec->keys; k && k->name; k++) {
 		size_t d = edit_distance(name ? name : "", k->name);
@@ -893,11 +677,11 @@ static void report_unknown(load_ctx *c, const cfg_section *sec,
 		}
 	}
 	if (best)
-		report_at(c->r, setting_file(s, c->main_name),
+		cfg_report_at(c->r, cfg_setting_file(s, c->main_name),
 			  config_setting_source_line(s), kpath,
 			  "unknown key (did you mean \"%s\"?)", best->name);
 	else
-		report_at(c->r, setting_file(s, c->main_name),
+		cfg_report_at(c->r, cfg_setting_file(s, c->main_name),
 			  config_setting_source_line(s), kpath, "unknown key");
 	free(kpath);
 }
@@ -976,13 +760,13 @@ static int parse_file(file_set *fs, const char *path, const char *incdir,
 	FILE *f;
 
 	if (fs->n >= CFG_MAX_FILES) {
-		report_at(r, path, 0, NULL, "too many configuration files");
+		cfg_report_at(r, path, 0, NULL, "too many configuration files");
 		return -E2BIG;
 	}
 	f = fopen(path, "re");
 	if (!f) {
 		int e = errno;
-		report_at(r, path, 0, NULL, "cannot open: %s", strerror(e));
+		cfg_report_at(r, path, 0, NULL, "cannot open: %s", strerror(e));
 		return -e;
 	}
 	fclose(f);
@@ -991,7 +775,7 @@ static int parse_file(file_set *fs, const char *path, const char *incdir,
 	config_set_include_dir(cf, incdir);
 	if (config_read_file(cf, path) != CONFIG_TRUE) {
 		const char *ef = config_error_file(cf);
-		report_at(r, ef ? ef : path, (unsigned)config_error_line(cf),
+		cfg_report_at(r, ef ? ef : path, (unsigned)config_error_line(cf),
 			  NULL, "%s", config_error_text(cf));
 		return -EINVAL;
 	}
@@ -1024,7 +808,7 @@ static int parse_conf_d(file_set *fs, const char *dir, const char *incdir,
 	n = scandir(confd, &ents, conf_entry_filter, conf_entry_cmp);
 	if (n < 0) {
 		if (errno != ENOENT && errno != ENOTDIR) {
-			report_at(r, confd, 0, NULL, "cannot read directory: %s",
+			cfg_report_at(r, confd, 0, NULL, "cannot read directory: %s",
 				  strerror(errno));
 			rr = -errno;
 		}
@@ -1117,7 +901,7 @@ int cfg_load_string(const char *text, const char *name,
 	fs->n = 1;
 	if (config_read_string(&fs->cf[0], text ? text : "") != CONFIG_TRUE) {
 		const char *ef = config_error_file(&fs->cf[0]);
-		report_at(r, ef ? ef : name, (unsigned)config_error_line(&fs->cf[0]),
+		cfg_report_at(r, ef ? ef : name, (unsigned)config_error_line(&fs->cf[0]),
 			  NULL, "%s", config_error_text(&fs->cf[0]));
 		memset(obj, 0, root->size);
 		rr = -EINVAL;
