@@ -79,7 +79,7 @@ struct store_query {
 	size_t limit;
 };
 
-enum { Q_CARD, Q_EVENTS, Q_APPEALS, Q_TOKEN };
+enum { Q_CARD, Q_EVENTS, Q_APPEALS, Q_TOKEN, Q_LAST_ID };
 
 struct store {
 	struct event_base *base;
@@ -206,9 +206,28 @@ static int number_parts(const appeal_plan *pl, char *buf, size_t len,
 	return 0;
 }
 
+/* PBX-supplied text as a JSON string: valid UTF-8 without controls
+ * (caller names arrive in cp1251 or latin1; jansson and PostgreSQL refuse
+ * invalid UTF-8, and an outcome must never be lost for its name). The
+ * same bytes always give the same text, so call keys stay idempotent. */
+static json_t *text_json(const char *v)
+{
+	size_t cap = strlen(v ? v : "") * 3 + 1;
+	char stack[512], *buf = cap <= sizeof(stack) ? stack : malloc(cap);
+	json_t *j;
+
+	if (!buf)
+		return NULL;
+	(void)appeal_text_sanitize(v, buf, cap);
+	j = json_string(buf);
+	if (buf != stack)
+		free(buf);
+	return j;
+}
+
 static json_t *str_or_null(const char *v)
 {
-	return v && *v ? json_string(v) : json_null();
+	return v && *v ? text_json(v) : json_null();
 }
 
 static json_t *strv_json(const char *const *v, size_t n)
@@ -217,7 +236,7 @@ static json_t *strv_json(const char *const *v, size_t n)
 
 	for (size_t i = 0; a && i < n; i++)
 		if (v[i])
-			json_array_append_new(a, json_string(v[i]));
+			json_array_append_new(a, text_json(v[i]));
 	return a;
 }
 
@@ -254,11 +273,11 @@ static char *outcome_doc(store *s, const call_outcome *o, const appeal_plan *pl)
 		suffix = "";
 	}
 
-	d = json_pack("{s:i, s:s, s:s, s:o, s:o, s:b, s:o, s:o, s:o, s:o, s:s,"
+	d = json_pack("{s:i, s:o, s:o, s:o, s:o, s:b, s:o, s:o, s:o, s:o, s:s,"
 		      " s:f, s:f, s:b, s:b, s:I, s:I, s:I}",
 		      "v", 1,
-		      "pbx", o->pbx ? o->pbx : "",
-		      "call_key", o->call_key ? o->call_key : "",
+		      "pbx", text_json(o->pbx),
+		      "call_key", text_json(o->call_key),
 		      "caller", withheld ? json_null() : str_or_null(o->caller_num),
 		      "caller_name", str_or_null(o->caller_name),
 		      "withheld", withheld,
@@ -277,9 +296,9 @@ static char *outcome_doc(store *s, const call_outcome *o, const appeal_plan *pl)
 	if (!d)
 		return NULL;
 	r = json_object_update_new(d, json_pack(
-		"{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:b, s:i,"
-		" s:s, s:s, s:s, s:s, s:i}",
-		"type", pl->appeal_type ? pl->appeal_type : "",
+		"{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:b, s:i,"
+		" s:o, s:o, s:o, s:o, s:i}",
+		"type", text_json(pl->appeal_type),
 		"manager", str_or_null(pl->manager),
 		"comment", str_or_null(pl->comment),
 		"source", str_or_null(pl->source),
@@ -290,10 +309,10 @@ static char *outcome_doc(store *s, const call_outcome *o, const appeal_plan *pl)
 		"deadline_us", (json_int_t)pl->deadline_usec,
 		"after_hours", pl->after_hours,
 		"route", pl->route,
-		"title_known", known,
-		"title_unknown", unknown,
-		"number_prefix", pre,
-		"number_suffix", suffix,
+		"title_known", text_json(known),
+		"title_unknown", text_json(unknown),
+		"number_prefix", text_json(pre),
+		"number_suffix", text_json(suffix),
 		"number_width", seq_width(pl->number_tmpl)));
 	if (r == 0)
 		r = json_object_update_new(d, json_pack(
@@ -1237,6 +1256,10 @@ static void query_done(void *userdata, int err, const PGresult *r)
 		case Q_TOKEN:
 			done_token(q, err, r);
 			break;
+		case Q_LAST_ID:
+			((store_last_id_cb)q->cb)(q->userdata, err,
+						  err ? 0 : strtoll(PQgetvalue(r, 0, 0), NULL, 10));
+			break;
 		}
 	}
 	free(q);
@@ -1266,6 +1289,13 @@ int store_events_after(store *s, int64_t after_id, size_t limit, store_events_cb
 			  "ORDER BY id LIMIT $2::integer) e ON true ORDER BY e.id",
 			  2, (const char *const[]){after, lim}, (void (*)(void))cb, userdata,
 			  limit, ret_q);
+}
+
+int store_outbox_last_id(store *s, store_last_id_cb cb, void *userdata,
+			 store_query **ret_q)
+{
+	return query_send(s, Q_LAST_ID, "SELECT COALESCE(max(id), 0) FROM appeal_events", 0,
+			  NULL, (void (*)(void))cb, userdata, 0, ret_q);
 }
 
 int store_appeals_list(store *s, const store_appeals_filter *f, store_appeals_cb cb,

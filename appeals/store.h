@@ -195,6 +195,12 @@ int store_events_after(store *s, int64_t after_id, size_t limit,
 		       store_events_cb cb, void *userdata,
 		       store_query **ret_q) MCD_WUR;
 
+/* The highest outbox id (0 when the outbox is empty): lets the widget
+ * start its id space where the outbox is. */
+typedef void (*store_last_id_cb)(void *userdata, int err, int64_t last_id);
+int store_outbox_last_id(store *s, store_last_id_cb cb, void *userdata,
+			 store_query **ret_q) MCD_WUR;
+
 /* GET /v1/appeals. since_usec 0: no lower bound on created_at;
  * manager_login NULL: any; limit 1..1000. */
 typedef struct store_appeals_filter {

@@ -214,7 +214,8 @@ echo "ok: refused outcome kept in rejected.jsonl with the reason"
 q "ALTER TABLE appeals DROP CONSTRAINT crm_no_blacklisted"
 
 # Widget queries.
-send d2 "#card +79161234567" "#events 0" "#appeals"
+send d2 "#card +79161234567" "#events 0" "#appeals" "#lastid"
+wait_line d2 "^LASTID $(q "SELECT max(id) FROM appeal_events")\$"
 wait_line d2 '^CARD \[\{"id":1,"name":"Петров Пётр"'
 wait_line d2 "^EVENTS first=1 "
 wait_line d2 '^APPEALS \[\{'

@@ -17,6 +17,7 @@
  *   #card E164      prints "CARD <json>"
  *   #events N       prints "EVENTS first=F more=M" then "E id kind appeal_id"
  *   #appeals        prints "APPEALS <json>" (open only)
+ *   #lastid         prints "LASTID n" (highest outbox id)
  *   #token HEX64    prints "TOKEN id login" or "TOKEN none"
  *   #metrics        prints the Prometheus text of the store's metrics
  *   #quit           exits (after a clean store shutdown)
@@ -152,6 +153,11 @@ static void on_events(void *ud, int err, const store_event *ev, size_t n, bool m
 		    (long long)ev[i].appeal_id);
 }
 
+static void on_last_id(void *ud, int err, int64_t id)
+{
+	out("LASTID %lld%s", (long long)id, err ? " error" : "");
+}
+
 static void on_token(void *ud, int err, const store_employee *e)
 {
 	if (e)
@@ -185,6 +191,8 @@ static void command(drive *d, const char *line)
 		r = store_client_card(d->st, line + 6, on_card, d, NULL);
 	} else if (strncmp(line, "#events ", 8) == 0) {
 		r = store_events_after(d->st, strtoll(line + 8, NULL, 10), 100, on_events, d, NULL);
+	} else if (strcmp(line, "#lastid") == 0) {
+		r = store_outbox_last_id(d->st, on_last_id, d, NULL);
 	} else if (strcmp(line, "#appeals") == 0) {
 		store_appeals_filter f = {.open_only = true, .limit = 100};
 		r = store_appeals_list(d->st, &f, on_appeals, d, NULL);

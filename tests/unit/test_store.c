@@ -269,6 +269,25 @@ static void test_document_carries_call_and_plan(void **state)
 	json_decref(j);
 }
 
+/* A cp1251 caller name (invalid UTF-8) must not lose the call. */
+static void test_invalid_utf8_caller_name(void **state)
+{
+	fixture *f = *state;
+	call_outcome o = missed("k\xff" "1", "89161234567");
+	json_t *j;
+
+	o.caller_name = "\xc8\xe2\xe0\xed \x01";
+	assert_int_equal(store_submit_outcome(f->st, &o), 0);
+	assert_int_equal(store_spool_records(f->st), 1);
+	f->st = store_free(f->st);
+	j = spooled_doc(f, 0);
+	/* Invalid bytes -> U+FFFD, controls -> space; the same every time. */
+	assert_string_equal(js(j, "caller_name"),
+			    "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd  ");
+	assert_string_equal(js(j, "call_key"), "k\xef\xbf\xbd" "1");
+	json_decref(j);
+}
+
 static void test_restart_recovers_spool(void **state)
 {
 	fixture *f = *state;
@@ -321,6 +340,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_disabled, setup_disabled, teardown),
 		cmocka_unit_test_setup_teardown(test_unreachable_database_spools, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_document_carries_call_and_plan, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_invalid_utf8_caller_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_recovers_spool, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_spool_refuses, setup_small, teardown),
 		cmocka_unit_test(test_state_names),
