@@ -165,14 +165,16 @@ static bool answer_counts(const call_tracker *t, const answer *a)
 
 static void answer_name(const answer *a, char *out, size_t len)
 {
+	char raw[128];
 	/* Answered outside (a forward): the number dialled, not the trunk. */
 	if (a->by && a->by->kind == KIND_TRUNK && chan_exten0(a->by)) {
 		snprintf(out, len, "%s", chan_exten0(a->by));
 		return;
 	}
-	ct_endpoint_of(a->by ? a->by->name : a->by_name, out, len);
-	if (!out[0] && a->by_name)
-		snprintf(out, len, "%s", a->by_name);
+	ct_endpoint_of(a->by ? a->by->name : a->by_name, raw, sizeof(raw));
+	if (!raw[0] && a->by_name)
+		snprintf(raw, sizeof(raw), "%s", a->by_name);
+	ct_text_clean(raw, out, len);
 }
 
 /* ------------------------------------------------------------------ */

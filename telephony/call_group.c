@@ -98,13 +98,78 @@ bool ct_str_empty(const char *s)
 }
 
 /* Replaces *p with a copy of v (NULL/"" clears); keeps it when equal. */
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
+static size_t utf8_seq(const unsigned char *s)
+{
+	unsigned char c = s[0];
+	size_t n;
+	unsigned char lo = 0x80, hi = 0xBF;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xC2 && c <= 0xDF)
+		n = 2;
+	else if (c >= 0xE0 && c <= 0xEF)
+		n = 3;
+	else if (c >= 0xF0 && c <= 0xF4)
+		n = 4;
+	else
+		return 0;
+	if (c == 0xE0)
+		lo = 0xA0; /* overlong */
+	else if (c == 0xED)
+		hi = 0x9F; /* surrogates */
+	else if (c == 0xF0)
+		lo = 0x90;
+	else if (c == 0xF4)
+		hi = 0x8F;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xBF)
+			return 0;
+	return n;
+}
+
+/*
+ * PBXs pass caller names through as bytes (cp1251, latin1, garbage);
+ * everything the tracker reports must be valid UTF-8 for JSON and
+ * PostgreSQL: invalid bytes become U+FFFD, control characters a space.
+ * Truncates at a character boundary. Returns out.
+ */
+char *ct_text_clean(const char *in, char *out, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)in;
+	size_t o = 0;
+	while (*s) {
+		size_t n = utf8_seq(s);
+		const char *put = (const char *)s;
+		size_t plen = n;
+		if (!n) {
+			put = "\xEF\xBF\xBD";
+			plen = 3;
+			n = 1;
+		} else if (*s < 0x20 || *s == 0x7F) {
+			put = " ";
+		}
+		if (o + plen + 1 > len)
+			break;
+		memcpy(out + o, put, plen);
+		o += plen;
+		s += n;
+	}
+	out[o] = '\0';
+	return out;
+}
+
 void ct_set_str(char **p, const char *v)
 {
+	char buf[256];
 	if (ct_str_empty(v)) {
 		free(*p);
 		*p = NULL;
 		return;
 	}
+	v = ct_text_clean(v, buf, sizeof(buf));
 	if (*p && strcmp(*p, v) == 0)
 		return;
 	char *c = strdup(v);
@@ -233,6 +298,9 @@ void ct_info_set(chan *c, int which, const char *v)
 {
 	const char *f[_INFO_MAX];
 	size_t len[_INFO_MAX], total = 0;
+	char buf[256];
+	if (v)
+		v = ct_text_clean(v, buf, sizeof(buf));
 	for (int i = 0; i < _INFO_MAX; i++) {
 		f[i] = i == which ? v : ct_info_get(c, i);
 		len[i] = f[i] ? strlen(f[i]) : 0;
@@ -516,7 +584,11 @@ static bool ext_before(const ext_ent *a, uint64_t ts, const char *name)
 void ct_ext_add(group *g, const char *ext, uint64_t ts)
 {
 	size_t i, pos;
+	char clean[sizeof(((ext_ent *)0)->name)];
 	if (ct_str_empty(ext))
+		return;
+	ext = ct_text_clean(ext, clean, sizeof(clean));
+	if (!clean[0])
 		return;
 	for (i = 0; i < g->n_exts; i++)
 		if (strncmp(g->exts[i].name, ext,
@@ -547,7 +619,7 @@ void ct_ext_add(group *g, const char *ext, uint64_t ts)
 	memmove(&g->exts[pos + 1], &g->exts[pos],
 		(g->n_exts - pos) * sizeof(ext_ent));
 	g->exts[pos].ts = ts;
-	snprintf(g->exts[pos].name, sizeof(g->exts[pos].name), "%s", ext);
+	memcpy(g->exts[pos].name, clean, sizeof(clean));
 	g->n_exts++;
 }
 

@@ -221,6 +221,7 @@ uint32_t ct_ms_of(call_tracker *t, uint64_t ts);
 bool ct_number_listed(const cfg_strv *list, const char *num);
 bool ct_number_withheld(const char *n);
 void ct_set_str(char **p, const char *v);
+char *ct_text_clean(const char *in, char *out, size_t len);
 bool ct_str_empty(const char *s);
 void ct_strv_clear(cfg_strv *s);
 void ct_strv_copy(cfg_strv *dst, const cfg_strv *src);

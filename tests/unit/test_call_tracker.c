@@ -102,7 +102,7 @@ typedef struct got {
 	call_direction direction;
 	call_verdict verdict;
 	call_reason reason;
-	char answered_by[32], exts[128], queue[16], caller[32], key[48];
+	char answered_by[32], exts[128], queue[16], caller[32], key[48], cname[64];
 	bool vm_left, gap, withheld;
 	double ring, wait;
 } got;
@@ -140,6 +140,7 @@ static void on_outcome(void *ud, const call_outcome *o)
 	snprintf(g->queue, sizeof(g->queue), "%s", o->queue ? o->queue : "-");
 	snprintf(g->caller, sizeof(g->caller), "%s", o->caller_num ? o->caller_num : "-");
 	snprintf(g->key, sizeof(g->key), "%s", o->call_key);
+	snprintf(g->cname, sizeof(g->cname), "%s", o->caller_name ? o->caller_name : "-");
 	g->vm_left = o->voicemail_left;
 	g->gap = o->gap;
 	g->withheld = o->caller_withheld;
@@ -1169,6 +1170,24 @@ static void test_legacy_no_linkedid(void **state)
 	cfg_free(&call_policy_cfg_section, &p);
 }
 
+/* Caller names arrive as any bytes (cp1251, control characters): what
+ * the tracker reports is always valid UTF-8. */
+static void test_text_clean(void **state)
+{
+	call_policy p;
+	collector c;
+	default_policy(&p);
+	call_event ev[ELEMENTSOF(s_cancel)];
+	memcpy(ev, s_cancel, sizeof(ev));
+	ev[0].caller_name = "\xcf\xf0\xe8\xe2\xe5\xf2 \xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd\x01\xc0\xaf";
+	run_one(&p, ev, ELEMENTSOF(ev), &c);
+	assert_int_equal(c.n_out, 1);
+	assert_string_equal(c.out[0].cname,
+			    "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+			    "\xef\xbf\xbd \xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd \xef\xbf\xbd\xef\xbf\xbd");
+	cfg_free(&call_policy_cfg_section, &p);
+}
+
 /* With an event_base the tracker runs its own (single) timer. */
 static void test_event_base_timer(void **state)
 {
@@ -1278,6 +1297,7 @@ int main(void)
 		cmocka_unit_test(test_sip_style),
 		cmocka_unit_test(test_legacy_no_linkedid),
 		cmocka_unit_test(test_event_base_timer),
+		cmocka_unit_test(test_text_clean),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
