@@ -13,10 +13,14 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,6 +284,29 @@ static void reply_unavailable(struct evhttp_request *req, const char *what)
 	widget_reply_error(req, 503, "Service Unavailable", "unavailable", what);
 }
 
+/*
+ * A stream's client never sends anything, so evhttp's request timeout
+ * (a read timeout) must not apply. What tells a dead stream instead,
+ * above the heartbeat: output that does not drain for two heartbeats
+ * (bufferevent write timeout) and, for a peer that vanished without a
+ * FIN, sent bytes unacknowledged for as long (TCP_USER_TIMEOUT).
+ */
+static void stream_timeouts(widget *w, struct evhttp_connection *evcon)
+{
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+	int64_t idle = 2 * w->cfg->heartbeat_seconds;
+	struct timeval wtv = {(time_t)idle, 0};
+	unsigned int ms = (unsigned int)(idle * 1000);
+	evutil_socket_t fd;
+
+	if (!bev)
+		return;
+	bufferevent_set_timeouts(bev, NULL, &wtv);
+	fd = bufferevent_getfd(bev);
+	if (fd >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+}
+
 static void start_events(widget *w, struct evhttp_request *req,
 			 const widget_identity *who)
 {
@@ -301,10 +328,8 @@ static void start_events(widget *w, struct evhttp_request *req,
 		reply_unavailable(req, "out of memory");
 		return;
 	}
-	/* Idle timeout above the heartbeat: a stream whose socket takes
-	 * nothing for two heartbeats is dead. */
 	if (evcon)
-		evhttp_connection_set_timeout(evcon, (int)(2 * w->cfg->heartbeat_seconds));
+		stream_timeouts(w, evcon);
 }
 
 static void appeals_cb(void *userdata, int err, json_t *appeals)

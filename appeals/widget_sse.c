@@ -12,6 +12,8 @@
 #include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -55,6 +57,7 @@ typedef struct widget_sub {
 	char login[WIDGET_LOGIN_MAX];
 	uint8_t digest[WIDGET_DIGEST_LEN];
 	bool has_digest;
+	bool chunked;	/* the response uses chunked transfer encoding */
 	uint64_t cursor;
 	uint64_t last_outbox;
 	bool calls_lost;	  /* replay: the ring no longer covered the id */
@@ -102,6 +105,57 @@ static size_t sub_pending(const widget_sub *s)
 	return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
 }
 
+/*
+ * Fast path of a write: when nothing is queued for this socket, the
+ * chunk goes out with one sendmsg() and no bufferevent/epoll round trip
+ * (a fan-out to 10,000 subscribers is then 10,000 syscalls, not 30,000).
+ * What the kernel does not take is queued behind, by reference when it
+ * is the shared frame; the bufferevent writes it when the socket drains.
+ * Returns 0 when handled here, 1 when the caller must queue it all.
+ */
+static int sub_send_direct(widget_sub *s, const char *d, size_t len, widget_frame *f)
+{
+	struct bufferevent *bev = s->evcon ? evhttp_connection_get_bufferevent(s->evcon) : NULL;
+	struct evbuffer *out = bev ? bufferevent_get_output(bev) : NULL;
+	evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+	char hdr[24];
+	int hl;
+	struct iovec iov[3];
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 3};
+	ssize_t n;
+	size_t off;
+
+	if (!s->chunked || fd < 0 || !out || evbuffer_get_length(out) > 0)
+		return 1;
+	hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
+	iov[0] = (struct iovec){hdr, (size_t)hl};
+	iov[1] = (struct iovec){(void *)d, len};
+	iov[2] = (struct iovec){(void *)"\r\n", 2};
+	n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n < 0) {
+		/* EAGAIN: all of it waits; a real error: the bufferevent
+		 * meets it too and closes the connection. */
+		return 1;
+	}
+	off = (size_t)n;
+	if (off < (size_t)hl)
+		evbuffer_add(out, hdr + off, (size_t)hl - off);
+	off = off > (size_t)hl ? off - (size_t)hl : 0;
+	if (off < len) {
+		if (f) {
+			widget_frame_ref(f);
+			if (evbuffer_add_reference(out, d + off, len - off, widget_frame_unref_cb, f) < 0)
+				widget_frame_unref(f);
+		} else {
+			evbuffer_add(out, d + off, len - off);
+		}
+	}
+	off = (size_t)n > (size_t)hl + len ? (size_t)n - (size_t)hl - len : 0;
+	if (off < 2)
+		evbuffer_add(out, &"\r\n"[off], 2 - off);
+	return 0;
+}
+
 /* Writes a frame by reference: the subscriber's buffer holds a reference
  * to the shared bytes until the kernel has taken them. */
 static int sub_write_frame(widget_sub *s, widget_frame *f)
@@ -109,6 +163,8 @@ static int sub_write_frame(widget_sub *s, widget_frame *f)
 	size_t len;
 	const char *d = widget_frame_data(f, &len);
 
+	if (sub_send_direct(s, d, len, f) == 0)
+		return 0;
 	widget_frame_ref(f);
 	if (evbuffer_add_reference(s->scratch, d, len, widget_frame_unref_cb, f) < 0) {
 		widget_frame_unref(f);
@@ -316,9 +372,11 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 
 	for (; s; s = next) {
 		next = s->next;
-		evbuffer_add_reference(s->scratch, heartbeat_text,
-				       sizeof(heartbeat_text) - 1, NULL, NULL);
-		evhttp_send_reply_chunk(s->req, s->scratch);
+		if (sub_send_direct(s, heartbeat_text, sizeof(heartbeat_text) - 1, NULL) != 0) {
+			evbuffer_add_reference(s->scratch, heartbeat_text,
+					       sizeof(heartbeat_text) - 1, NULL, NULL);
+			evhttp_send_reply_chunk(s->req, s->scratch);
+		}
 		(void)sub_check_buffer(s);
 	}
 }
@@ -486,6 +544,8 @@ static widget_sub *sub_new(widget_hub *h, struct evhttp_request *req,
 	/* A stream connection is never reused: when it ends, it closes. */
 	evhttp_add_header(out, "Connection", "close");
 	evhttp_send_reply_start(req, 200, "OK");
+	/* evhttp chose chunked encoding (HTTP/1.1) or a raw body (1.0). */
+	s->chunked = streq(evhttp_find_header(out, "Transfer-Encoding"), "chunked");
 	evhttp_connection_set_closecb(s->evcon, sub_conn_closed, s);
 	snprintf(retry, sizeof(retry), "retry: %u\n\n", SSE_RETRY_MS);
 	evbuffer_add(s->scratch, retry, strlen(retry));

@@ -210,6 +210,21 @@ def after_restart(env, tok, hello, calls):
     sub2.close()
 
 
+def quiet_stream_stays_open(env, tok):
+    # request_timeout is 2 s and the client never sends a byte: the stream
+    # must outlive it on heartbeats alone (heartbeat_seconds = 1).
+    sub = SSE(env.widget_port, tok)
+    sub.next()
+    while sub.comments < 6:
+        line = sub.resp.readline()
+        if not line:
+            raise TestFailure("a quiet stream was closed after %d heartbeats" % sub.comments)
+        if line.startswith(b":"):
+            sub.comments += 1
+    check(True, "a quiet stream lives on heartbeats past request_timeout (6 heartbeats)")
+    sub.close()
+
+
 def revoke_open_stream(env):
     tok = env.cli("--issue-token", "petrova").stdout.strip()
     sub = SSE(env.widget_port, tok)
@@ -329,6 +344,7 @@ def main():
         appeals_list(env, tok)
         cors(env, tok)
         limits(env, tok)
+        quiet_stream_stays_open(env, tok)
         revoke_open_stream(env)
         slow_card(env, tok)
         after_restart(env, tok, hello, calls)
