@@ -668,6 +668,14 @@ void ami_adapter_resync_end(ami_adapter *a)
 	feed_marker(a, CALL_EV_RESYNC_END);
 }
 
+void ami_adapter_resync_failed(ami_adapter *a)
+{
+	if (!a || !a->resyncing)
+		return;
+	a->resyncing = false;
+	feed_marker(a, CALL_EV_RESYNC_FAILED);
+}
+
 void ami_adapter_set_legacy(ami_adapter *a, bool legacy)
 {
 	if (a)

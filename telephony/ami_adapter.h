@@ -63,6 +63,12 @@ void ami_adapter_resync_begin(ami_adapter *a);
 /* The list is complete: calls not in it ended during the gap. */
 void ami_adapter_resync_end(ami_adapter *a);
 
+/* The list will not come (CoreShowChannels refused or not sent): calls
+ * in progress are kept, but flagged as having a gap in their events.
+ * Use this instead of ami_adapter_resync_end() on failure: "end" means
+ * "every live channel was listed" and ends all calls not in the list. */
+void ami_adapter_resync_failed(ami_adapter *a);
+
 /* Tells the adapter the server speaks Asterisk 11 (banner 1.x): informs the
  * mapping of `Event: Dial` / `Event: Bridge`. Optional; also detected. */
 void ami_adapter_set_legacy(ami_adapter *a, bool legacy);

@@ -34,6 +34,7 @@ static const char *const event_type_names[_CALL_EV_MAX] = {
     [CALL_EV_RESYNC_CHANNEL] = "resync_channel",
     [CALL_EV_RESYNC_END] = "resync_end",
     [CALL_EV_SOURCE_DOWN] = "source_down",
+    [CALL_EV_RESYNC_FAILED] = "resync_failed",
     [CALL_EV_HANGUP_REQUEST] = "hangup_request",
 };
 

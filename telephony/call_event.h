@@ -41,6 +41,8 @@ typedef enum call_event_type {
 	CALL_EV_RESYNC_CHANNEL, /* one live channel (CoreShowChannel) */
 	CALL_EV_RESYNC_END,	/* list complete: calls not seen ended in the gap */
 	CALL_EV_SOURCE_DOWN,	/* connection to the PBX lost */
+	CALL_EV_RESYNC_FAILED,	/* no live channel list after all (refused):
+				   calls stay, flagged as seen with a gap */
 	CALL_EV_HANGUP_REQUEST, /* chan is being hung up (AMI HangupRequest):
 				   tells a caller abandon from a dialplan that
 				   moves on (queue timeout) */

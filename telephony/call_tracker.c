@@ -341,13 +341,36 @@ static void on_resync_end(call_tracker *t)
 		 live, ended, partial);
 }
 
+/* No list after all: nothing can be said about which calls ended, so
+ * all stay (a call that did end is decided by max_call_age), flagged:
+ * their events have a hole, a missed verdict says unknown. */
+static void on_resync_failed(call_tracker *t)
+{
+	size_t n = 0;
+	t->resyncing = false;
+	for (group *g = t->age_head; g; g = g->age_next) {
+		if (g->gap_candidate && !ct_group_over(g)) {
+			g->gap = true;
+			n++;
+		}
+		g->gap_candidate = g->resync_seen = false;
+		for (chan *c = g->chans; c; c = c->g_next)
+			c->resync_seen = false;
+	}
+	log_ctx ctx = {.pbx = t->pbx};
+	log_full(n ? LOG_LVL_WARNING : LOG_LVL_INFO, &ctx,
+		 "resync: no live channel list; %zu call(s) in progress kept "
+		 "with a gap in their events (ended ones are decided after "
+		 "max_call_age)",
+		 n);
+}
+
 /* Events about no channel in particular. Returns true when handled. */
 static bool feed_global(call_tracker *t, const call_event *ev)
 {
 	lid *l;
 	switch (ev->type) {
 	case CALL_EV_SOURCE_DOWN:
-		t->down = true;
 		for (group *g = t->age_head; g; g = g->age_next)
 			g->gap_candidate = true;
 		return true;
@@ -362,7 +385,10 @@ static bool feed_global(call_tracker *t, const call_event *ev)
 	case CALL_EV_RESYNC_END:
 		if (t->resyncing)
 			on_resync_end(t);
-		t->down = false;
+		return true;
+	case CALL_EV_RESYNC_FAILED:
+		if (t->resyncing)
+			on_resync_failed(t);
 		return true;
 	case CALL_EV_VOICEMAIL_LEFT:
 		ct_vm_left(t, ev->mailbox);

@@ -165,7 +165,7 @@ struct call_tracker {
 	size_t n_groups;
 	uint64_t arrival;
 	uint64_t ts_base; /* wall clock origin of chan_bridge times */
-	bool down, resyncing;
+	bool resyncing; /* a CoreShowChannels list is being fed */
 	metric *m_calls[_CALL_VERDICT_MAX][_CALL_REASON_MAX];
 	metric *m_evict_cap, *m_evict_age, *m_gap, *m_live, *m_other;
 	log_ratelimit evict_rl;

@@ -397,6 +397,29 @@ static void test_resync(void **state)
 	rig_done(&r);
 }
 
+/* CoreShowChannels refused: no call is declared over, the ones in
+ * progress are kept and flagged. */
+static void test_resync_failed(void **state)
+{
+	rig r;
+	rig_init(&r, "PJSIP/provider");
+	rig_feed(&r, CH("Newchannel", "PJSIP/provider-00000001", "1700000000.1", "1700000000.1", ""));
+	ami_adapter_connection_lost(r.a);
+	ami_adapter_resync_begin(r.a);
+	ami_adapter_resync_failed(r.a);
+	ami_adapter_resync_end(r.a); /* no-op: the resync is over */
+	call_tracker_tick(r.t, mono_usec() + 60 * USEC_PER_SEC);
+	assert_int_equal(r.col.n_out, 0);
+	assert_int_equal(call_tracker_live_calls(r.t), 1);
+	rig_feed(&r, CH("Hangup", "PJSIP/provider-00000001", "1700000000.1", "1700000000.1",
+			"Cause: 16\n"));
+	call_tracker_tick(r.t, mono_usec() + 60 * USEC_PER_SEC);
+	assert_int_equal(r.col.n_out, 1);
+	assert_int_equal(r.col.out[0].reason, CALL_REASON_UNKNOWN);
+	assert_true(r.col.out[0].gap);
+	rig_done(&r);
+}
+
 /* Responses, unknown events and events without a Uniqueid are counted,
  * never fed; MessageWaiting with Waiting: 0 is not a message. */
 static void test_stats_and_malformed(void **state)
@@ -652,6 +675,7 @@ int main(void)
 		cmocka_unit_test(test_cel_linkedid_end),
 		cmocka_unit_test(test_asterisk11),
 		cmocka_unit_test(test_resync),
+		cmocka_unit_test(test_resync_failed),
 		cmocka_unit_test(test_stats_and_malformed),
 		cmocka_unit_test(test_did_from_varset),
 		cmocka_unit_test(test_panoramisk_stream),
