@@ -15,6 +15,10 @@ Usage: ami_replay.py MISSEDCALLD AMISIM
 3. reconnect: the AMI server goes away mid-session; the daemon logs the
    loss, retries with backoff, logs in again to a new server on the same
    port and decides the calls replayed there.
+4. oversized: a 20 KB message against max_message_size = 8192 is dropped
+   with one error line; the call around it is still decided correctly.
+5. half-open: the AMI server is frozen (SIGSTOP, TCP stays up); two
+   unanswered pings declare the connection dead.
 
 Outcomes are read from the daemon's log (stderr, log_level debug): the
 call tracker logs `inbound call KEY: VERDICT (REASON)[ by EXT]` with the
@@ -80,7 +84,7 @@ def amisim(args, secret=SECRET):
 class Daemon:
     """missedcalld in the foreground; its stderr collected line by line."""
 
-    def __init__(self, name, ports, extra=""):
+    def __init__(self, name, ports, extra="ping_interval = 2;"):
         self.dir = os.path.join(TMP, name)
         os.makedirs(os.path.join(self.dir, "state"))
         secret = os.path.join(self.dir, "ami.secret")
@@ -94,7 +98,7 @@ class Daemon:
     name = "{name}"; type = "ami"; host = "127.0.0.1"; port = {port};
     username = "admin"; secret_file = "{secret}";
     trunks = [ "PJSIP/provider" ]; inbound_contexts = [ "from-pstn" ];
-    ping_interval = 2; record_dir = "{record}"; {extra}
+    record_dir = "{record}"; {extra}
   }}""".format(name=n, port=p, secret=secret, record=self.record, extra=extra)
                               for n, p in ports)
         with open(conf, "w") as f:
@@ -339,11 +343,61 @@ def test_reconnect():
     print("ok reconnect")
 
 
+def test_oversized():
+    """A message over max_message_size is dropped with one error line; the
+    connection and the call around it survive."""
+    with open(os.path.join(DATA, "direct_answered.ami"), "rb") as f:
+        data = f.read()
+    first_end = data.index(b"\r\n\r\n") + 4
+    big = (b"Event: VarSet\r\nPrivilege: dialplan,all\r\n"
+           b"Channel: PJSIP/provider-00000fa0\r\nVariable: SIPHEADERS\r\n"
+           b"Value: " + b"x" * 20000 + b"\r\nUniqueid: 1781800000.4001\r\n"
+           b"Linkedid: 1781800000.4001\r\n\r\n")
+    path = os.path.join(TMP, "oversized.ami")
+    with open(path, "wb") as f:
+        f.write(data[:first_end] + big + data[first_end:])
+    sim, port = amisim(["-p", "0", "--replay", path, "--linger", "-1"])
+    d = Daemon("oversized", port, extra="max_message_size = 8192; ping_interval = 2;")
+    d.wait(lambda ls: any(OUTCOME_RE.search(l) for l in ls), "outcome")
+    d.stop()
+    sim.kill()
+    o = d.outcomes()
+    if len(o) != 1 or o[0]["verdict"] != "answered" or o[0]["by"] != "7001":
+        fail("the call around the oversized message: %r" % o)
+    errors = [l for l in d.lines if "discarded; connection kept" in l]
+    if len(errors) != 1:
+        fail("expected one oversized-message error line, got %r" % errors)
+    if any("connection lost" in l for l in d.lines):
+        fail("the oversized message cost the connection")
+    print("ok oversized message")
+
+
+def test_half_open():
+    """A PBX that stops answering (process frozen, TCP still open) is
+    declared dead after two unanswered pings."""
+    sim, port = amisim(["-p", "0", "--replay",
+                        os.path.join(DATA, "caller_cancel.ami"),
+                        "--linger", "-1"])
+    d = Daemon("halfopen", port, extra="ping_interval = 1;")
+    d.wait(lambda ls: any(OUTCOME_RE.search(l) for l in ls), "outcome")
+    sim.send_signal(signal.SIGSTOP)
+    try:
+        d.wait_re(r"connection lost: no answer to 2 pings; retrying in",
+                  "dead connection detected", timeout=30)
+    finally:
+        sim.send_signal(signal.SIGCONT)
+    d.stop()
+    sim.kill()
+    print("ok half-open connection")
+
+
 def main():
     try:
         test_scenarios()
         test_login_failure()
         test_reconnect()
+        test_oversized()
+        test_half_open()
     finally:
         cleanup()
     print("PASS")
