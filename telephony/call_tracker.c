@@ -371,6 +371,7 @@ static bool feed_global(call_tracker *t, const call_event *ev)
 	lid *l;
 	switch (ev->type) {
 	case CALL_EV_SOURCE_DOWN:
+		t->resyncing = false; /* a list cut short proves nothing */
 		for (group *g = t->age_head; g; g = g->age_next)
 			g->gap_candidate = true;
 		return true;
