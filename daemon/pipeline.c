@@ -331,7 +331,10 @@ void pipeline_status(const pipeline *p, char *buf, size_t len)
 	if (p->widget)
 		PART("%zu widget subscribers", widget_subscribers(p->widget));
 	/* ---- end widget ---- */
-	PART("%zu pbx configured", p->cfg->pbx.n);
+	/* each PBX is named by pbx_set_status(); only a bare pipeline
+	 * (no pbx set) counts them here */
+	if (!p->pbx)
+		PART("%zu pbx configured", p->cfg->pbx.n);
 	PART("%zu calls decided", p->outcomes);
 #undef PART
 }
