@@ -253,6 +253,11 @@ const char *hep_msg_src_ip(const hep_msg *m, char *buf, size_t len)
 	return hep_addr_fmt(m, true, false, buf, len);
 }
 
+const char *hep_msg_dst_ip(const hep_msg *m, char *buf, size_t len)
+{
+	return hep_addr_fmt(m, false, false, buf, len);
+}
+
 uint64_t hep_msg_ts_usec(const hep_msg *m)
 {
 	if (!m->has_ts)

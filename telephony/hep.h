@@ -117,6 +117,7 @@ const char *hep_msg_src(const hep_msg *m, char *buf, size_t len);
 const char *hep_msg_dst(const hep_msg *m, char *buf, size_t len);
 /* The source IP alone, without port. */
 const char *hep_msg_src_ip(const hep_msg *m, char *buf, size_t len);
+const char *hep_msg_dst_ip(const hep_msg *m, char *buf, size_t len);
 #define HEP_ADDR_STRLEN 56
 
 /* Wall-clock microseconds of the capture, or 0 when not stamped. */

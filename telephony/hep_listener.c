@@ -145,6 +145,7 @@ static void hl_packet(hep_listener *l, const uint8_t *buf, size_t len,
 		      const char *peer)
 {
 	char src[HEP_ADDR_STRLEN], ip[HEP_ADDR_STRLEN], dst[HEP_ADDR_STRLEN];
+	char dip[HEP_ADDR_STRLEN];
 	char detail[96];
 	hep_msg m;
 	sip_msg sm;
@@ -195,6 +196,7 @@ static void hl_packet(hep_listener *l, const uint8_t *buf, size_t len,
 	    .src = hep_msg_src(&m, src, sizeof(src)),
 	    .src_ip = hep_msg_src_ip(&m, ip, sizeof(ip)),
 	    .dst = hep_msg_dst(&m, dst, sizeof(dst)),
+	    .dst_ip = hep_msg_dst_ip(&m, dip, sizeof(dip)),
 	    .ts_usec = hep_msg_ts_usec(&m),
 	    .mono_usec = mono_usec(),
 	};
@@ -582,8 +584,11 @@ int hep_listener_new(struct event_base *base, const pbx_cfg *cfg,
 		     hep_listener **ret)
 {
 	static char *inbound_v[] = {SIP_DIALOG_CONTEXT_INBOUND};
-	cfg_strv inbound = {inbound_v, 1};
-	call_direction_rules rules = {.inbound_contexts = &inbound};
+	static char *trunk_v[] = {SIP_DIALOG_TRUNK_PREFIX};
+	cfg_strv inbound = {inbound_v, 1}, trunk = {trunk_v, 1};
+	/* The tracker sees contexts and leg names the dialog layer chose. */
+	call_direction_rules rules = {.inbound_contexts = &inbound,
+				      .trunks = &trunk};
 	sip_dialog_cfg dcfg;
 	hep_listener *l;
 	int r;

@@ -42,6 +42,7 @@ typedef struct sd_tx {
 	bool cancelled;
 	bool cancel_reason200;	/* Reason: SIP;cause=200: answered elsewhere */
 	bool dialled;		/* DIAL_BEGIN emitted */
+	bool to_trunk;		/* forwarded to a trunk address */
 	char exten[SD_NUM_LEN]; /* R-URI user of the request */
 	char contact_user[SD_NUM_LEN]; /* Contact user of an 18x/2xx */
 	char uri[SD_URI_LEN];	       /* R-URI of the request */
@@ -210,6 +211,14 @@ static void sd_peer_id(const sd_call *c, size_t i, char *buf, size_t len)
 	snprintf(buf, len, "%s/%zu", c->key, i);
 }
 
+/* "SIP/7001", or "SIPTRUNK/+7499…" for a leg sent to a trunk. */
+static void sd_peer_name(const sd_tx *t, const char *who, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%s",
+		 t->to_trunk ? SIP_DIALOG_TRUNK_PREFIX : "SIP/",
+		 who && *who ? who : "unknown");
+}
+
 static void sd_emit_dial_begin(sip_dialogs *d, sd_call *c, size_t i)
 {
 	call_event ev;
@@ -218,7 +227,7 @@ static void sd_emit_dial_begin(sip_dialogs *d, sd_call *c, size_t i)
 	sd_ev_init(c, &ev, CALL_EV_DIAL_BEGIN, c->last_ts);
 	sd_peer_id(c, i, peer, sizeof(peer));
 	const char *who = sd_tx_name(c, &c->tx[i]);
-	snprintf(name, sizeof(name), "SIP/%s", who[0] ? who : "unknown");
+	sd_peer_name(&c->tx[i], who, name, sizeof(name));
 	ev.peer_id = peer;
 	ev.peer_name = name;
 	ev.peer_linked_id = c->key;
@@ -328,6 +337,18 @@ static int sd_trunk_match(const cfg_strv *trunks, const sip_msg *m,
 			return 2;
 	}
 	return 0;
+}
+
+/* The message goes to a trunk ("ip" or "ip:port" of the trunks list). */
+static bool sd_dst_trunk(const cfg_strv *trunks, const sip_dialog_meta *meta)
+{
+	if (!trunks)
+		return false;
+	for (size_t i = 0; i < trunks->n; i++)
+		if (streq(trunks->v[i], meta->dst) ||
+		    streq(trunks->v[i], meta->dst_ip))
+			return true;
+	return false;
 }
 
 static bool sd_anonymous_user(sip_str u)
@@ -595,7 +616,7 @@ static void sd_emit_answer(sip_dialogs *d, sd_call *c, int leg)
 		sd_emit_dial_begin(d, c, (size_t)leg);
 	sd_ev_init(c, &ev, CALL_EV_ANSWERED_BY, c->answer_ts);
 	sd_peer_id(c, (size_t)leg, peer, sizeof(peer));
-	snprintf(name, sizeof(name), "SIP/%s", who[0] ? who : "unknown");
+	sd_peer_name(t, who, name, sizeof(name));
 	ev.peer_id = peer;
 	ev.peer_name = name;
 	ev.peer_linked_id = c->key;
@@ -816,6 +837,8 @@ static void sd_on_invite(sip_dialogs *d, sd_call *c, const sip_msg *m,
 		return;
 	}
 	t->kind = SD_TX_INITIAL;
+	if (sd_dst_trunk(d->cfg.trunks, meta))
+		t->to_trunk = true;
 	if (!t->exten[0])
 		sip_str_copy_text(m->ruri.user, t->exten, sizeof(t->exten));
 	sip_str_copy_text(m->ruri.uri, t->uri, sizeof(t->uri));

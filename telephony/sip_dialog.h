@@ -42,6 +42,9 @@ struct sip_msg;
 /* The context names the caller leg carries: the tracker's inbound rule. */
 #define SIP_DIALOG_CONTEXT_INBOUND  "sip-inbound"
 #define SIP_DIALOG_CONTEXT_INTERNAL "sip-internal"
+/* Legs forwarded to a trunk are named with this prefix: the tracker's
+ * trunk rule (an outbound call, or an inbound call forwarded out). */
+#define SIP_DIALOG_TRUNK_PREFIX "SIPTRUNK/"
 
 typedef struct sip_dialog_cfg {
 	/* A call is inbound when its INVITE comes from a trunk or is for a
@@ -61,6 +64,7 @@ typedef struct sip_dialog_meta {
 	const char *src;    /* "ip:port" ("[ip]:port" for IPv6), may be "" */
 	const char *src_ip; /* "ip" */
 	const char *dst;
+	const char *dst_ip;
 	uint64_t ts_usec;   /* capture wall time, 0: now */
 	uint64_t mono_usec; /* receive time on the monotonic clock */
 } sip_dialog_meta;

@@ -65,6 +65,8 @@ typedef struct harness {
 	size_t n_events;
 	size_t n_answered_by;
 	size_t n_live_answered;
+	size_t n_outbound;
+	bool outbound_answered;
 	uint64_t mono;
 	cfg_strv trunks, dids, nonhuman;
 	bool failed_after_ringing;
@@ -699,6 +701,10 @@ static void on_live(void *ud, const call_live_event *e)
 	harness *h = ud;
 	if (e->kind == CALL_LIVE_ANSWERED)
 		h->n_live_answered++;
+	if (e->kind == CALL_LIVE_OUTBOUND_RESULT) {
+		h->n_outbound++;
+		h->outbound_answered = e->answered;
+	}
 }
 
 static void emit(void *ud, const call_event *ev)
@@ -725,7 +731,9 @@ static void run_start(harness *h)
 	    .max_call_age = 14400,
 	};
 	cfg_strv ctx = {(char *[]){SIP_DIALOG_CONTEXT_INBOUND}, 1};
-	call_direction_rules rules = {.inbound_contexts = &ctx};
+	cfg_strv trunk = {(char *[]){SIP_DIALOG_TRUNK_PREFIX}, 1};
+	call_direction_rules rules = {.inbound_contexts = &ctx,
+				      .trunks = &trunk};
 	call_sink sink = {on_outcome, on_live, h};
 	sip_dialog_cfg cfg;
 
@@ -744,12 +752,15 @@ static void run_start(harness *h)
 	h->d = sip_dialogs_new(&cfg, emit, h);
 	assert_non_null(h->d);
 	h->n_out = h->n_events = h->n_answered_by = h->n_live_answered = 0;
+	h->n_outbound = 0;
+	h->outbound_answered = false;
 	h->mono = 1000 * USEC_PER_SEC;
 }
 
 static void feed_datagram(harness *h, const datagram *g)
 {
 	char src[HEP_ADDR_STRLEN], ip[HEP_ADDR_STRLEN], dst[HEP_ADDR_STRLEN];
+	char dip[HEP_ADDR_STRLEN];
 	hep_msg hm;
 	sip_msg sm;
 
@@ -761,6 +772,7 @@ static void feed_datagram(harness *h, const datagram *g)
 	    .src = hep_msg_src(&hm, src, sizeof(src)),
 	    .src_ip = hep_msg_src_ip(&hm, ip, sizeof(ip)),
 	    .dst = hep_msg_dst(&hm, dst, sizeof(dst)),
+	    .dst_ip = hep_msg_dst_ip(&hm, dip, sizeof(dip)),
 	    .ts_usec = hep_msg_ts_usec(&hm),
 	    .mono_usec = h->mono,
 	};
@@ -926,6 +938,37 @@ static void test_no_direction_rules(void **state)
 	free(h);
 }
 
+/* A phone calls out through the proxy to the trunk: an outbound call,
+ * never a missed one; its result is a live event (callback tracking). */
+static void test_outbound(void **state)
+{
+	for (int answered = 0; answered < 2; answered++) {
+		harness *h = calloc(1, sizeof(*h));
+
+		scenario_init(h, answered ? "out-ok" : "out-busy");
+		snprintf(h->from_hdr, sizeof(h->from_hdr),
+			 "<sip:7002@pbx.example.com>");
+		invite(h, 'B', 'P', "b1", 1, "+74990000000", NULL);
+		invite(h, 'P', 'T', "pT,b1", 1, "+74990000000", NULL);
+		response(h, 'T', 'P', 180, "pT,b1", 1, "INVITE", "tT", NULL);
+		response(h, 'P', 'B', 180, "b1", 1, "INVITE", "tT", NULL);
+		response(h, 'T', 'P', answered ? 200 : 486, "pT,b1", 1,
+			 "INVITE", "tT", "carrier");
+		response(h, 'P', 'B', answered ? 200 : 486, "b1", 1, "INVITE",
+			 "tT", "carrier");
+		if (answered)
+			request(h, 'B', 'P', "BYE", "b8", 2, "tT", NULL);
+		run_start(h);
+		for (size_t i = 0; i < h->n_msgs; i++)
+			feed_datagram(h, &h->msgs[i]);
+		run_finish(h);
+		assert_int_equal(h->n_out, 0);
+		assert_int_equal(h->n_outbound, 1);
+		assert_int_equal(h->outbound_answered, answered);
+		free(h);
+	}
+}
+
 /* A stuck call (no final, no BYE) ends after the call timeout. */
 static void test_timeout(void **state)
 {
@@ -1024,6 +1067,7 @@ int main(void)
 	    cmocka_unit_test(test_internal),
 	    cmocka_unit_test(test_inbound_by_did),
 	    cmocka_unit_test(test_no_direction_rules),
+	    cmocka_unit_test(test_outbound),
 	    cmocka_unit_test(test_timeout),
 	    cmocka_unit_test(test_orphans),
 	    cmocka_unit_test(test_max_calls),
