@@ -30,10 +30,13 @@
 #include "appeal_rules.h"
 #include "call_tracker.h"
 #include "config.h"
+#include "hep.h"
 #include "log.h"
 #include "pbx.h"
 #include "phone.h"
 #include "recorder.h"
+#include "sip.h"
+#include "sip_dialog.h"
 
 #define CHECKPOINTS 4096
 
@@ -61,7 +64,9 @@ typedef struct replay {
 	const pbx_cfg *pbx;
 	FILE *out;
 	call_tracker *tracker;
-	ami_adapter *adapter;
+	ami_adapter *adapter;	/* AMI captures */
+	sip_dialogs *dialogs;	/* HEP captures */
+	unsigned long hep_dropped; /* not HEPv3 / bad key / not SIP / unparsable */
 	ami_parser *parser;
 	bool up;		/* logged in (plain transcripts: from the start) */
 	uint64_t frame_usec;	/* receive time of the current frame */
@@ -328,13 +333,17 @@ static void clock_advance(replay *r, uint64_t cap_usec)
 		r->cp_head = (r->cp_head + 1) % CHECKPOINTS;
 		r->cp_len--;
 	}
-	if (have)
-		call_tracker_tick(r->tracker, best.mono_usec + r->grace_usec - 1);
-	if (r->cp_len == CHECKPOINTS) {
+	if (!have && r->cp_len == CHECKPOINTS) {
 		/* A burst denser than the ring: decide on the oldest. */
 		best = r->cp[r->cp_head];
 		r->cp_head = (r->cp_head + 1) % CHECKPOINTS;
 		r->cp_len--;
+		have = true;
+	}
+	if (have) {
+		/* SIP dialogs first: their decisions feed the tracker. */
+		if (r->dialogs)
+			sip_dialogs_tick(r->dialogs, best.mono_usec + r->grace_usec - 1);
 		call_tracker_tick(r->tracker, best.mono_usec + r->grace_usec - 1);
 	}
 	r->cp[(r->cp_head + r->cp_len) % CHECKPOINTS] =
@@ -422,14 +431,63 @@ static void on_note(replay *r, const char *what)
 	}
 }
 
+/* ---- HEP captures: what hep_listener does around the dialogs ---- */
+
+static void on_sip_event(void *userdata, const call_event *ev)
+{
+	replay *r = userdata;
+	call_tracker_feed(r->tracker, ev);
+}
+
+static bool hep_key_ok(const pbx_cfg *c, const hep_msg *m)
+{
+	const char *want = c->auth_key.value;
+
+	if (!want || !*want)
+		return true;
+	return m->auth_key && m->auth_key_len == strlen(want) &&
+	       memcmp(m->auth_key, want, m->auth_key_len) == 0;
+}
+
+/* One recorded HEP message (the recorder writes one per frame). */
+static void feed_hep(replay *r, const void *buf, size_t len)
+{
+	char src[HEP_ADDR_STRLEN], ip[HEP_ADDR_STRLEN], dst[HEP_ADDR_STRLEN];
+	hep_msg m;
+	sip_msg sm;
+	uint64_t ts;
+
+	r->st.messages++;
+	if (hep_decode(buf, len, &m) < 0 || !hep_key_ok(r->pbx, &m) ||
+	    (r->pbx->capture_id && (!m.has_capture_id ||
+				    m.capture_id != (uint32_t)r->pbx->capture_id)) ||
+	    !hep_msg_is_sip(&m) ||
+	    sip_parse((const char *)m.payload, m.payload_len, &sm) < 0) {
+		r->hep_dropped++;
+		return;
+	}
+	ts = hep_msg_ts_usec(&m);
+	if (!ts)
+		ts = r->frame_usec;
+	sip_dialog_meta meta = {
+		.src = hep_msg_src(&m, src, sizeof src),
+		.src_ip = hep_msg_src_ip(&m, ip, sizeof ip),
+		.dst = hep_msg_dst(&m, dst, sizeof dst),
+		.ts_usec = ts,
+		.mono_usec = mono_usec(),
+	};
+	sip_dialogs_feed(r->dialogs, &sm, &meta);
+	clock_advance(r, ts);
+}
+
 /* ---- setup ---- */
 
-static const pbx_cfg *find_pbx(const mcd_config *cfg, const char *name)
+static const pbx_cfg *find_pbx(const mcd_config *cfg, const char *name, int type)
 {
 	for (size_t i = 0; i < cfg->pbx.n; i++) {
 		const pbx_cfg *p = cfg_list_at(&cfg->pbx, sizeof(pbx_cfg), i);
-		if (name ? streq(p->name, name) : p->type == PBX_TYPE_AMI)
-			return p;
+		if (name ? streq(p->name, name) : p->type == type)
+			return p->type == type ? p : NULL;
 	}
 	return NULL;
 }
@@ -471,7 +529,10 @@ static int replay_stream(replay *r, recorder_reader *rd)
 			continue;
 		}
 		r->frame_usec = ts;
-		feed_bytes(r, data, len);
+		if (r->dialogs)
+			feed_hep(r, data, len);
+		else
+			feed_bytes(r, data, len);
 	}
 	return rr;
 }
@@ -480,9 +541,12 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 {
 	recorder_reader *rd = NULL;
 	replay *r;
+	static char *sip_inbound_v[] = {SIP_DIALOG_CONTEXT_INBOUND};
+	cfg_strv sip_inbound = {sip_inbound_v, 1};
 	call_direction_rules rules;
 	call_sink sink;
-	int rr;
+	bool hep;
+	int rr, type;
 
 	if (!o->dry_run) {
 		log_error("--replay writes nothing and needs --dry-run");
@@ -494,12 +558,13 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 			  rr == -EPROTONOSUPPORT ? "unknown capture protocol" : strerror(-rr));
 		return rr;
 	}
-	if (recorder_reader_proto(rd) != RECORDER_PROTO_AMI) {
-		log_error("replay: \"%s\" is a %s capture; only AMI captures can be replayed so far",
-			  o->capture, recorder_proto_to_string(recorder_reader_proto(rd)));
+	if (recorder_reader_proto(rd) == RECORDER_PROTO_HEP && !recorder_reader_timed(rd)) {
+		log_error("replay: \"%s\": HEP needs a capture file (record_dir)", o->capture);
 		recorder_reader_free(rd);
 		return -EPROTONOSUPPORT;
 	}
+	hep = recorder_reader_proto(rd) == RECORDER_PROTO_HEP;
+	type = hep ? PBX_TYPE_HEP : PBX_TYPE_AMI;
 	r = calloc(1, sizeof *r);
 	if (!r) {
 		recorder_reader_free(rd);
@@ -507,12 +572,12 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 	}
 	r->cfg = cfg;
 	r->out = o->out ? o->out : stdout;
-	r->pbx = find_pbx(cfg, o->pbx ? o->pbx : recorder_reader_pbx(rd));
+	r->pbx = find_pbx(cfg, o->pbx ? o->pbx : recorder_reader_pbx(rd), type);
 	if (!r->pbx && !o->pbx && recorder_reader_pbx(rd))
-		r->pbx = find_pbx(cfg, NULL);
+		r->pbx = find_pbx(cfg, NULL, type);
 	if (!r->pbx) {
-		log_error("replay: no AMI pbx entry%s%s%s in the configuration to take "
-			  "trunks and inbound_contexts from",
+		log_error("replay: no %s pbx entry%s%s%s in the configuration to take "
+			  "its direction rules from", hep ? "HEP" : "AMI",
 			  o->pbx || recorder_reader_pbx(rd) ? " named \"" : "",
 			  o->pbx ? o->pbx : recorder_reader_pbx(rd) ? recorder_reader_pbx(rd) : "",
 			  o->pbx || recorder_reader_pbx(rd) ? "\"" : "");
@@ -520,19 +585,36 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 		free(r);
 		return -ENOENT;
 	}
-	rules = (call_direction_rules){.trunks = &r->pbx->trunks,
-				       .inbound_contexts = &r->pbx->inbound_contexts,
-				       .dids = &r->pbx->dids};
+	if (hep)
+		/* As hep_listener: the dialog layer decides direction. */
+		rules = (call_direction_rules){.inbound_contexts = &sip_inbound};
+	else
+		rules = (call_direction_rules){.trunks = &r->pbx->trunks,
+					       .inbound_contexts = &r->pbx->inbound_contexts,
+					       .dids = &r->pbx->dids};
 	sink = (call_sink){.outcome = on_outcome, .live = on_live, .userdata = r};
 	r->grace_usec = (uint64_t)MCD_MAX(cfg->calls.decide_grace_ms, 0) * USEC_PER_MSEC + 1;
 	r->tracker = call_tracker_new(NULL, r->pbx->name, &cfg->calls, &rules, &sink);
-	r->adapter = r->tracker ? ami_adapter_new(r->tracker) : NULL;
-	r->parser = ami_parser_new((size_t)r->pbx->max_message_size, 0);
-	if (!r->tracker || !r->adapter || !r->parser) {
+	if (hep) {
+		sip_dialog_cfg dcfg = {
+			.trunks = &r->pbx->trunks,
+			.dids = &r->pbx->dids,
+			.non_human_uris = &r->pbx->non_human_uris,
+			.failed_after_ringing_is_missed = r->pbx->failed_after_ringing_is_missed,
+			.call_timeout_usec = (uint64_t)MCD_MAX(r->pbx->sip_call_timeout, 1) *
+					     USEC_PER_SEC,
+		};
+		r->dialogs = sip_dialogs_new(&dcfg, on_sip_event, r);
+	} else {
+		r->adapter = r->tracker ? ami_adapter_new(r->tracker) : NULL;
+		r->parser = ami_parser_new((size_t)r->pbx->max_message_size, 0);
+	}
+	if (!r->tracker || (hep ? !r->dialogs : !r->adapter || !r->parser)) {
 		rr = -ENOMEM;
 		goto out;
 	}
-	ami_parser_reset(r->parser, true);
+	if (r->parser)
+		ami_parser_reset(r->parser, true);
 	r->up = true;
 	fprintf(r->out, "# replay of %s (%s capture%s%s) under pbx \"%s\": dry run, "
 		"nothing is written\n", o->capture,
@@ -547,12 +629,18 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 	}
 	/* End of the capture: calls whose end was seen are decided on their
 	 * evidence, calls still open are reported as ended unseen. */
+	if (r->dialogs)
+		sip_dialogs_flush(r->dialogs);
 	call_tracker_flush(r->tracker);
 	print_summary(r);
+	if (r->hep_dropped)
+		fprintf(r->out, "HEP packets not used: %lu (not HEPv3, wrong auth key or "
+			"capture id, not SIP, or unparsable)\n", r->hep_dropped);
 	if (ret_stats)
 		*ret_stats = r->st;
 	rr = 0;
 out:
+	sip_dialogs_free(r->dialogs);
 	ami_adapter_free(r->adapter);
 	call_tracker_free(r->tracker);
 	ami_parser_free(r->parser);

@@ -3,9 +3,10 @@
  *
  * Runs a capture (a record_dir file, see telephony/recorder.h, or a plain
  * AMI transcript) through the same modules the daemon runs on live
- * traffic: ami_parser -> ami_adapter -> call_tracker -> appeal_rules, with
- * the tracker's policy and the pbx entry's direction rules from the given
- * configuration. Nothing is written anywhere: it prints, per decided call,
+ * traffic: ami_parser -> ami_adapter -> call_tracker -> appeal_rules for
+ * AMI, hep_decode -> sip_parse -> sip_dialogs -> call_tracker ->
+ * appeal_rules for HEP captures, with the tracker's policy and the pbx
+ * entry's direction rules from the given configuration. Nothing is written anywhere: it prints, per decided call,
  * caller, DID, verdict and reason, and for a missed call the appeal the
  * daemon would create (type, manager, title, number, deadline, urgent,
  * tags, and the dedupe target among the calls of this replay), then a

@@ -17,13 +17,16 @@ Usage: replay_dry_run.py MISSEDCALLD AMISIM
    from the config, title, number, deadline); a repeated caller within the
    dedupe window is attached, not created twice; changing the config
    (min_ring_seconds) changes the report.
-4. errors: --replay without --dry-run is a usage error (2), a missing
-   capture and a corrupt frame fail with a message (1), a HEP capture is
-   refused clearly.
+4. HEP captures (record_dir of a `type = "hep"` pbx) go through the HEP
+   decoder, the SIP parser and the SIP dialog layer into the same tracker.
+5. errors: --replay without --dry-run is a usage error (2), a missing
+   capture and a corrupt frame fail with a message (1), a HEP capture under
+   a config without a HEP pbx is refused clearly.
 """
 import os
 import re
 import shlex
+import struct
 import signal
 import socket
 import subprocess
@@ -122,7 +125,7 @@ def parse_report(text):
                 ap["target"] = words[2]
             calls[-1]["appeal"] = ap
             continue
-        if line.startswith("missed by reason") or line.startswith("appeals ("):
+        if line.startswith(("missed by reason", "appeals (", "HEP packets")):
             continue
         words = shlex.split(line)
         d = {"time": words[0]}
@@ -323,6 +326,94 @@ def test_live_equals_replay():
           (len(live), missed, n_out))
 
 
+def hep3(payload, src, dst, ts_usec, capture_id=2001):
+    """One HEPv3 message (chunk ids of the HEP spec) around a SIP text."""
+    def chunk(t, v):
+        return struct.pack("!HHH", 0, t, 6 + len(v)) + v
+    (sip, sport), (dip, dport) = src, dst
+    body = (chunk(1, b"\x02") + chunk(2, b"\x11") +
+            chunk(3, socket.inet_aton(sip)) + chunk(4, socket.inet_aton(dip)) +
+            chunk(7, struct.pack("!H", sport)) + chunk(8, struct.pack("!H", dport)) +
+            chunk(9, struct.pack("!I", ts_usec // 1000000)) +
+            chunk(10, struct.pack("!I", ts_usec % 1000000)) +
+            chunk(11, b"\x01") + chunk(12, struct.pack("!I", capture_id)) +
+            chunk(15, payload.replace("\n", "\r\n").encode()))
+    return b"HEP3" + struct.pack("!H", 6 + len(body)) + body
+
+
+def sip_call(callid, caller, did, final, t0):
+    """Messages of one inbound call from the trunk 192.0.2.10 to the PBX
+    198.51.100.5: INVITE, 180, then 200 (answered) or CANCEL/487."""
+    trunk, pbx = ("192.0.2.10", 5060), ("198.51.100.5", 5060)
+    hdr = ("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-%s\n"
+           "From: <sip:%s@192.0.2.10>;tag=f-%s\n" % (callid, caller, callid))
+    to = "To: <sip:%s@198.51.100.5>" % did
+    tail = "Call-ID: %s\nContent-Length: 0\n\n" % callid
+    msgs = [(t0, trunk, pbx, "INVITE sip:%s@198.51.100.5 SIP/2.0\n%s%s\nCSeq: 1 INVITE\n"
+             "Contact: <sip:%s@192.0.2.10>\n%s" % (did, hdr, to, caller, tail)),
+            (t0 + 200000, pbx, trunk, "SIP/2.0 180 Ringing\n%s%s;tag=t-%s\nCSeq: 1 INVITE\n%s"
+             % (hdr, to, callid, tail))]
+    if final == "answer":
+        msgs += [(t0 + 6000000, pbx, trunk, "SIP/2.0 200 OK\n%s%s;tag=t-%s\nCSeq: 1 INVITE\n"
+                  "Contact: <sip:7001@198.51.100.5>\n%s" % (hdr, to, callid, tail)),
+                 (t0 + 60000000, trunk, pbx, "BYE sip:7001@198.51.100.5 SIP/2.0\n"
+                  "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-b%s\n"
+                  "From: <sip:%s@192.0.2.10>;tag=f-%s\n%s;tag=t-%s\nCSeq: 2 BYE\n%s"
+                  % (callid, caller, callid, to, callid, tail)),
+                 (t0 + 60100000, pbx, trunk, "SIP/2.0 200 OK\n"
+                  "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-b%s\n"
+                  "From: <sip:%s@192.0.2.10>;tag=f-%s\n%s;tag=t-%s\nCSeq: 2 BYE\n%s"
+                  % (callid, caller, callid, to, callid, tail))]
+    else:
+        msgs += [(t0 + 9000000, trunk, pbx, "CANCEL sip:%s@198.51.100.5 SIP/2.0\n%s%s\n"
+                  "CSeq: 1 CANCEL\n%s" % (did, hdr, to, tail)),
+                 (t0 + 9100000, pbx, trunk, "SIP/2.0 200 OK\n%s%s;tag=t-%s\nCSeq: 1 CANCEL\n%s"
+                  % (hdr, to, callid, tail)),
+                 (t0 + 9200000, pbx, trunk, "SIP/2.0 487 Request Terminated\n%s%s;tag=t-%s\n"
+                  "CSeq: 1 INVITE\n%s" % (hdr, to, callid, tail))]
+    return msgs
+
+
+def test_hep():
+    d = os.path.join(TMP, "hep")
+    os.makedirs(d)
+    conf = os.path.join(d, "missedcalld.conf")
+    with open(conf, "w") as f:
+        f.write("""
+daemon = {{ state_dir = "{d}"; }};
+database = {{ conninfo = "hostaddr=127.0.0.1 port=1 dbname=none user=none"; }};
+missed_calls = {{ manager = "ivanov"; }};
+pbx = ( {{ name = "sbc"; type = "hep"; trunks = [ "192.0.2.10" ];
+          listen = [ "udp:127.0.0.1:9" ]; capture_id = 2001; }} );
+""".format(d=d))
+    t0 = 1781900000000000
+    msgs = sip_call("c1-answered", "79161234567", "74951234567", "answer", t0) + \
+        sip_call("c2-cancel", "79169990000", "74951234567", "cancel", t0 + 1000000)
+    msgs.sort(key=lambda m: m[0])
+    cap = os.path.join(d, "sbc.hep.cap")
+    with open(cap, "wb") as f:
+        f.write(b"#missedcalld-capture v1 proto=hep pbx=sbc start=2026-06-20T00:00:00Z\n")
+        for ts, src, dst, text in msgs:
+            pkt = hep3(text, src, dst, ts)
+            f.write(b"#@%d %d\n" % (ts, len(pkt)) + pkt)
+        junk = b"not a HEP packet"
+        f.write(b"#@%d %d\n" % (t0 + 70000000, len(junk)) + junk)
+    r = dry_run(conf, cap)
+    calls, _, _ = parse_report(r.stdout)
+    got = {c["call"].split(";")[0]: c for c in calls}
+    if set(got) != {"c1-answered", "c2-cancel"}:
+        fail("HEP replay decided %s:\n%s%s" % (sorted(got), r.stdout, r.stderr))
+    if got["c1-answered"]["verdict"] != "answered":
+        fail("HEP answered call: %s" % got["c1-answered"])
+    c2 = got["c2-cancel"]
+    if (c2["verdict"], c2["reason"]) != ("missed", "caller_cancel") or \
+       c2.get("appeal", {}).get("kind") != "new" or c2["did"] != "74951234567":
+        fail("HEP cancelled call: %s" % c2)
+    if "not used: 1" not in r.stdout:
+        fail("the junk datagram was not counted:\n" + r.stdout)
+    print("HEP capture: answered + caller_cancel through the SIP dialog layer")
+
+
 def test_errors():
     conf = write_conf("errors")
     r = subprocess.run([MISSEDCALLD, "-c", conf, "--replay",
@@ -342,13 +433,14 @@ def test_errors():
     with open(hep, "wb") as f:
         f.write(b"#missedcalld-capture v1 proto=hep pbx=sip start=x\n#@1 4\nHEP3")
     r = dry_run(conf, hep, expect_rc=1)
-    if "hep" not in r.stderr.lower():
-        fail("HEP capture: %s" % r.stderr)
+    if "no HEP pbx entry" not in r.stderr:
+        fail("HEP capture under an AMI-only config: %s" % r.stderr)
 
 
 def main():
     try:
         test_errors()
+        test_hep()
         test_transcripts()
         test_live_equals_replay()
     finally:
