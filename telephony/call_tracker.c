@@ -233,6 +233,8 @@ static void on_dial_begin(call_tracker *t, chan *c, const call_event *ev)
 		}
 		return;
 	}
+	/* Phones ring; so does an extension an adapter names without a leg
+	 * name. Local halves do not: their `;2` dials the phone. */
 	if (pk != KIND_HUMAN &&
 	    !(pk == KIND_INTERNAL && !ct_str_empty(ev->exten) &&
 	      ct_str_empty(ev->peer_name)))
