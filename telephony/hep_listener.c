@@ -565,11 +565,17 @@ static int hl_open_sockets(hep_listener *l)
 	return l->n_socks ? 0 : -EINVAL;
 }
 
-static void hl_dialog_cfg(const hep_listener *l, sip_dialog_cfg *d)
+/* The dialog layer's grace (a late 2xx, a Replaces pickup) is the
+ * policy's decide_grace_ms, at least half a second: one knob for both
+ * sources; the tracker adds no grace of its own after LINKEDID_END. */
+static void hl_dialog_cfg(const hep_listener *l, const call_policy *policy,
+			  sip_dialog_cfg *d)
 {
 	const pbx_cfg *c = l->cfg;
+	int64_t grace_ms = MCD_MAX(policy->decide_grace_ms, 500);
 
 	*d = (sip_dialog_cfg){
+	    .grace_usec = (uint64_t)grace_ms * USEC_PER_MSEC,
 	    .trunks = &c->trunks,
 	    .dids = &c->dids,
 	    .non_human_uris = &c->non_human_uris,
@@ -603,7 +609,7 @@ int hep_listener_new(struct event_base *base, const pbx_cfg *cfg,
 	/* Direction is decided per SIP call (trunk sources, DIDs) by the
 	 * dialog layer; the tracker only reads the context it sets. */
 	l->tracker = call_tracker_new(base, cfg->name, policy, &rules, sink);
-	hl_dialog_cfg(l, &dcfg);
+	hl_dialog_cfg(l, policy, &dcfg);
 	l->dialogs = sip_dialogs_new(&dcfg, hl_emit, l);
 	l->tick = event_new(base, -1, EV_PERSIST, hl_tick_cb, l);
 	if (!l->tracker || !l->dialogs || !l->tick) {
@@ -681,7 +687,7 @@ void hep_listener_set_policy(hep_listener *l, const call_policy *policy)
 	sip_dialog_cfg dcfg;
 
 	call_tracker_set_policy(l->tracker, policy);
-	hl_dialog_cfg(l, &dcfg);
+	hl_dialog_cfg(l, policy, &dcfg);
 	sip_dialogs_set_cfg(l->dialogs, &dcfg);
 }
 
