@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "appeal_rules.h"
 #include "call_tracker.h"
 
 #define DUMP_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER)
@@ -26,10 +27,24 @@ void widget_json_time(uint64_t real_usec, char *buf, size_t len)
 		 (unsigned)(real_usec % USEC_PER_SEC / 1000));
 }
 
+/* A JSON string of PBX-supplied text, which need not be UTF-8 (cp1251
+ * caller names): invalid bytes become U+FFFD rather than the field, or the
+ * event, going missing. */
+static json_t *text(const char *s)
+{
+	char buf[1024];
+	json_t *v = json_string(s);
+
+	if (v)
+		return v;
+	(void)appeal_text_sanitize(s, buf, sizeof(buf));
+	return json_string(buf);
+}
+
 /* Sets key to a string, or null when s is NULL or empty. */
 static void set_str(json_t *o, const char *key, const char *s)
 {
-	json_object_set_new(o, key, s && *s ? json_string(s) : json_null());
+	json_object_set_new(o, key, s && *s ? text(s) : json_null());
 }
 
 static void set_time(json_t *o, const char *key, uint64_t real_usec)
@@ -79,7 +94,7 @@ static json_t *strings_json(const char *const *v, size_t n)
 
 	for (size_t i = 0; a && i < n; i++)
 		if (v[i])
-			json_array_append_new(a, json_string(v[i]));
+			json_array_append_new(a, text(v[i]));
 	return a;
 }
 

@@ -255,8 +255,16 @@ def slow_card(env, tok):
         time.sleep(0.05)
     env.amisim.kill()
     env.amisim.wait()
-    env.start_amisim("--replay", BUSY)
+    # This PBX speaks cp1251: the caller's name is not UTF-8.
+    with open(BUSY, "rb") as f:
+        transcript = f.read().replace(b"CallerIDName: 79161234567", b"CallerIDName: \xcf\xe5\xf2\xf0")
+    cp1251 = os.path.join(env.tmp, "busy_cp1251.ami")
+    with open(cp1251, "wb") as f:
+        f.write(transcript)
+    env.start_amisim("--replay", cp1251)
     ringing = sub.until("call.ringing", 60)[-1]["data"]
+    check("\ufffd" in (ringing["caller"].get("name") or ""),
+          "a cp1251 caller name arrives repaired (U+FFFD), not dropped")
     check(ringing["card"] is None and ringing["card_pending"] is True,
           "a slow client lookup: call.ringing goes out without the card")
     locker.stdin.write("COMMIT;\n")
@@ -267,6 +275,11 @@ def slow_card(env, tok):
           card["card"]["clients"][0]["name"] == CLIENT_NAME, "the card follows as call.card")
     rest = sub.until("call.missed", 30)
     check(rest[-1]["data"]["reason"] == "busy", "then call.missed (busy)")
+    ev = sub.next(30)
+    while ev and not ev["event"].startswith("appeal."):
+        ev = sub.next(30)
+    check(ev and ev["data"]["call"]["call_key"] == ringing["call_key"],
+          "and its appeal event (the cp1251 call is not lost)")
     locker.wait(10)
     sub.close()
 

@@ -98,6 +98,34 @@ static void test_ringing_withheld_hides_number(void **state)
 	json_decref(o);
 }
 
+/* A cp1251 PBX: the caller name is not UTF-8. The field stays, repaired;
+ * nothing is dropped. */
+static void test_not_utf8(void **state)
+{
+	call_live_event e = ringing();
+	call_outcome c = {.pbx = "office", .call_key = "k\xff", .direction = CALL_DIR_INBOUND,
+			  .verdict = CALL_VERDICT_MISSED, .reason = CALL_REASON_NO_ANSWER,
+			  .caller_num = "8916", .caller_name = "\xcf\xe5\xf2\xf0",
+			  .queue = "\xd0\xee", .extensions = {"7\xe0"}, .n_extensions = 1};
+	json_t *o;
+	const char *name;
+
+	e.caller_name = "\xcf\xe5\xf2\xf0"; /* "Петр" in cp1251 */
+	o = decode(widget_json_call_live(&e, "+79161234567", NULL, false));
+	name = str(o, "caller", "name");
+	assert_non_null(name);
+	assert_non_null(strstr(name, "\xef\xbf\xbd")); /* U+FFFD */
+	assert_string_equal(str(o, "caller", "e164"), "+79161234567");
+	json_decref(o);
+
+	o = decode(widget_json_call_missed(&c, NULL));
+	assert_non_null(str(o, "caller", "name"));
+	assert_non_null(str(o, "queue", NULL));
+	assert_non_null(str(o, "call_key", NULL));
+	assert_int_equal(json_array_size(json_object_get(o, "extensions")), 1);
+	json_decref(o);
+}
+
 static void test_card_match(void **state)
 {
 	json_t *clients = json_loads("[{\"id\":12,\"name\":\"Иванов Иван\","
@@ -248,6 +276,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ringing_pending),
 		cmocka_unit_test(test_ringing_withheld_hides_number),
+		cmocka_unit_test(test_not_utf8),
 		cmocka_unit_test(test_card_match),
 		cmocka_unit_test(test_answered_and_ended),
 		cmocka_unit_test(test_missed),
