@@ -542,7 +542,8 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 	recorder_reader *rd = NULL;
 	replay *r;
 	static char *sip_inbound_v[] = {SIP_DIALOG_CONTEXT_INBOUND};
-	cfg_strv sip_inbound = {sip_inbound_v, 1};
+	static char *sip_trunk_v[] = {SIP_DIALOG_TRUNK_PREFIX};
+	cfg_strv sip_inbound = {sip_inbound_v, 1}, sip_trunk = {sip_trunk_v, 1};
 	call_direction_rules rules;
 	call_sink sink;
 	bool hep;
@@ -586,8 +587,10 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 		return -ENOENT;
 	}
 	if (hep)
-		/* As hep_listener: the dialog layer decides direction. */
-		rules = (call_direction_rules){.inbound_contexts = &sip_inbound};
+		/* As hep_listener_new(): the tracker sees the contexts and leg
+		 * names the dialog layer chose. */
+		rules = (call_direction_rules){.inbound_contexts = &sip_inbound,
+					       .trunks = &sip_trunk};
 	else
 		rules = (call_direction_rules){.trunks = &r->pbx->trunks,
 					       .inbound_contexts = &r->pbx->inbound_contexts,
@@ -596,7 +599,10 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 	r->grace_usec = (uint64_t)MCD_MAX(cfg->calls.decide_grace_ms, 0) * USEC_PER_MSEC + 1;
 	r->tracker = call_tracker_new(NULL, r->pbx->name, &cfg->calls, &rules, &sink);
 	if (hep) {
+		/* As hl_dialog_cfg() in hep_listener.c. */
+		int64_t dgrace_ms = MCD_MAX(cfg->calls.decide_grace_ms, 500);
 		sip_dialog_cfg dcfg = {
+			.grace_usec = (uint64_t)dgrace_ms * USEC_PER_MSEC,
 			.trunks = &r->pbx->trunks,
 			.dids = &r->pbx->dids,
 			.non_human_uris = &r->pbx->non_human_uris,
@@ -605,6 +611,7 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 					     USEC_PER_SEC,
 		};
 		r->dialogs = sip_dialogs_new(&dcfg, on_sip_event, r);
+		r->grace_usec = MCD_MAX(r->grace_usec, dcfg.grace_usec + 1);
 	} else {
 		r->adapter = r->tracker ? ami_adapter_new(r->tracker) : NULL;
 		r->parser = ami_parser_new((size_t)r->pbx->max_message_size, 0);
