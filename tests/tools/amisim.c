@@ -86,6 +86,7 @@
 
 #define BANNER "Asterisk Call Manager/5.0.5\r\n"
 #define MAX_ACTION 65536
+#define MAX_REPLAY_MESSAGE (16 << 20)
 #define BATCH_FLUSH (256 * 1024)
 #define HIGH_WATER (1024 * 1024)
 
@@ -509,6 +510,10 @@ static bool replay_fill(void)
 		carry.len -= carry_off;
 		carry_off = 0;
 	}
+	/* Bounded memory: a "message" this long is not AMI. */
+	if (carry.len > MAX_REPLAY_MESSAGE)
+		amisim_die("%s: no message end within %d MiB: not an AMI transcript",
+			   opt.replay[replay_file_idx - 1], MAX_REPLAY_MESSAGE >> 20);
 	while (!rd || replay_eof) {
 		if (!replay_open_next())
 			return false;
