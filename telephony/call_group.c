@@ -961,20 +961,22 @@ static void mailbox_norm(const char *data, char *out, size_t len)
 		strcat(out, "@default");
 }
 
-void ct_vm_register(call_tracker *t, group *g, const char *app_data)
+void ct_vm_register(call_tracker *t, chan *c, const char *app_data)
 {
+	group *g = c->g;
 	char box[128];
 	mailbox_norm(app_data, box, sizeof(box));
 	if (!box[0])
 		return;
 	uint64_t h = ct_hash_str(box);
 	for (vmbox *m = g->vms; m; m = m->g_next)
-		if (m->node.hash == h)
+		if (m->node.hash == h && m->c == c)
 			return;
 	vmbox *m = calloc(1, sizeof(*m));
 	if (!m)
 		return;
 	m->g = g;
+	m->c = c;
 	m->g_next = g->vms;
 	g->vms = m;
 	ct_htab_add(&t->vmboxes, &m->node, h);
@@ -992,13 +994,23 @@ static void vm_forget(call_tracker *t, group *g)
 
 /* MessageWaiting carries no channel: the message belongs to the call
  * (or calls) in VoiceMail for that mailbox. */
-void ct_vm_left(call_tracker *t, const char *mailbox)
+/* How long after the recording leg hung up a MessageWaiting may still be
+ * its message (the file is saved at hang-up, the event follows). */
+#define VM_SAVE_WINDOW (15 * USEC_PER_SEC)
+
+void ct_vm_left(call_tracker *t, const char *mailbox, uint64_t ts)
 {
 	char box[128];
 	mailbox_norm(mailbox, box, sizeof(box));
 	if (!box[0])
 		return;
+	/* Callers who hung up long before cannot have just left it. */
 	for (hnode *n = ct_htab_first(&t->vmboxes, ct_hash_str(box)); n;
-	     n = htab_next(n))
-		container_of(n, vmbox, node)->g->vm_left = true;
+	     n = htab_next(n)) {
+		vmbox *m = container_of(n, vmbox, node);
+		const chan *c = m->c;
+		if (!c->hung_up || !ts || !c->hangup_ts ||
+		    ts <= c->hangup_ts + VM_SAVE_WINDOW)
+			m->g->vm_left = true;
+	}
 }

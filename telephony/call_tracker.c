@@ -267,7 +267,7 @@ static void on_exten(call_tracker *t, chan *c, const call_event *ev)
 	group *g = c->g;
 	if (!ct_str_empty(ev->app) && strcasecmp(ev->app, "VoiceMail") == 0) {
 		g->vm_reached = true;
-		ct_vm_register(t, g, ev->app_data);
+		ct_vm_register(t, c, ev->app_data);
 	}
 	/* The first dialplan step after leaving the queue tells a timeout
 	 * (the dialplan moves on) from an abandon (the `h` extension, hangup
@@ -394,7 +394,7 @@ static bool feed_global(call_tracker *t, const call_event *ev)
 			on_resync_failed(t);
 		return true;
 	case CALL_EV_VOICEMAIL_LEFT:
-		ct_vm_left(t, ev->mailbox);
+		ct_vm_left(t, ev->mailbox, ev->ts_usec);
 		return true;
 	case CALL_EV_TRANSFER:
 		on_transfer(t, ev);

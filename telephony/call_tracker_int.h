@@ -117,6 +117,7 @@ typedef struct vmbox {
 	hnode node;
 	group *g;
 	struct vmbox *g_next;
+	struct chan *c; /* the leg running VoiceMail */
 } vmbox;
 
 /* A decided id (hash only), kept until `expire`. */
@@ -227,8 +228,8 @@ void ct_strv_clear(cfg_strv *s);
 void ct_strv_copy(cfg_strv *dst, const cfg_strv *src);
 bool ct_strv_has(const cfg_strv *s, const char *v);
 uint64_t ct_ts_of(const call_tracker *t, uint32_t ms);
-void ct_vm_left(call_tracker *t, const char *mailbox);
-void ct_vm_register(call_tracker *t, group *g, const char *app_data);
+void ct_vm_left(call_tracker *t, const char *mailbox, uint64_t ts);
+void ct_vm_register(call_tracker *t, chan *c, const char *app_data);
 
 /* ---- call_decide.c ---- */
 void ct_decide(call_tracker *t, group *g, int why);

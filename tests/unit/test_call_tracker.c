@@ -1170,6 +1170,32 @@ static void test_legacy_no_linkedid(void **state)
 	cfg_free(&call_policy_cfg_section, &p);
 }
 
+/* MessageWaiting names only a mailbox: a caller who hung up long before
+ * it arrived did not leave that message (another caller did). */
+static void test_voicemail_attribution(void **state)
+{
+	call_policy p;
+	collector c;
+	default_policy(&p);
+	call_tracker *t = tracker(&p, &c);
+	feed_all(t, s_vm_none, ELEMENTSOF(s_vm_none)); /* hung up at 18 s */
+	call_event late = VMLEFT(60, L1, "7001@default");
+	call_tracker_feed(t, &late);
+	settle(t);
+	assert_int_equal(c.n_out, 1);
+	assert_false(c.out[0].vm_left);
+	call_tracker_free(t);
+	t = tracker(&p, &c);
+	feed_all(t, s_vm_none, ELEMENTSOF(s_vm_none));
+	call_event soon = VMLEFT(19, L1, "7001@default");
+	call_tracker_feed(t, &soon);
+	settle(t);
+	assert_int_equal(c.n_out, 1);
+	assert_true(c.out[0].vm_left);
+	call_tracker_free(t);
+	cfg_free(&call_policy_cfg_section, &p);
+}
+
 /* Caller names arrive as any bytes (cp1251, control characters): what
  * the tracker reports is always valid UTF-8. */
 static void test_text_clean(void **state)
@@ -1298,6 +1324,7 @@ int main(void)
 		cmocka_unit_test(test_legacy_no_linkedid),
 		cmocka_unit_test(test_event_base_timer),
 		cmocka_unit_test(test_text_clean),
+		cmocka_unit_test(test_voicemail_attribution),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
