@@ -548,7 +548,7 @@ static void on_challenge(ami_client *c, const ami_msg *m)
 	const char *ch = ami_msg_get(m, "Challenge");
 	char key[33], tmp[128];
 
-	if (!resp || !is_ours(m, "challenge"))
+	if (!resp || (ami_msg_get(m, "ActionID") && !is_ours(m, "challenge")))
 		return;
 	if (strcasecmp(resp, "Success") != 0 || !ch) {
 		c->st.login_failures++;
@@ -588,8 +588,10 @@ static void on_login(ami_client *c, const ami_msg *m)
 	const char *resp = ami_msg_get(m, "Response");
 	char tmp[128];
 
-	if (!resp || !is_ours(m, "login"))
-		return; /* nothing else is expected before the answer */
+	/* Nothing else is expected before the answer. A response without
+	 * ActionID (some AMI proxies drop it) is taken as the answer. */
+	if (!resp || (ami_msg_get(m, "ActionID") && !is_ours(m, "login")))
+		return;
 	if (strcasecmp(resp, "Success") != 0) {
 		c->st.login_failures++;
 		fail(c, "login failed: \"%s\"",

@@ -67,7 +67,8 @@ typedef struct fake_srv {
 	const char
 	    *after_login; /* bytes sent in the same write as the response */
 	bool silent_pings;
-	const char *expect_md5_key; /* set: MD5 challenge mode */
+	bool login_without_actionid; /* a proxy that drops ActionID */
+	const char *expect_md5_key;  /* set: MD5 challenge mode */
 	const char
 	    *csc_items; /* one CoreShowChannel, after its ActionID line */
 	/* observations */
@@ -125,7 +126,11 @@ static void srv_action(fake_srv *s, const ami_msg *m)
 		bool ok = !s->login_fails;
 		if (s->expect_md5_key)
 			ok = ok && strcmp(s->login_key, s->expect_md5_key) == 0;
-		if (ok)
+		if (ok && s->login_without_actionid)
+			srv_write(s,
+				  "Response: Success\r\n"
+				  "Message: Authentication accepted\r\n\r\n");
+		else if (ok)
 			srv_write(s,
 				  "Response: Success\r\nActionID: %s\r\n"
 				  "Message: Authentication accepted\r\n\r\n",
@@ -814,6 +819,17 @@ static void test_burst_yields(void **state)
 	free(b.s);
 }
 
+/* A login answer without ActionID (some AMI proxies) still counts. */
+static void test_login_answer_without_actionid(void **state)
+{
+	fixture *f = *state;
+
+	f->srv.login_without_actionid = true;
+	start(f);
+	run_until(f, resync_answered, "logged in through a proxy");
+	assert_int_equal(stats(f).logins, 1);
+}
+
 int main(void)
 {
 	log_init();
@@ -823,6 +839,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_login_ok, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_login_failed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_login_answer_without_actionid,
+					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_events_with_login_response,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ping_timeout_reconnects, setup,
