@@ -46,6 +46,7 @@ typedef enum pending_kind {
 	PENDING_APPEALS,      /* the list query */
 	PENDING_CARD,	      /* ringing card lookup */
 	PENDING_REVALIDATE,   /* token of open streams, still valid? */
+	PENDING_PRIME,	      /* the outbox's highest id, once at start */
 	_PENDING_KIND_MAX,
 	_PENDING_KIND_INVALID = -1,
 } pending_kind;
@@ -238,6 +239,34 @@ static void revalidate_cb(void *userdata, int err, const store_employee *emp)
 	pending_free(p);
 }
 
+static void prime_cb(void *userdata, int err, int64_t last_id)
+{
+	widget_pending *p = userdata;
+	widget *w = p->w;
+
+	p->q = NULL;
+	if (err == 0 && last_id >= 0) {
+		widget_hub_prime_outbox(w->hub, (uint64_t)last_id);
+		w->outbox_primed = true;
+	}
+	pending_free(p);
+}
+
+/* Asks once (again each tick until it worked) where the outbox is. */
+static void prime_outbox(widget *w)
+{
+	widget_pending *p;
+
+	if (w->outbox_primed || !w->store)
+		return;
+	for (p = w->pending; p; p = p->next)
+		if (p->kind == PENDING_PRIME)
+			return;
+	p = pending_new(w, PENDING_PRIME);
+	if (p && store_outbox_last_id(w->store, prime_cb, p, &p->q) < 0)
+		pending_free(p);
+}
+
 static void revalidate_tick(evutil_socket_t fd, short what, void *arg)
 {
 	widget *w = arg;
@@ -246,6 +275,7 @@ static void revalidate_tick(evutil_socket_t fd, short what, void *arg)
 
 	if (!w->store)
 		return;
+	prime_outbox(w);
 	n = widget_hub_digests(w->hub, w->revalidate_skip, digests, REVALIDATE_BATCH);
 	w->revalidate_skip = n < REVALIDATE_BATCH ? 0 : w->revalidate_skip + n;
 	for (size_t i = 0; i < n; i++) {
@@ -269,6 +299,7 @@ void widget_api_start(widget *w)
 		w->revalidate = event_new(w->base, -1, EV_PERSIST, revalidate_tick, w);
 	if (w->revalidate)
 		event_add(w->revalidate, &tv);
+	prime_outbox(w);
 }
 
 static void reply_unauthorized(struct evhttp_request *req)
@@ -491,6 +522,9 @@ static void authenticate(widget *w, struct evhttp_request *req, pending_kind kin
 		reply_unauthorized(req);
 		return;
 	}
+	/* Before the first stream starts, if the database was away at start:
+	 * queries on the read connection are answered in order. */
+	prime_outbox(w);
 	widget_token_digest(tok, len, digest);
 	e = token_cache_find(w, digest);
 	if (e) {

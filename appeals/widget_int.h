@@ -70,6 +70,7 @@ struct widget {
 	size_t n_pending;
 	struct event *revalidate; /* re-checks the tokens of open streams */
 	size_t revalidate_skip;
+	bool outbox_primed;	  /* the hub knows the outbox's highest id */
 	struct metric *m_http;
 };
 

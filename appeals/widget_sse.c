@@ -41,9 +41,11 @@ static const char *const sub_state_names[_SUB_STATE_MAX] = {
 
 /*
  * One subscriber. Invariants: every frame of its scope with seq <= cursor
- * has been written (or deliberately skipped); every appeal event with
- * outbox id <= last_outbox has been written; req/evcon are valid while
- * the state is not CLOSED. q is the outbox query in flight (REPLAY only).
+ * has been written (or deliberately skipped); last_outbox is where an
+ * outbox replay reads on from; every appeal event with outbox id <=
+ * replayed was written by this connection's outbox replay (so the ring's
+ * copy is skipped); req/evcon are valid while the state is not CLOSED.
+ * q is the outbox query in flight (REPLAY only).
  */
 typedef struct widget_sub {
 	widget_hub *hub;
@@ -60,6 +62,7 @@ typedef struct widget_sub {
 	bool chunked;	/* the response uses chunked transfer encoding */
 	uint64_t cursor;
 	uint64_t last_outbox;
+	uint64_t replayed_to;
 	bool calls_lost;	  /* replay: the ring no longer covered the id */
 	size_t replayed;
 	store_query *q;
@@ -71,7 +74,8 @@ struct widget_hub {
 	widget_hub_limits lim;
 	widget_ring *ring;
 	uint64_t seq;	      /* last seq handed out */
-	uint64_t outbox_hwm;  /* highest outbox id published */
+	uint64_t outbox_hwm;  /* outbox part of new ids: published or primed */
+	uint64_t published;   /* highest outbox id published (dedupe) */
 	widget_sub *subs;     /* doubly linked, newest first */
 	size_t n_subs;
 	struct event *heartbeat;
@@ -233,11 +237,9 @@ static bool sub_offer(widget_sub *s, widget_frame *f)
 		return false;
 	s->cursor = id.seq;
 	if (widget_frame_get_kind(f) == WIDGET_FRAME_APPEAL) {
-		/* Already sent from the outbox during a replay? */
-		if (id.outbox <= s->last_outbox)
+		/* Already sent by this connection's outbox replay? */
+		if (id.outbox <= s->replayed_to)
 			send = false;
-		else
-			s->last_outbox = id.outbox;
 	}
 	if (send && !widget_frame_visible(f, s->own, s->login))
 		send = false;
@@ -280,7 +282,6 @@ static void sub_replay_cb(void *userdata, int err, const store_event *ev, size_t
 		log_info("widget: outbox replay failed: %s", strerror(-err));
 		sub_write_control(s, NULL, "stream.gap",
 				  widget_json_gap(false, true, "appeal events could not be read"));
-		s->last_outbox = MCD_MAX(s->last_outbox, h->outbox_hwm);
 		sub_go_live(s);
 		return;
 	}
@@ -295,6 +296,7 @@ static void sub_replay_cb(void *userdata, int err, const store_event *ev, size_t
 		if ((uint64_t)ev[i].id <= s->last_outbox)
 			continue;
 		s->last_outbox = (uint64_t)ev[i].id;
+		s->replayed_to = s->last_outbox;
 		if (widget_json_appeal(ev[i].payload, ev[i].id, &aud, &text) < 0)
 			continue;
 		f = widget_frame_new(WIDGET_FRAME_APPEAL, &id, ev[i].kind, text, &aud);
@@ -313,7 +315,6 @@ static void sub_replay_cb(void *userdata, int err, const store_event *ev, size_t
 	if (more) {
 		sub_write_control(s, NULL, "stream.gap",
 				  widget_json_gap(false, true, "too many appeal events to replay"));
-		s->last_outbox = MCD_MAX(s->last_outbox, h->outbox_hwm);
 	}
 	sub_go_live(s);
 }
@@ -501,6 +502,15 @@ size_t widget_hub_cut_token(widget_hub *h, const uint8_t *digest, const char *re
 	return n;
 }
 
+void widget_hub_prime_outbox(widget_hub *h, uint64_t last_id)
+{
+	/* Rows committed before this answer whose callbacks are still to
+	 * come are published (live) after it anyway; a client whose id
+	 * claims them and that reconnects past the ring in that instant gets
+	 * stream.gap, and the page reloads its list. */
+	h->outbox_hwm = MCD_MAX(h->outbox_hwm, last_id);
+}
+
 widget_id widget_hub_position(const widget_hub *h)
 {
 	return (widget_id){h->seq, h->outbox_hwm};
@@ -638,16 +648,19 @@ void widget_hub_publish_appeal(widget_hub *h, const store_event *ev)
 	widget_frame *f;
 	widget_id id;
 
-	if (ev->id <= 0 || (uint64_t)ev->id <= h->outbox_hwm)
+	if (ev->id <= 0 || (uint64_t)ev->id <= h->published)
 		return;
+	h->published = (uint64_t)ev->id;
 	if (widget_json_appeal(ev->payload, ev->id, &aud, &text) < 0) {
 		log_warning("widget: outbox event %lld has no JSON object payload",
 			    (long long)ev->id);
-		h->outbox_hwm = (uint64_t)ev->id;
+		h->outbox_hwm = MCD_MAX(h->outbox_hwm, (uint64_t)ev->id);
 		return;
 	}
-	h->outbox_hwm = (uint64_t)ev->id;
-	id = (widget_id){++h->seq, h->outbox_hwm};
+	h->outbox_hwm = MCD_MAX(h->outbox_hwm, (uint64_t)ev->id);
+	/* An appeal's own id carries its outbox id (the replay and the
+	 * subscribers' dedupe key on it). */
+	id = (widget_id){++h->seq, (uint64_t)ev->id};
 	f = widget_frame_new(WIDGET_FRAME_APPEAL, &id, ev->kind, text, &aud);
 	free(text);
 	if (!f) {

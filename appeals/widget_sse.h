@@ -94,5 +94,9 @@ size_t widget_hub_digests(const widget_hub *h, size_t skip,
 /* Cuts off every stream opened with this token (stream.cutoff with
  * reason); returns how many. */
 size_t widget_hub_cut_token(widget_hub *h, const uint8_t *digest, const char *reason);
+/* The outbox's highest id at start (store_outbox_last_id): ids then carry
+ * the real outbox position from the first event on. Never lowers it. */
+void widget_hub_prime_outbox(widget_hub *h, uint64_t last_id);
+
 /* The id the next subscriber starting "now" would hold. */
 widget_id widget_hub_position(const widget_hub *h);

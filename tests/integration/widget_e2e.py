@@ -202,6 +202,13 @@ def after_restart(env, tok, hello, calls):
     gap = got[-1]
     check(gap["event"] == "stream.gap" and gap["id"] is None and gap["data"]["calls"] is True
           and gap["data"]["appeals"] is False, "then a stream.gap for the lost call events")
+    # A fresh stream after the restart starts at the outbox's position,
+    # though this process has published no appeal event yet.
+    fresh = SSE(env.widget_port, tok)
+    hello2 = fresh.next()
+    check(id_key(hello2["id"])[1] == int(env.psql("SELECT max(id) FROM appeal_events")),
+          "a fresh stream's id carries the outbox position after a restart")
+    fresh.close()
     # Resuming from the last replayed event: nothing more is owed.
     sub2 = SSE(env.widget_port, tok, last_event_id=replayed[-1]["id"])
     ev = sub2.next()
