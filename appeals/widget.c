@@ -230,9 +230,11 @@ static void handle_static(widget *w, struct evhttp_request *req, const char *pat
 		evhttp_add_header(out, "Content-Type", w->files[i].type);
 		evhttp_add_header(out, "Cache-Control", "no-cache");
 		evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
+		/* Copied, not referenced: a reload frees the old files while a
+		 * response may still sit in a socket buffer. */
 		b = evbuffer_new();
 		if (b)
-			evbuffer_add_reference(b, w->files[i].data, w->files[i].len, NULL, NULL);
+			evbuffer_add(b, w->files[i].data, w->files[i].len);
 		evhttp_send_reply(req, 200, "OK", b);
 		if (b)
 			evbuffer_free(b);

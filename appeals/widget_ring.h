@@ -8,17 +8,22 @@
  *           microseconds of the daemon's start and grows by one per event
  *           (call or appeal), so it keeps growing across restarts as long
  *           as fewer than a million events a second were sent on average.
- *   outbox  the highest appeal outbox id (appeal_outbox.id in PostgreSQL)
- *           the stream had delivered when the event was sent.
- * Ids order numerically on (seq, outbox), first seq. A client holding an
- * id has seen every event of its scope up to that seq, and every appeal
- * event up to that outbox id. Reconnecting with Last-Event-ID = (s, o):
+ *   outbox  for an appeal event its own outbox id (appeal_events.id in
+ *           PostgreSQL); for any other event the highest outbox id the
+ *           stream knew of when it was sent (published, or the outbox's
+ *           highest id read at start).
+ * Ids order numerically on (seq, outbox), seq first. A client holding an
+ * id has seen every event of its scope up to that seq. Reconnecting with
+ * Last-Event-ID = (s, o):
  *   - s still covered by the ring (s >= floor): the missed events are
  *     replayed from memory, calls and appeals alike;
  *   - otherwise (ring overflow, daemon restart): appeal events with
  *     outbox id > o are read back from the durable outbox and sent with
  *     ids (floor, outbox id), then a `stream.gap` event says call events
- *     were lost, then the ring is replayed from its floor.
+ *     were lost (the page reloads its list, which also covers an appeal
+ *     committed at start-up but published after o was handed out), then
+ *     the ring is replayed from its floor, without the appeals the
+ *     outbox replay already sent.
  *
  * Frames. An event is encoded once ("id:…\nevent:…\ndata:…\n\n") into a
  * reference-counted frame; each subscriber's output buffer references it
