@@ -426,24 +426,55 @@ int pbx_set_reload(pbx_set *s, const cfg_list *pbx_list,
 	return 0;
 }
 
+/* Appends "pbx NAME STATUS" to buf at *o. */
+static void status_one(const pbx_entry *e, char *buf, size_t len, size_t *o)
+{
+	char one[256];
+
+	if (*o + 1 >= len)
+		return;
+	entry_status(e, one, sizeof(one));
+	int k = snprintf(buf + *o, len - *o, "%spbx %s %s", *o ? "; " : "",
+			 e->cfg.name, one);
+	if (k > 0)
+		*o = MCD_MIN(*o + (size_t)k, len - 1);
+}
+
+/* Up to STATUS_DETAIL entries are listed one by one; a larger set (a
+ * multi-tenant platform) is summarised and lists only the sources that
+ * are not ready, so STATUS= stays one readable line. */
+#define STATUS_DETAIL	   8
+#define STATUS_DOWN_LISTED 3
+
 void pbx_set_status(const pbx_set *s, char *buf, size_t len)
 {
-	size_t o = 0;
+	size_t o = 0, ready = 0, listed = 0;
 
 	if (!len)
 		return;
 	buf[0] = 0;
-	for (size_t i = 0; s && i < s->n && o + 1 < len; i++) {
-		char one[256];
-		entry_status(s->entries[i], one, sizeof(one));
-		int k = snprintf(buf + o, len - o, "%spbx %s %s", o ? "; " : "",
-				 s->entries[i]->cfg.name, one);
-		if (k < 0)
-			break;
-		o += (size_t)k;
-	}
-	if (s && s->n == 0)
+	if (!s || s->n == 0) {
 		snprintf(buf, len, "no pbx configured");
+		return;
+	}
+	if (s->n <= STATUS_DETAIL) {
+		for (size_t i = 0; i < s->n; i++)
+			status_one(s->entries[i], buf, len, &o);
+		return;
+	}
+	for (size_t i = 0; i < s->n; i++)
+		ready += entry_ready(s->entries[i]);
+	int k = snprintf(buf, len, "%zu of %zu pbx ready", ready, s->n);
+	o = k > 0 ? MCD_MIN((size_t)k, len - 1) : 0;
+	for (size_t i = 0; i < s->n && listed < STATUS_DOWN_LISTED; i++) {
+		if (entry_ready(s->entries[i]))
+			continue;
+		status_one(s->entries[i], buf, len, &o);
+		listed++;
+	}
+	if (s->n - ready > listed && o + 1 < len)
+		snprintf(buf + o, len - o, "; %zu more not ready",
+			 s->n - ready - listed);
 }
 
 bool pbx_set_ready(const pbx_set *s)

@@ -830,6 +830,32 @@ static void test_login_answer_without_actionid(void **state)
 	assert_int_equal(stats(f).logins, 1);
 }
 
+/* Many PBXs: STATUS= is a summary naming only the sources not ready. */
+static void test_pbx_set_status_summary(void **state)
+{
+	fixture *f = *state;
+	pbx_set *set = NULL;
+	pbx_cfg c[10];
+	char names[10][8], status[1024];
+
+	evconnlistener_free(f->srv.lis); /* a closed port: all refused */
+	f->srv.lis = NULL;
+	for (int i = 0; i < 10; i++) {
+		snprintf(names[i], sizeof(names[i]), "p%d", i);
+		c[i] = f->cfg;
+		c[i].name = names[i];
+	}
+	cfg_list l = {.items = c, .n = 10};
+	assert_int_equal(pbx_set_new(f->base, &l, &f->policy, &f->sink, &set),
+			 0);
+	pbx_set_status(set, status, sizeof(status));
+	assert_true(strncmp(status, "0 of 10 pbx ready; pbx p0 ", 26) == 0);
+	assert_non_null(strstr(status, "; pbx p2 "));
+	assert_null(strstr(status, "pbx p3 "));
+	assert_non_null(strstr(status, "; 7 more not ready"));
+	pbx_set_free(set);
+}
+
 int main(void)
 {
 	log_init();
@@ -839,6 +865,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_login_ok, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_login_failed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pbx_set_status_summary, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_login_answer_without_actionid,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_events_with_login_response,
