@@ -27,6 +27,7 @@ Usage: widget_e2e.py MISSEDCALLD AMISIM
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -315,6 +316,33 @@ def cors(env, tok):
     check(status == 403 and "access-control-allow-origin" not in h, "no CORS for other origins")
 
 
+def reload_origins(env, tok):
+    later = "http://later.example.test"
+    conf = open(env.conf).read()
+    with open(env.conf, "w") as f:
+        f.write(conf.replace('allowed_origins = [ "%s" ]' % ALLOWED,
+                             'allowed_origins = [ "%s", "%s" ]' % (ALLOWED, later)))
+    sub = SSE(env.widget_port, tok)
+    sub.next()
+    env.daemon.send_signal(signal.SIGHUP)
+    end = time.monotonic() + 20
+    while True:
+        status, h, _ = http_get(env.widget_port, "/v1/appeals", token=tok, headers={"Origin": later})
+        if status == 200 or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    check(status == 200 and h.get("access-control-allow-origin") == later,
+          "SIGHUP applies a new allowed origin")
+    while sub.comments < 2:
+        line = sub.resp.readline()
+        if not line:
+            raise TestFailure("a stream was closed by the reload")
+        if line.startswith(b":"):
+            sub.comments += 1
+    check(True, "open streams survive a reload")
+    sub.close()
+
+
 def limits(env, tok):
     subs = [SSE(env.widget_port, tok) for _ in range(MAX_SUBS)]
     for s in subs:
@@ -363,6 +391,7 @@ def main():
         sub.close()
         appeals_list(env, tok)
         cors(env, tok)
+        reload_origins(env, tok)
         limits(env, tok)
         quiet_stream_stays_open(env, tok)
         revoke_open_stream(env)
