@@ -303,6 +303,31 @@ static void test_static_page(void **state)
 	fx_free(fx);
 }
 
+/* Socket activation: a listening socket handed over (as systemd does)
+ * is served instead of binding widget.listen. */
+static void test_socket_activation(void **state)
+{
+	fixture *fx = calloc(1, sizeof(*fx));
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sin);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	widget_params p = {.cfg = &fx->cfg};
+	char buf[8192];
+
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(lfd, 16), 0);
+	getsockname(lfd, (struct sockaddr *)&sin, &sl);
+	/* listen names another port: the passed socket wins */
+	assert_int_equal(load("listen = \"127.0.0.1:1\";", &fx->cfg, NULL), 0);
+	fx->base = event_base_new();
+	p.listen_fd = lfd;
+	assert_int_equal(widget_new(fx->base, &p, &fx->w), 0);
+	assert_int_equal(widget_port(fx->w), ntohs(sin.sin_port));
+	request(fx, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", buf, sizeof(buf));
+	assert_non_null(strstr(buf, "\"database\""));
+	fx_free(fx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -314,6 +339,7 @@ int main(void)
 		cmocka_unit_test(test_request_head_limit),
 		cmocka_unit_test(test_connection_cap),
 		cmocka_unit_test(test_static_page),
+		cmocka_unit_test(test_socket_activation),
 	};
 	int r;
 
