@@ -70,7 +70,9 @@ int main(int argc, char **argv)
 	ami_adapter *a = ami_adapter_new(t);
 	ami_parser *p = ami_parser_new(65536, 512);
 	size_t off = 0;
-	uint64_t now = 1;
+	/* The tracker times its decisions with mono_usec() (final_mono), so the
+	 * clock fed here must be the same clock, or no call is ever decided. */
+	uint64_t now = mono_usec();
 	while (off < (size_t)len) {
 		size_t chunk = MCD_MIN((size_t)65536, (size_t)len - off);
 		size_t fed = 0;
@@ -90,10 +92,10 @@ int main(int argc, char **argv)
 			}
 		}
 		off += chunk;
-		now += 1000;
+		now = mono_usec();
 		call_tracker_tick(t, now);
 	}
-	call_tracker_tick(t, now + 3600 * USEC_PER_SEC);
+	call_tracker_tick(t, mono_usec() + 3600 * USEC_PER_SEC);
 	printf("{\"events\":%llu,\"outcomes\":%llu}\n", events, outcomes);
 	ami_parser_free(p);
 	ami_adapter_free(a);
