@@ -64,12 +64,13 @@ typedef struct replay {
 	const pbx_cfg *pbx;
 	FILE *out;
 	call_tracker *tracker;
-	ami_adapter *adapter;	/* AMI captures */
-	sip_dialogs *dialogs;	/* HEP captures */
-	unsigned long hep_dropped; /* not HEPv3 / bad key / not SIP / unparsable */
+	ami_adapter *adapter; /* AMI captures */
+	sip_dialogs *dialogs; /* HEP captures */
+	unsigned long
+	    hep_dropped; /* not HEPv3 / bad key / not SIP / unparsable */
 	ami_parser *parser;
-	bool up;		/* logged in (plain transcripts: from the start) */
-	uint64_t frame_usec;	/* receive time of the current frame */
+	bool up;	     /* logged in (plain transcripts: from the start) */
+	uint64_t frame_usec; /* receive time of the current frame */
 	uint64_t grace_usec;
 	checkpoint cp[CHECKPOINTS];
 	size_t cp_head, cp_len;
@@ -130,7 +131,8 @@ static void join(char *buf, size_t len, const char *const *v, size_t n)
 
 	buf[0] = 0;
 	for (size_t i = 0; i < n && off < len; i++)
-		off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? "," : "", v[i]);
+		off += (size_t)snprintf(buf + off, len - off, "%s%s",
+					i ? "," : "", v[i]);
 }
 
 /* ---- dedupe and urgency, as the store's mcd_submit_one() decides ---- */
@@ -144,7 +146,8 @@ static planned *dedupe_target(replay *r, const char *phone, uint64_t when)
 	for (size_t i = r->n_appeals; i-- > 0;) {
 		planned *a = &r->appeals[i];
 		if (streq(a->phone, phone) &&
-		    a->last_call_usec + (uint64_t)win * 60 * USEC_PER_SEC >= when)
+		    a->last_call_usec + (uint64_t)win * 60 * USEC_PER_SEC >=
+			when)
 			return a;
 	}
 	return NULL;
@@ -157,8 +160,11 @@ static int64_t repeat_count(replay *r, const char *phone, uint64_t ended)
 	if (!phone || win <= 0)
 		return 0;
 	for (size_t i = 0; i < r->n_missed; i++)
-		if (streq(r->missed[i].phone, phone) && r->missed[i].ended_usec <= ended &&
-		    r->missed[i].ended_usec + (uint64_t)win * 60 * USEC_PER_SEC > ended)
+		if (streq(r->missed[i].phone, phone) &&
+		    r->missed[i].ended_usec <= ended &&
+		    r->missed[i].ended_usec +
+			    (uint64_t)win * 60 * USEC_PER_SEC >
+			ended)
 			n++;
 	return n;
 }
@@ -188,7 +194,8 @@ static void report_appeal(replay *r, const call_outcome *o)
 
 	rr = appeal_rules_plan(rc, o, &plan);
 	if (rr == -ECANCELED) {
-		fprintf(r->out, "    appeal: none (missed_calls.enabled = false)\n");
+		fprintf(r->out,
+			"    appeal: none (missed_calls.enabled = false)\n");
 		return;
 	}
 	if (rr < 0) {
@@ -196,13 +203,16 @@ static void report_appeal(replay *r, const call_outcome *o)
 		return;
 	}
 	if (!o->caller_withheld && o->caller_num &&
-	    phone_normalize(o->caller_num, r->cfg->phone.default_country, e164, sizeof e164) == 0)
+	    phone_normalize(o->caller_num, r->cfg->phone.default_country, e164,
+			    sizeof e164) == 0)
 		phone = e164;
 	if (phone) {
-		missed_call *m = grow(r->missed, &r->cap_missed, r->n_missed, sizeof *m);
+		missed_call *m =
+		    grow(r->missed, &r->cap_missed, r->n_missed, sizeof *m);
 		if (m) {
 			r->missed = m;
-			snprintf(m[r->n_missed].phone, sizeof m->phone, "%s", phone);
+			snprintf(m[r->n_missed].phone, sizeof m->phone, "%s",
+				 phone);
 			m[r->n_missed++].ended_usec = ended;
 		}
 	}
@@ -222,10 +232,13 @@ static void report_appeal(replay *r, const call_outcome *o)
 		return;
 	}
 	r->st.appeals_new++;
-	if (appeal_title_render(&plan, NULL, phone, o, title, sizeof title) < 0 && !title[0])
+	if (appeal_title_render(&plan, NULL, phone, o, title, sizeof title) <
+		0 &&
+	    !title[0])
 		snprintf(title, sizeof title, "?");
 	if (appeal_number_render(plan.number_tmpl, (int64_t)r->st.appeals_new,
-				 plan.when_usec, plan.timezone, number, sizeof number) < 0)
+				 plan.when_usec, plan.timezone, number,
+				 sizeof number) < 0)
 		snprintf(number, sizeof number, "?");
 	join(tags, sizeof tags, plan.tags, plan.n_tags);
 	fprintf(r->out, "    appeal: new #%lu", r->st.appeals_new);
@@ -249,7 +262,8 @@ static void report_appeal(replay *r, const call_outcome *o)
 	a = &r->appeals[r->n_appeals++];
 	memset(a, 0, sizeof *a);
 	snprintf(a->phone, sizeof a->phone, "%s", phone ? phone : "");
-	snprintf(a->call_key, sizeof a->call_key, "%s", o->call_key ? o->call_key : "");
+	snprintf(a->call_key, sizeof a->call_key, "%s",
+		 o->call_key ? o->call_key : "");
 	a->last_call_usec = ended;
 	a->index = r->st.appeals_new;
 	if (!phone)
@@ -263,11 +277,20 @@ static void on_outcome(void *userdata, const call_outcome *o)
 
 	r->st.calls++;
 	switch (o->verdict) {
-	case CALL_VERDICT_ANSWERED: r->st.answered++; break;
-	case CALL_VERDICT_MISSED: r->st.missed++; break;
-	case CALL_VERDICT_DROPPED: r->st.dropped++; break;
-	case CALL_VERDICT_FAILED: r->st.failed++; break;
-	default: break;
+	case CALL_VERDICT_ANSWERED:
+		r->st.answered++;
+		break;
+	case CALL_VERDICT_MISSED:
+		r->st.missed++;
+		break;
+	case CALL_VERDICT_DROPPED:
+		r->st.dropped++;
+		break;
+	case CALL_VERDICT_FAILED:
+		r->st.failed++;
+		break;
+	default:
+		break;
 	}
 	if (o->gap)
 		r->st.gap++;
@@ -277,11 +300,12 @@ static void on_outcome(void *userdata, const call_outcome *o)
 
 	fprintf(r->out, "%s", fmt_time(o->start_usec, tb, sizeof tb));
 	kv(r->out, "call", o->call_key);
-	kv(r->out, "caller", o->caller_withheld || !o->caller_num ? "withheld" : o->caller_num);
+	kv(r->out, "caller",
+	   o->caller_withheld || !o->caller_num ? "withheld" : o->caller_num);
 	kv(r->out, "did", o->did ? o->did : "-");
 	fprintf(r->out, " verdict=%s reason=%s ring=%.1fs",
-		call_verdict_to_string(o->verdict), call_reason_to_string(o->reason),
-		o->ring_seconds);
+		call_verdict_to_string(o->verdict),
+		call_reason_to_string(o->reason), o->ring_seconds);
 	if (o->wait_seconds > 0)
 		fprintf(r->out, " wait=%.1fs", o->wait_seconds);
 	if (o->queue)
@@ -297,7 +321,8 @@ static void on_outcome(void *userdata, const call_outcome *o)
 	if (o->gap)
 		fputs(" gap=yes", r->out);
 	fputc('\n', r->out);
-	if (o->verdict == CALL_VERDICT_MISSED && o->direction == CALL_DIR_INBOUND)
+	if (o->verdict == CALL_VERDICT_MISSED &&
+	    o->direction == CALL_DIR_INBOUND)
 		report_appeal(r, o);
 }
 
@@ -312,7 +337,8 @@ static void on_live(void *userdata, const call_live_event *e)
 	fprintf(r->out, "%s", fmt_time(e->ts_usec, tb, sizeof tb));
 	kv(r->out, "call", e->call_key);
 	kv(r->out, "outbound_to", e->dialled_num ? e->dialled_num : "-");
-	fprintf(r->out, " result=%s\n", e->answered ? "answered" : "not_answered");
+	fprintf(r->out, " result=%s\n",
+		e->answered ? "answered" : "not_answered");
 }
 
 /* ---- the capture clock (see the top of the file) ---- */
@@ -343,11 +369,13 @@ static void clock_advance(replay *r, uint64_t cap_usec)
 	if (have) {
 		/* SIP dialogs first: their decisions feed the tracker. */
 		if (r->dialogs)
-			sip_dialogs_tick(r->dialogs, best.mono_usec + r->grace_usec - 1);
-		call_tracker_tick(r->tracker, best.mono_usec + r->grace_usec - 1);
+			sip_dialogs_tick(r->dialogs,
+					 best.mono_usec + r->grace_usec - 1);
+		call_tracker_tick(r->tracker,
+				  best.mono_usec + r->grace_usec - 1);
 	}
 	r->cp[(r->cp_head + r->cp_len) % CHECKPOINTS] =
-		(checkpoint){cap_usec, mono_usec()};
+	    (checkpoint){cap_usec, mono_usec()};
 	r->cp_len++;
 }
 
@@ -376,8 +404,10 @@ static void on_message(replay *r, const ami_msg *m)
 			cap = (uint64_t)(v * 1e6);
 	}
 	if (!r->up) {
-		/* A recorded session: nothing counts before the login answer. */
-		if (resp && strcasecmp(resp, "Success") == 0 && is_login_answer(m)) {
+		/* A recorded session: nothing counts before the login answer.
+		 */
+		if (resp && strcasecmp(resp, "Success") == 0 &&
+		    is_login_answer(m)) {
 			r->up = true;
 			ami_adapter_resync_begin(r->adapter);
 		}
@@ -413,7 +443,8 @@ static int feed_bytes(replay *r, const char *data, size_t len)
 			else if (rr == AMI_PARSE_BANNER)
 				on_banner(r);
 			else if (rr == -EMSGSIZE)
-				log_warning("replay: an oversized AMI message was skipped "
+				log_warning("replay: an oversized AMI message "
+					    "was skipped "
 					    "(over pbx.max_message_size)");
 		}
 	}
@@ -459,8 +490,9 @@ static void feed_hep(replay *r, const void *buf, size_t len)
 
 	r->st.messages++;
 	if (hep_decode(buf, len, &m) < 0 || !hep_key_ok(r->pbx, &m) ||
-	    (r->pbx->capture_id && (!m.has_capture_id ||
-				    m.capture_id != (uint32_t)r->pbx->capture_id)) ||
+	    (r->pbx->capture_id &&
+	     (!m.has_capture_id ||
+	      m.capture_id != (uint32_t)r->pbx->capture_id)) ||
 	    !hep_msg_is_sip(&m) ||
 	    sip_parse((const char *)m.payload, m.payload_len, &sm) < 0) {
 		r->hep_dropped++;
@@ -470,11 +502,11 @@ static void feed_hep(replay *r, const void *buf, size_t len)
 	if (!ts)
 		ts = r->frame_usec;
 	sip_dialog_meta meta = {
-		.src = hep_msg_src(&m, src, sizeof src),
-		.src_ip = hep_msg_src_ip(&m, ip, sizeof ip),
-		.dst = hep_msg_dst(&m, dst, sizeof dst),
-		.ts_usec = ts,
-		.mono_usec = mono_usec(),
+	    .src = hep_msg_src(&m, src, sizeof src),
+	    .src_ip = hep_msg_src_ip(&m, ip, sizeof ip),
+	    .dst = hep_msg_dst(&m, dst, sizeof dst),
+	    .ts_usec = ts,
+	    .mono_usec = mono_usec(),
 	};
 	sip_dialogs_feed(r->dialogs, &sm, &meta);
 	clock_advance(r, ts);
@@ -482,7 +514,8 @@ static void feed_hep(replay *r, const void *buf, size_t len)
 
 /* ---- setup ---- */
 
-static const pbx_cfg *find_pbx(const mcd_config *cfg, const char *name, int type)
+static const pbx_cfg *find_pbx(const mcd_config *cfg, const char *name,
+			       int type)
 {
 	for (size_t i = 0; i < cfg->pbx.n; i++) {
 		const pbx_cfg *p = cfg_list_at(&cfg->pbx, sizeof(pbx_cfg), i);
@@ -497,23 +530,30 @@ static void print_summary(replay *r)
 	const replay_stats *s = &r->st;
 	bool any = false;
 
-	fprintf(r->out, "\nsummary: %lu messages, %lu inbound calls decided: %lu answered, "
-		"%lu missed, %lu dropped by policy, %lu failed",
-		s->messages, s->calls, s->answered, s->missed, s->dropped, s->failed);
+	fprintf(
+	    r->out,
+	    "\nsummary: %lu messages, %lu inbound calls decided: %lu answered, "
+	    "%lu missed, %lu dropped by policy, %lu failed",
+	    s->messages, s->calls, s->answered, s->missed, s->dropped,
+	    s->failed);
 	if (s->gap)
 		fprintf(r->out, " (%lu unknown: ended unseen)", s->gap);
 	fprintf(r->out, "; %lu outbound\n", s->outbound);
 	fprintf(r->out, "missed by reason:");
-	for (int i = 0; i < _CALL_REASON_MAX && (size_t)i < ELEMENTSOF(s->by_reason); i++)
+	for (int i = 0;
+	     i < _CALL_REASON_MAX && (size_t)i < ELEMENTSOF(s->by_reason); i++)
 		if (s->by_reason[i]) {
-			fprintf(r->out, " %s %lu", call_reason_to_string((call_reason)i),
+			fprintf(r->out, " %s %lu",
+				call_reason_to_string((call_reason)i),
 				s->by_reason[i]);
 			any = true;
 		}
 	fprintf(r->out, "%s\n", any ? "" : " none");
-	fprintf(r->out, "appeals (dry run, nothing written): %lu new, %lu attached to an "
-		"earlier one of this replay, %lu urgent\n",
-		s->appeals_new, s->appeals_attached, s->urgent);
+	fprintf(
+	    r->out,
+	    "appeals (dry run, nothing written): %lu new, %lu attached to an "
+	    "earlier one of this replay, %lu urgent\n",
+	    s->appeals_new, s->appeals_attached, s->urgent);
 }
 
 static int replay_stream(replay *r, recorder_reader *rd)
@@ -537,7 +577,8 @@ static int replay_stream(replay *r, recorder_reader *rd)
 	return rr;
 }
 
-int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_stats)
+int replay_run(const mcd_config *cfg, const replay_opts *o,
+	       replay_stats *ret_stats)
 {
 	recorder_reader *rd = NULL;
 	replay *r;
@@ -556,11 +597,15 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 	rr = recorder_reader_open(o->capture, &rd);
 	if (rr < 0) {
 		log_error("replay: cannot open \"%s\": %s", o->capture,
-			  rr == -EPROTONOSUPPORT ? "unknown capture protocol" : strerror(-rr));
+			  rr == -EPROTONOSUPPORT ? "unknown capture protocol"
+						 : strerror(-rr));
 		return rr;
 	}
-	if (recorder_reader_proto(rd) == RECORDER_PROTO_HEP && !recorder_reader_timed(rd)) {
-		log_error("replay: \"%s\": HEP needs a capture file (record_dir)", o->capture);
+	if (recorder_reader_proto(rd) == RECORDER_PROTO_HEP &&
+	    !recorder_reader_timed(rd)) {
+		log_error(
+		    "replay: \"%s\": HEP needs a capture file (record_dir)",
+		    o->capture);
 		recorder_reader_free(rd);
 		return -EPROTONOSUPPORT;
 	}
@@ -577,10 +622,14 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 	if (!r->pbx && !o->pbx && recorder_reader_pbx(rd))
 		r->pbx = find_pbx(cfg, NULL, type);
 	if (!r->pbx) {
-		log_error("replay: no %s pbx entry%s%s%s in the configuration to take "
-			  "its direction rules from", hep ? "HEP" : "AMI",
+		log_error("replay: no %s pbx entry%s%s%s in the configuration "
+			  "to take "
+			  "its direction rules from",
+			  hep ? "HEP" : "AMI",
 			  o->pbx || recorder_reader_pbx(rd) ? " named \"" : "",
-			  o->pbx ? o->pbx : recorder_reader_pbx(rd) ? recorder_reader_pbx(rd) : "",
+			  o->pbx		    ? o->pbx
+			  : recorder_reader_pbx(rd) ? recorder_reader_pbx(rd)
+						    : "",
 			  o->pbx || recorder_reader_pbx(rd) ? "\"" : "");
 		recorder_reader_free(rd);
 		free(r);
@@ -593,22 +642,29 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 					       .trunks = &sip_trunk};
 	else
 		rules = (call_direction_rules){.trunks = &r->pbx->trunks,
-					       .inbound_contexts = &r->pbx->inbound_contexts,
+					       .inbound_contexts =
+						   &r->pbx->inbound_contexts,
 					       .dids = &r->pbx->dids};
-	sink = (call_sink){.outcome = on_outcome, .live = on_live, .userdata = r};
-	r->grace_usec = (uint64_t)MCD_MAX(cfg->calls.decide_grace_ms, 0) * USEC_PER_MSEC + 1;
-	r->tracker = call_tracker_new(NULL, r->pbx->name, &cfg->calls, &rules, &sink);
+	sink =
+	    (call_sink){.outcome = on_outcome, .live = on_live, .userdata = r};
+	r->grace_usec =
+	    (uint64_t)MCD_MAX(cfg->calls.decide_grace_ms, 0) * USEC_PER_MSEC +
+	    1;
+	r->tracker =
+	    call_tracker_new(NULL, r->pbx->name, &cfg->calls, &rules, &sink);
 	if (hep) {
 		/* As hl_dialog_cfg() in hep_listener.c. */
 		int64_t dgrace_ms = MCD_MAX(cfg->calls.decide_grace_ms, 500);
 		sip_dialog_cfg dcfg = {
-			.grace_usec = (uint64_t)dgrace_ms * USEC_PER_MSEC,
-			.trunks = &r->pbx->trunks,
-			.dids = &r->pbx->dids,
-			.non_human_uris = &r->pbx->non_human_uris,
-			.failed_after_ringing_is_missed = r->pbx->failed_after_ringing_is_missed,
-			.call_timeout_usec = (uint64_t)MCD_MAX(r->pbx->sip_call_timeout, 1) *
-					     USEC_PER_SEC,
+		    .grace_usec = (uint64_t)dgrace_ms * USEC_PER_MSEC,
+		    .trunks = &r->pbx->trunks,
+		    .dids = &r->pbx->dids,
+		    .non_human_uris = &r->pbx->non_human_uris,
+		    .failed_after_ringing_is_missed =
+			r->pbx->failed_after_ringing_is_missed,
+		    .call_timeout_usec =
+			(uint64_t)MCD_MAX(r->pbx->sip_call_timeout, 1) *
+			USEC_PER_SEC,
 		};
 		r->dialogs = sip_dialogs_new(&dcfg, on_sip_event, r);
 		r->grace_usec = MCD_MAX(r->grace_usec, dcfg.grace_usec + 1);
@@ -623,15 +679,18 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 	if (r->parser)
 		ami_parser_reset(r->parser, true);
 	r->up = true;
-	fprintf(r->out, "# replay of %s (%s capture%s%s) under pbx \"%s\": dry run, "
-		"nothing is written\n", o->capture,
-		recorder_reader_timed(rd) ? "timed" : "plain",
+	fprintf(r->out,
+		"# replay of %s (%s capture%s%s) under pbx \"%s\": dry run, "
+		"nothing is written\n",
+		o->capture, recorder_reader_timed(rd) ? "timed" : "plain",
 		recorder_reader_pbx(rd) ? " of pbx " : "",
-		recorder_reader_pbx(rd) ? recorder_reader_pbx(rd) : "", r->pbx->name);
+		recorder_reader_pbx(rd) ? recorder_reader_pbx(rd) : "",
+		r->pbx->name);
 	rr = replay_stream(r, rd);
 	if (rr < 0) {
 		log_error("replay: \"%s\": %s", o->capture,
-			  rr == -EBADMSG ? "corrupt capture frame" : strerror(-rr));
+			  rr == -EBADMSG ? "corrupt capture frame"
+					 : strerror(-rr));
 		goto out;
 	}
 	/* End of the capture: calls whose end was seen are decided on their
@@ -641,8 +700,11 @@ int replay_run(const mcd_config *cfg, const replay_opts *o, replay_stats *ret_st
 	call_tracker_flush(r->tracker);
 	print_summary(r);
 	if (r->hep_dropped)
-		fprintf(r->out, "HEP packets not used: %lu (not HEPv3, wrong auth key or "
-			"capture id, not SIP, or unparsable)\n", r->hep_dropped);
+		fprintf(
+		    r->out,
+		    "HEP packets not used: %lu (not HEPv3, wrong auth key or "
+		    "capture id, not SIP, or unparsable)\n",
+		    r->hep_dropped);
 	if (ret_stats)
 		*ret_stats = r->st;
 	rr = 0;

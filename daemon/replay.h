@@ -6,12 +6,12 @@
  * traffic: ami_parser -> ami_adapter -> call_tracker -> appeal_rules for
  * AMI, hep_decode -> sip_parse -> sip_dialogs -> call_tracker ->
  * appeal_rules for HEP captures, with the tracker's policy and the pbx
- * entry's direction rules from the given configuration. Nothing is written anywhere: it prints, per decided call,
- * caller, DID, verdict and reason, and for a missed call the appeal the
- * daemon would create (type, manager, title, number, deadline, urgent,
- * tags, and the dedupe target among the calls of this replay), then a
- * summary. Changing the config and replaying shows the effect of a change
- * before a reload.
+ * entry's direction rules from the given configuration. Nothing is written
+ * anywhere: it prints, per decided call, caller, DID, verdict and reason, and
+ * for a missed call the appeal the daemon would create (type, manager, title,
+ * number, deadline, urgent, tags, and the dedupe target among the calls of this
+ * replay), then a summary. Changing the config and replaying shows the effect
+ * of a change before a reload.
  *
  * Time comes from the capture: frame receive times, or the events'
  * `Timestamp:` headers (timestampevents=yes). The tracker's decision grace
@@ -31,18 +31,19 @@ struct mcd_config;
 
 typedef struct replay_opts {
 	const char *capture; /* path, "-" = stdin */
-	const char *pbx;     /* pbx entry to apply; NULL: the capture's, else the first AMI one */
-	bool dry_run;	     /* must be true: replays never write appeals */
-	FILE *out;	     /* report; NULL = stdout */
+	const char *pbx; /* pbx entry to apply; NULL: the capture's, else the
+			    first AMI one */
+	bool dry_run;	 /* must be true: replays never write appeals */
+	FILE *out;	 /* report; NULL = stdout */
 } replay_opts;
 
 /* Summary counters of a run (for tests and the exit status). */
 typedef struct replay_stats {
 	unsigned long messages;
-	unsigned long calls;	     /* inbound outcomes */
+	unsigned long calls; /* inbound outcomes */
 	unsigned long answered, missed, dropped, failed;
-	unsigned long gap;	     /* decided as unknown: ended unseen */
-	unsigned long outbound;	     /* outbound results (live events) */
+	unsigned long gap;	/* decided as unknown: ended unseen */
+	unsigned long outbound; /* outbound results (live events) */
 	unsigned long appeals_new, appeals_attached, urgent;
 	unsigned long by_reason[16]; /* missed, indexed by call_reason */
 } replay_stats;

@@ -23,13 +23,13 @@
 
 #include "log.h"
 
-#define RECORDER_BUF (64 * 1024)
-#define READER_CHUNK (64 * 1024)
+#define RECORDER_BUF	 (64 * 1024)
+#define READER_CHUNK	 (64 * 1024)
 #define READER_MAX_FRAME (16 * 1024 * 1024)
 
 static const char *const proto_names[_RECORDER_PROTO_MAX] = {
-	[RECORDER_PROTO_AMI] = "ami",
-	[RECORDER_PROTO_HEP] = "hep",
+    [RECORDER_PROTO_AMI] = "ami",
+    [RECORDER_PROTO_HEP] = "hep",
 };
 
 const char *recorder_proto_to_string(recorder_proto p)
@@ -77,7 +77,8 @@ static void format_stamp(uint64_t usec, char *out, size_t len, bool iso)
 	char base[32];
 
 	gmtime_r(&secs, &tm);
-	strftime(base, sizeof base, iso ? "%Y-%m-%dT%H:%M:%S" : "%Y%m%dT%H%M%S", &tm);
+	strftime(base, sizeof base, iso ? "%Y-%m-%dT%H:%M:%S" : "%Y%m%dT%H%M%S",
+		 &tm);
 	snprintf(out, len, "%s.%06" PRIu64 "Z", base, usec % USEC_PER_SEC);
 }
 
@@ -86,7 +87,8 @@ static void recorder_disable(recorder *r, const char *what, int err)
 	log_ctx ctx = {.pbx = r->pbx};
 
 	if (!r->failed)
-		log_full(LOG_LVL_ERROR, &ctx, "recording to \"%s\" stopped: %s: %s",
+		log_full(LOG_LVL_ERROR, &ctx,
+			 "recording to \"%s\" stopped: %s: %s",
 			 r->path ? r->path : r->dir, what, strerror(err));
 	r->failed = true;
 	if (r->f)
@@ -101,7 +103,8 @@ static bool is_own_file(const recorder *r, const char *name)
 	char suffix[16];
 	size_t ls;
 
-	snprintf(suffix, sizeof suffix, ".%s.cap", recorder_proto_to_string(r->proto));
+	snprintf(suffix, sizeof suffix, ".%s.cap",
+		 recorder_proto_to_string(r->proto));
 	ls = strlen(suffix);
 	return ln > lp + 1 + ls && strncmp(name, r->pbx, lp) == 0 &&
 	       name[lp] == '-' && strcmp(name + ln - ls, suffix) == 0;
@@ -127,7 +130,8 @@ static void recorder_prune(recorder *r)
 		if (!is_own_file(r, de->d_name) || streq(de->d_name, cur))
 			continue;
 		if (n == cap) {
-			char **nn = realloc(names, (cap ? cap * 2 : 16) * sizeof *nn);
+			char **nn =
+			    realloc(names, (cap ? cap * 2 : 16) * sizeof *nn);
 			if (!nn)
 				break;
 			names = nn;
@@ -145,7 +149,8 @@ static void recorder_prune(recorder *r)
 		snprintf(p, sizeof p, "%s/%s", r->dir, names[i]);
 		if (unlink(p) < 0 && errno != ENOENT) {
 			log_ctx ctx = {.pbx = r->pbx};
-			log_full(LOG_LVL_WARNING, &ctx, "cannot remove old capture \"%s\": %m", p);
+			log_full(LOG_LVL_WARNING, &ctx,
+				 "cannot remove old capture \"%s\": %m", p);
 		}
 	}
 	for (size_t i = 0; i < n; i++)
@@ -169,7 +174,8 @@ static int recorder_open_file(recorder *r)
 	if (asprintf(&path, "%s/%s-%s.%s.cap", r->dir, r->pbx, stamp,
 		     recorder_proto_to_string(r->proto)) < 0)
 		return -ENOMEM;
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC,
+		  0640);
 	if (fd < 0) {
 		int e = -errno;
 		free(path);
@@ -204,8 +210,8 @@ int recorder_new(struct event_base *base, const char *dir, const char *pbx,
 	recorder *r;
 	int e;
 
-	if (!dir || !*dir || !pbx || !*pbx || strchr(pbx, '/') ||
-	    proto < 0 || proto >= _RECORDER_PROTO_MAX || max_bytes < 4096)
+	if (!dir || !*dir || !pbx || !*pbx || strchr(pbx, '/') || proto < 0 ||
+	    proto >= _RECORDER_PROTO_MAX || max_bytes < 4096)
 		return -EINVAL;
 	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
 		return -errno;
@@ -303,7 +309,8 @@ void recorder_note(recorder *r, const char *what, uint64_t ts_usec)
 
 	if (!r || !r->f || !what || !*what || strpbrk(what, " \r\n"))
 		return;
-	n = fprintf(r->f, "#!%" PRIu64 " %s\n", ts_usec ? ts_usec : real_usec(), what);
+	n = fprintf(r->f, "#!%" PRIu64 " %s\n", ts_usec ? ts_usec : real_usec(),
+		    what);
 	if (n < 0) {
 		recorder_disable(r, "write", errno ? errno : EIO);
 		return;
@@ -388,7 +395,8 @@ int recorder_reader_open(const char *path, recorder_reader **ret)
 	}
 	rd->proto = RECORDER_PROTO_AMI;
 	if (fgets(line, sizeof line, rd->f)) {
-		if (strncmp(line, RECORDER_MAGIC " ", strlen(RECORDER_MAGIC) + 1) == 0) {
+		if (strncmp(line, RECORDER_MAGIC " ",
+			    strlen(RECORDER_MAGIC) + 1) == 0) {
 			char *proto = header_value(line, "proto");
 			rd->timed = true;
 			rd->pbx = header_value(line, "pbx");
@@ -474,7 +482,8 @@ int recorder_reader_next(recorder_reader *rd, const void **ret_data,
 		return ferror(rd->f) ? -EIO : 0;
 	if (head[0] == '#' && head[1] == '!') {
 		char word[32];
-		if (sscanf(head, "#!%llu %31s", &ts, word) != 2 || !strchr(head, '\n'))
+		if (sscanf(head, "#!%llu %31s", &ts, word) != 2 ||
+		    !strchr(head, '\n'))
 			return -EBADMSG;
 		snprintf(rd->buf, rd->cap, "%s", word);
 		*ret_data = rd->buf;
@@ -482,8 +491,8 @@ int recorder_reader_next(recorder_reader *rd, const void **ret_data,
 		*ret_ts_usec = ts;
 		return RECORDER_NOTE;
 	}
-	if (sscanf(head, "#@%llu %zu%n", &ts, &len, &c) != 2 || head[c] != '\n' ||
-	    len == 0 || len > READER_MAX_FRAME)
+	if (sscanf(head, "#@%llu %zu%n", &ts, &len, &c) != 2 ||
+	    head[c] != '\n' || len == 0 || len > READER_MAX_FRAME)
 		return -EBADMSG;
 	if (len > rd->cap) {
 		char *nb = realloc(rd->buf, len);

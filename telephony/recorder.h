@@ -9,7 +9,8 @@
  *
  * Capture file format (version 1), one text header line, then frames:
  *
- *   #missedcalld-capture v1 proto=ami pbx=office start=2026-11-24T10:41:33.123456Z
+ *   #missedcalld-capture v1 proto=ami pbx=office
+ * start=2026-11-24T10:41:33.123456Z
  *   #@1795862493123456 117\n<117 raw bytes>
  *   #@1795862493125001 2048\n<2048 raw bytes>
  *   ...
@@ -64,10 +65,10 @@ typedef struct recorder recorder;
 
 /*
  * Opens the first capture file in `dir` (created if missing, mode 0750)
- * for PBX `pbx`. Files are named `<pbx>-<UTC YYYYmmddTHHMMSS.uuuuuu>Z.<proto>.cap`.
- * max_bytes: rotate when a file would grow beyond it (>= 4096);
- * keep: closed files kept (0 = only the current file). base may be NULL
- * (no periodic flush). Returns 0 or a negative errno.
+ * for PBX `pbx`. Files are named `<pbx>-<UTC
+ * YYYYmmddTHHMMSS.uuuuuu>Z.<proto>.cap`. max_bytes: rotate when a file would
+ * grow beyond it (>= 4096); keep: closed files kept (0 = only the current
+ * file). base may be NULL (no periodic flush). Returns 0 or a negative errno.
  */
 int recorder_new(struct event_base *base, const char *dir, const char *pbx,
 		 recorder_proto proto, uint64_t max_bytes, unsigned keep,
@@ -79,7 +80,8 @@ void recorder_note(recorder *r, const char *what, uint64_t ts_usec);
 recorder *recorder_free(recorder *r);
 /* Appends one frame stamped `ts_usec` (0: now). Never fails loudly: on
  * error the recorder logs once and stops recording. */
-void recorder_write(recorder *r, const void *data, size_t len, uint64_t ts_usec);
+void recorder_write(recorder *r, const void *data, size_t len,
+		    uint64_t ts_usec);
 /* Pushes buffered frames to the kernel (no fsync). */
 void recorder_flush(recorder *r);
 /* False once a write error disabled the recorder. */

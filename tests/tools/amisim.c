@@ -84,11 +84,11 @@
 #include "recorder.h"
 #include "util.h"
 
-#define BANNER "Asterisk Call Manager/5.0.5\r\n"
-#define MAX_ACTION 65536
+#define BANNER		   "Asterisk Call Manager/5.0.5\r\n"
+#define MAX_ACTION	   65536
 #define MAX_REPLAY_MESSAGE (16 << 20)
-#define BATCH_FLUSH (256 * 1024)
-#define HIGH_WATER (1024 * 1024)
+#define BATCH_FLUSH	   (256 * 1024)
+#define HIGH_WATER	   (1024 * 1024)
 
 /* ------------------------------------------------------------------ */
 /* options */
@@ -113,56 +113,87 @@ static struct opts {
 	size_t max_client_buffer;
 	bool timestamps, verbose;
 } opt = {
-	.port = 5038, .user = "admin", .secret = "amp111", .loop = 1,
-	.gap_ms = 10, .rate = 1, .duration = 0, .time_scale = 1,
-	.concurrency = 100000, .seed = 1, .trunk = "provider",
-	.dids_arg = "74951234567,74957654321", .wait_clients = 1,
-	.max_client_buffer = 64u << 20,
+    .port = 5038,
+    .user = "admin",
+    .secret = "amp111",
+    .loop = 1,
+    .gap_ms = 10,
+    .rate = 1,
+    .duration = 0,
+    .time_scale = 1,
+    .concurrency = 100000,
+    .seed = 1,
+    .trunk = "provider",
+    .dids_arg = "74951234567,74957654321",
+    .wait_clients = 1,
+    .max_client_buffer = 64u << 20,
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-"Usage: amisim [OPTIONS] --simulate | --replay FILE... | --generate FILE --events N\n"
-"A fake FreePBX AMI server (Asterisk 16, PJSIP) for tests, demos and benchmarks.\n"
-"\n"
-"Server:\n"
-"  -p, --port N            listen on 127.0.0.1:N (default 5038; 0 = any free port,\n"
-"                          printed on stdout as PORT=N)\n"
-"  -u, --username NAME     AMI login (default admin)\n"
-"  -s, --secret SECRET     AMI secret (default amp111)\n"
-"      --wait-clients N    start the stream when N clients logged in (default 1)\n"
-"      --linger S          after the end keep serving S seconds; -1 = until the\n"
-"                          last client disconnects (default 0: exit once flushed)\n"
-"      --max-client-buffer BYTES  drop a client whose unsent output exceeds this\n"
-"                          (default 64 MiB)\n"
-"      --timestamps        add Timestamp: headers (timestampevents=yes)\n"
-"Replay:\n"
-"      --replay FILE...    AMI transcripts or missedcalld capture files\n"
-"      --realtime          pace by capture times / Timestamp: headers\n"
-"      --gap MS            realtime pace for untimed transcripts (default 10)\n"
-"      --loop N            send the files N times (default 1)\n"
-"Simulation:\n"
-"      --simulate          generate calls live\n"
-"      --rate CALLS/S      mean call arrival rate (default 1)\n"
-"      --duration S        stop starting calls after S seconds (0 = no limit)\n"
-"      --calls N           stop after N calls (0 = no limit)\n"
-"      --concurrency N     at most N calls in progress (default 100000)\n"
-"      --mix NAME=W,...    scenario weights (see below)\n"
-"      --seed N            random seed (default 1)\n"
-"      --time-scale F      multiply ring/talk/hold times by F (default 1)\n"
-"      --phones FILE       caller numbers of known clients, one per line\n"
-"      --trunk NAME        PJSIP trunk endpoint (default provider)\n"
-"      --dids LIST         comma-separated DIDs (default 74951234567,74957654321)\n"
-"      --truth FILE        one TSV line per call: what it was and should be\n"
-"      --generate FILE     write a stream to FILE (virtual time, no server)\n"
-"      --events N          with --generate: number of events (calls finish)\n"
-"  -v, --verbose           log clients and progress on stderr\n"
-"  -h, --help\n"
-"\n"
-"Scenarios for --mix: answered cancel noanswer busy rg_answered rg_unanswered\n"
-"queue_answered queue_abandon queue_timeout_vm vm_message vm_nomessage\n"
-"ivr_hangup repeat unknown withheld internal outbound\n");
+		"Usage: amisim [OPTIONS] --simulate | --replay FILE... | "
+		"--generate FILE --events N\n"
+		"A fake FreePBX AMI server (Asterisk 16, PJSIP) for tests, "
+		"demos and benchmarks.\n"
+		"\n"
+		"Server:\n"
+		"  -p, --port N            listen on 127.0.0.1:N (default "
+		"5038; 0 = any free port,\n"
+		"                          printed on stdout as PORT=N)\n"
+		"  -u, --username NAME     AMI login (default admin)\n"
+		"  -s, --secret SECRET     AMI secret (default amp111)\n"
+		"      --wait-clients N    start the stream when N clients "
+		"logged in (default 1)\n"
+		"      --linger S          after the end keep serving S "
+		"seconds; -1 = until the\n"
+		"                          last client disconnects (default 0: "
+		"exit once flushed)\n"
+		"      --max-client-buffer BYTES  drop a client whose unsent "
+		"output exceeds this\n"
+		"                          (default 64 MiB)\n"
+		"      --timestamps        add Timestamp: headers "
+		"(timestampevents=yes)\n"
+		"Replay:\n"
+		"      --replay FILE...    AMI transcripts or missedcalld "
+		"capture files\n"
+		"      --realtime          pace by capture times / Timestamp: "
+		"headers\n"
+		"      --gap MS            realtime pace for untimed "
+		"transcripts (default 10)\n"
+		"      --loop N            send the files N times (default 1)\n"
+		"Simulation:\n"
+		"      --simulate          generate calls live\n"
+		"      --rate CALLS/S      mean call arrival rate (default 1)\n"
+		"      --duration S        stop starting calls after S seconds "
+		"(0 = no limit)\n"
+		"      --calls N           stop after N calls (0 = no limit)\n"
+		"      --concurrency N     at most N calls in progress "
+		"(default 100000)\n"
+		"      --mix NAME=W,...    scenario weights (see below)\n"
+		"      --seed N            random seed (default 1)\n"
+		"      --time-scale F      multiply ring/talk/hold times by F "
+		"(default 1)\n"
+		"      --phones FILE       caller numbers of known clients, "
+		"one per line\n"
+		"      --trunk NAME        PJSIP trunk endpoint (default "
+		"provider)\n"
+		"      --dids LIST         comma-separated DIDs (default "
+		"74951234567,74957654321)\n"
+		"      --truth FILE        one TSV line per call: what it was "
+		"and should be\n"
+		"      --generate FILE     write a stream to FILE (virtual "
+		"time, no server)\n"
+		"      --events N          with --generate: number of events "
+		"(calls finish)\n"
+		"  -v, --verbose           log clients and progress on stderr\n"
+		"  -h, --help\n"
+		"\n"
+		"Scenarios for --mix: answered cancel noanswer busy "
+		"rg_answered rg_unanswered\n"
+		"queue_answered queue_abandon queue_timeout_vm vm_message "
+		"vm_nomessage\n"
+		"ivr_hangup repeat unknown withheld internal outbound\n");
 }
 
 /* ------------------------------------------------------------------ */
@@ -197,11 +228,11 @@ struct client {
 static struct event_base *base;
 static client *clients;
 static unsigned n_clients, n_logged_in, next_client_id;
-static FILE *gen_out;		/* --generate target */
-static sbuf batch;		/* events rendered, not yet broadcast */
+static FILE *gen_out; /* --generate target */
+static sbuf batch;    /* events rendered, not yet broadcast */
 static uint64_t events_sent, bytes_sent;
-static bool streaming;		/* wait-clients reached */
-static bool finished;		/* nothing more to send */
+static bool streaming; /* wait-clients reached */
+static bool finished;  /* nothing more to send */
 static struct event *pump_ev, *linger_ev;
 static uint64_t stream_start_mono; /* when the stream started (monotonic) */
 
@@ -247,13 +278,16 @@ static void broadcast_flush(void)
 			continue;
 		out = bufferevent_get_output(c->bev);
 		if (evbuffer_get_length(out) > opt.max_client_buffer) {
-			fprintf(stderr, "amisim: client %u too slow (%zu bytes unsent), dropped\n",
+			fprintf(stderr,
+				"amisim: client %u too slow (%zu bytes "
+				"unsent), dropped\n",
 				c->id, evbuffer_get_length(out));
 			client_free(c);
 			continue;
 		}
 		ch->refs++;
-		if (evbuffer_add_reference(out, ch->data, ch->len, chunk_unref, ch) < 0)
+		if (evbuffer_add_reference(out, ch->data, ch->len, chunk_unref,
+					   ch) < 0)
 			ch->refs--;
 	}
 	chunk_unref(NULL, 0, ch);
@@ -273,7 +307,8 @@ static bool clients_congested(void)
 {
 	for (client *c = clients; c; c = c->next)
 		if (c->logged_in && !c->closing &&
-		    evbuffer_get_length(bufferevent_get_output(c->bev)) > HIGH_WATER)
+		    evbuffer_get_length(bufferevent_get_output(c->bev)) >
+			HIGH_WATER)
 			return true;
 	return false;
 }
@@ -281,7 +316,7 @@ static bool clients_congested(void)
 /* ------------------------------------------------------------------ */
 /* simulate (live) and generate (file) drivers */
 
-static uint64_t next_call_at;	/* stream clock of the next arrival */
+static uint64_t next_call_at; /* stream clock of the next arrival */
 static struct event *sim_ev;
 static bool sim_arrivals_over;
 
@@ -368,9 +403,9 @@ static void generate_file(void)
 static int replay_file_idx;
 static int replay_loop_done;
 static recorder_reader *rd;
-static sbuf carry;		/* bytes of an incomplete message */
+static sbuf carry; /* bytes of an incomplete message */
 static size_t carry_off;
-static uint64_t carry_ts;	/* receive time of the latest frame */
+static uint64_t carry_ts; /* receive time of the latest frame */
 static uint64_t replay_t0_ts, replay_t0_mono;
 static bool replay_eof;
 
@@ -385,8 +420,8 @@ static bool line_starts(const char *p, const char *end, const char *key)
  * it should be sent (an Event without ActionID). Comment lines and
  * non-event blocks are skipped by the caller.
  */
-static bool next_message(const char **ret_start, const char **ret_end, bool *ret_send,
-			 bool *ret_clean, bool at_eof)
+static bool next_message(const char **ret_start, const char **ret_end,
+			 bool *ret_send, bool *ret_clean, bool at_eof)
 {
 	const char *p, *end, *start = NULL, *line;
 	bool has_event = false, has_action = false;
@@ -421,14 +456,19 @@ static bool next_message(const char **ret_start, const char **ret_end, bool *ret
 				start = line;
 			if (!nl || le[-1] != '\r')
 				clean = false;
-			if ((line[0] | 0x20) == 'e' && line_starts(line, le, "Event:"))
+			if ((line[0] | 0x20) == 'e' &&
+			    line_starts(line, le, "Event:"))
 				has_event = true;
-			else if ((line[0] | 0x20) == 'a' && line_starts(line, le, "ActionID:"))
+			else if ((line[0] | 0x20) == 'a' &&
+				 line_starts(line, le, "ActionID:"))
 				has_action = true;
-			else if (!has_event && !memchr(line, ':', (size_t)(le - line)))
-				start = NULL; /* banner line: not part of a message */
+			else if (!has_event &&
+				 !memchr(line, ':', (size_t)(le - line)))
+				start = NULL; /* banner line: not part of a
+						 message */
 		} else if (start) {
-			clean = false; /* a comment inside a message: dropped on copy */
+			clean = false; /* a comment inside a message: dropped on
+					  copy */
 		}
 		line = nl ? nl + 1 : end;
 	}
@@ -490,7 +530,8 @@ static bool replay_open_next(void)
 	if (r < 0)
 		amisim_die("%s: %s", opt.replay[replay_file_idx], strerror(-r));
 	if (recorder_reader_proto(rd) != RECORDER_PROTO_AMI)
-		amisim_die("%s: not an AMI capture", opt.replay[replay_file_idx]);
+		amisim_die("%s: not an AMI capture",
+			   opt.replay[replay_file_idx]);
 	vlog("replaying %s", opt.replay[replay_file_idx]);
 	replay_file_idx++;
 	replay_eof = false;
@@ -512,21 +553,24 @@ static bool replay_fill(void)
 	}
 	/* Bounded memory: a "message" this long is not AMI. */
 	if (carry.len > MAX_REPLAY_MESSAGE)
-		amisim_die("%s: no message end within %d MiB: not an AMI transcript",
-			   opt.replay[replay_file_idx - 1], MAX_REPLAY_MESSAGE >> 20);
+		amisim_die(
+		    "%s: no message end within %d MiB: not an AMI transcript",
+		    opt.replay[replay_file_idx - 1], MAX_REPLAY_MESSAGE >> 20);
 	while (!rd || replay_eof) {
 		if (!replay_open_next())
 			return false;
 	}
 	r = recorder_reader_next(rd, &data, &len, &ts);
 	if (r < 0)
-		amisim_die("%s: %s", opt.replay[replay_file_idx - 1], strerror(-r));
+		amisim_die("%s: %s", opt.replay[replay_file_idx - 1],
+			   strerror(-r));
 	if (r == 0) {
 		replay_eof = true;
 		return true;
 	}
 	if (r == RECORDER_NOTE)
-		return true; /* connection notes: the banner that follows is skipped */
+		return true; /* connection notes: the banner that follows is
+				skipped */
 	if (ts)
 		carry_ts = ts;
 	sb_add(&carry, data, len);
@@ -557,7 +601,8 @@ static void replay_cb(evutil_socket_t fd, short what, void *arg)
 		if (!send)
 			continue;
 		if (clean && !opt.realtime) {
-			/* Full speed, message as on the wire: straight into the batch. */
+			/* Full speed, message as on the wire: straight into the
+			 * batch. */
 			sb_add(&batch, s, (size_t)(e - s));
 			events_sent++;
 			work += (size_t)(e - s);
@@ -570,15 +615,19 @@ static void replay_cb(evutil_socket_t fd, short what, void *arg)
 		if (opt.realtime) {
 			uint64_t at = message_time(&m), now = mono_usec(), due;
 			if (!at) {
-				due = replay_t0_mono + (uint64_t)(opt.gap_ms * 1000);
+				due = replay_t0_mono +
+				      (uint64_t)(opt.gap_ms * 1000);
 			} else {
 				if (!replay_t0_ts)
 					replay_t0_ts = at;
-				due = stream_start_mono + (at > replay_t0_ts ? at - replay_t0_ts : 0);
+				due =
+				    stream_start_mono +
+				    (at > replay_t0_ts ? at - replay_t0_ts : 0);
 			}
 			if (due > now) {
-				struct timeval tv = {(time_t)((due - now) / USEC_PER_SEC),
-						     (suseconds_t)((due - now) % USEC_PER_SEC)};
+				struct timeval tv = {
+				    (time_t)((due - now) / USEC_PER_SEC),
+				    (suseconds_t)((due - now) % USEC_PER_SEC)};
 				/* Send it when due: back up to its start. */
 				carry_off = (size_t)(s - carry.p);
 				broadcast_flush();
@@ -636,7 +685,8 @@ static void client_free(client *c)
 	maybe_exit();
 }
 
-static void reply(client *c, const char *action_id, const char *fmt, ...) MCD_PRINTF(3, 4);
+static void reply(client *c, const char *action_id, const char *fmt, ...)
+    MCD_PRINTF(3, 4);
 static void reply(client *c, const char *action_id, const char *fmt, ...)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -652,7 +702,8 @@ static void reply(client *c, const char *action_id, const char *fmt, ...)
 		if (nl) {
 			evbuffer_add(out, buf, (size_t)(nl - buf) + 2);
 			if (action_id)
-				evbuffer_add_printf(out, "ActionID: %s\r\n", action_id);
+				evbuffer_add_printf(out, "ActionID: %s\r\n",
+						    action_id);
 			evbuffer_add_printf(out, "%s", nl + 2);
 		}
 	}
@@ -666,13 +717,19 @@ static void core_show_channels(client *c, const char *aid)
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t n;
 
-	reply(c, aid, "Response: Success\r\nEventList: start\r\nMessage: Channels will follow\r\n");
+	reply(c, aid,
+	      "Response: Success\r\nEventList: start\r\nMessage: Channels will "
+	      "follow\r\n");
 	m.len = 0;
-	n = streaming ? sim_render_channels(&m, aid, mono_usec() - stream_start_mono) : 0;
+	n = streaming
+		? sim_render_channels(&m, aid, mono_usec() - stream_start_mono)
+		: 0;
 	evbuffer_add(out, m.p, m.len);
-	evbuffer_add_printf(out, "Event: CoreShowChannelsComplete\r\n%s%s%s"
+	evbuffer_add_printf(out,
+			    "Event: CoreShowChannelsComplete\r\n%s%s%s"
 			    "EventList: Complete\r\nListItems: %zu\r\n\r\n",
-			    aid ? "ActionID: " : "", aid ? aid : "", aid ? "\r\n" : "", n);
+			    aid ? "ActionID: " : "", aid ? aid : "",
+			    aid ? "\r\n" : "", n);
 }
 
 /* Looks up a header (case-insensitive) in a parsed action. */
@@ -706,7 +763,9 @@ static void handle_action(client *c, char *msg)
 	action = act_get(keys, vals, n, "Action");
 	aid = act_get(keys, vals, n, "ActionID");
 	if (!action) {
-		reply(c, aid, "Response: Error\r\nMessage: Missing action in request\r\n");
+		reply(c, aid,
+		      "Response: Error\r\nMessage: Missing action in "
+		      "request\r\n");
 		return;
 	}
 	if (strcasecmp(action, "Login") == 0) {
@@ -714,14 +773,21 @@ static void handle_action(client *c, char *msg)
 		const char *s = act_get(keys, vals, n, "Secret");
 		const char *ev = act_get(keys, vals, n, "Events");
 		if (!streq(u, opt.user) || !streq(s, opt.secret)) {
-			reply(c, aid, "Response: Error\r\nMessage: Authentication failed\r\n");
-			vlog("client %u: authentication failed for \"%s\"", c->id, u ? u : "");
+			reply(c, aid,
+			      "Response: Error\r\nMessage: Authentication "
+			      "failed\r\n");
+			vlog("client %u: authentication failed for \"%s\"",
+			     c->id, u ? u : "");
 			return;
 		}
-		reply(c, aid, "Response: Success\r\nMessage: Authentication accepted\r\n");
-		evbuffer_add_printf(bufferevent_get_output(c->bev),
-				    "Event: FullyBooted\r\nPrivilege: system,all\r\n"
-				    "Uptime: 86400\r\nLastReload: 3600\r\nStatus: Fully Booted\r\n\r\n");
+		reply(c, aid,
+		      "Response: Success\r\nMessage: Authentication "
+		      "accepted\r\n");
+		evbuffer_add_printf(
+		    bufferevent_get_output(c->bev),
+		    "Event: FullyBooted\r\nPrivilege: system,all\r\n"
+		    "Uptime: 86400\r\nLastReload: 3600\r\nStatus: Fully "
+		    "Booted\r\n\r\n");
 		c->events_on = !ev || strcasecmp(ev, "off") != 0;
 		if (!c->logged_in) {
 			c->logged_in = true;
@@ -733,30 +799,40 @@ static void handle_action(client *c, char *msg)
 		return;
 	}
 	if (strcasecmp(action, "Logoff") == 0) {
-		reply(c, aid, "Response: Goodbye\r\nMessage: Thanks for all the fish.\r\n");
+		reply(c, aid,
+		      "Response: Goodbye\r\nMessage: Thanks for all the "
+		      "fish.\r\n");
 		c->closing = true;
 		return;
 	}
 	if (!c->logged_in) {
-		reply(c, aid, "Response: Error\r\nMessage: Permission denied\r\n");
+		reply(c, aid,
+		      "Response: Error\r\nMessage: Permission denied\r\n");
 		return;
 	}
 	if (strcasecmp(action, "Ping") == 0) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		reply(c, aid, "Response: Success\r\nPing: Pong\r\nTimestamp: %lld.%06ld\r\n",
+		reply(c, aid,
+		      "Response: Success\r\nPing: Pong\r\nTimestamp: "
+		      "%lld.%06ld\r\n",
 		      (long long)ts.tv_sec, ts.tv_nsec / 1000);
 	} else if (strcasecmp(action, "Events") == 0) {
 		const char *mask = act_get(keys, vals, n, "EventMask");
 		c->events_on = !mask || strcasecmp(mask, "off") != 0;
-		reply(c, aid, "Response: Success\r\nEvents: %s\r\n", c->events_on ? "On" : "Off");
+		reply(c, aid, "Response: Success\r\nEvents: %s\r\n",
+		      c->events_on ? "On" : "Off");
 	} else if (strcasecmp(action, "Filter") == 0) {
 		/* Acknowledged, not applied: the stream stays complete. */
-		reply(c, aid, "Response: Success\r\nMessage: Filter Added Successfully\r\n");
+		reply(c, aid,
+		      "Response: Success\r\nMessage: Filter Added "
+		      "Successfully\r\n");
 	} else if (strcasecmp(action, "CoreShowChannels") == 0) {
 		core_show_channels(c, aid);
 	} else {
-		reply(c, aid, "Response: Error\r\nMessage: Invalid/unknown command\r\n");
+		reply(
+		    c, aid,
+		    "Response: Error\r\nMessage: Invalid/unknown command\r\n");
 	}
 }
 
@@ -773,7 +849,9 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 
 		if (p.pos < 0 && q.pos < 0) {
 			if (evbuffer_get_length(in) > MAX_ACTION) {
-				fprintf(stderr, "amisim: client %u sent an oversized action, closing\n",
+				fprintf(stderr,
+					"amisim: client %u sent an oversized "
+					"action, closing\n",
 					c->id);
 				client_free(c);
 			}
@@ -793,7 +871,8 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 		if (c->closing) {
 			/* Logoff: close once the goodbye went out. */
 			bufferevent_disable(bev, EV_READ);
-			if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			if (evbuffer_get_length(bufferevent_get_output(bev)) ==
+			    0)
 				client_free(c);
 			return;
 		}
@@ -842,7 +921,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		clients->prev = c;
 	clients = c;
 	n_clients++;
-	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
+	bufferevent_setcb(c->bev, client_read_cb, client_write_cb,
+			  client_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, HIGH_WATER / 4, 0);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	evbuffer_add(bufferevent_get_output(c->bev), BANNER, strlen(BANNER));
@@ -869,11 +949,14 @@ static void end_of_stream(void)
 	if (finished)
 		return;
 	finished = true;
-	fprintf(stderr, "amisim: stream complete: %" PRIu64 " calls, %" PRIu64
-		" events, %" PRIu64 " bytes\n", sim_calls_done(), events_sent, bytes_sent);
+	fprintf(stderr,
+		"amisim: stream complete: %" PRIu64 " calls, %" PRIu64
+		" events, %" PRIu64 " bytes\n",
+		sim_calls_done(), events_sent, bytes_sent);
 	if (opt.linger > 0) {
-		struct timeval tv = {(time_t)opt.linger,
-				     (suseconds_t)((opt.linger - (long)opt.linger) * 1e6)};
+		struct timeval tv = {
+		    (time_t)opt.linger,
+		    (suseconds_t)((opt.linger - (long)opt.linger) * 1e6)};
 		linger_ev = evtimer_new(base, linger_cb, NULL);
 		evtimer_add(linger_ev, &tv);
 	} else if (opt.linger == 0) {
@@ -886,8 +969,10 @@ static void end_of_stream(void)
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
-	fprintf(stderr, "amisim: signal %d, exiting (%" PRIu64 " calls started, %" PRIu64
-		" events sent)\n", (int)sig, sim_calls_started(), events_sent);
+	fprintf(stderr,
+		"amisim: signal %d, exiting (%" PRIu64
+		" calls started, %" PRIu64 " events sent)\n",
+		(int)sig, sim_calls_started(), events_sent);
 	event_base_loopbreak(base);
 }
 
@@ -895,95 +980,175 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 /* setup */
 
 enum {
-	O_WAIT = 256, O_LINGER, O_MAXBUF, O_TS, O_REPLAY, O_REALTIME, O_GAP, O_LOOP,
-	O_SIMULATE, O_RATE, O_DURATION, O_CALLS, O_CONC, O_MIX, O_SEED, O_SCALE,
-	O_PHONES, O_TRUNK, O_DIDS, O_TRUTH, O_GENERATE, O_EVENTS,
+	O_WAIT = 256,
+	O_LINGER,
+	O_MAXBUF,
+	O_TS,
+	O_REPLAY,
+	O_REALTIME,
+	O_GAP,
+	O_LOOP,
+	O_SIMULATE,
+	O_RATE,
+	O_DURATION,
+	O_CALLS,
+	O_CONC,
+	O_MIX,
+	O_SEED,
+	O_SCALE,
+	O_PHONES,
+	O_TRUNK,
+	O_DIDS,
+	O_TRUTH,
+	O_GENERATE,
+	O_EVENTS,
 };
 
 static void parse_args(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"port", required_argument, NULL, 'p'},
-		{"username", required_argument, NULL, 'u'},
-		{"secret", required_argument, NULL, 's'},
-		{"wait-clients", required_argument, NULL, O_WAIT},
-		{"linger", required_argument, NULL, O_LINGER},
-		{"max-client-buffer", required_argument, NULL, O_MAXBUF},
-		{"timestamps", no_argument, NULL, O_TS},
-		{"replay", no_argument, NULL, O_REPLAY},
-		{"realtime", no_argument, NULL, O_REALTIME},
-		{"gap", required_argument, NULL, O_GAP},
-		{"loop", required_argument, NULL, O_LOOP},
-		{"simulate", no_argument, NULL, O_SIMULATE},
-		{"rate", required_argument, NULL, O_RATE},
-		{"duration", required_argument, NULL, O_DURATION},
-		{"calls", required_argument, NULL, O_CALLS},
-		{"concurrency", required_argument, NULL, O_CONC},
-		{"mix", required_argument, NULL, O_MIX},
-		{"seed", required_argument, NULL, O_SEED},
-		{"time-scale", required_argument, NULL, O_SCALE},
-		{"phones", required_argument, NULL, O_PHONES},
-		{"trunk", required_argument, NULL, O_TRUNK},
-		{"dids", required_argument, NULL, O_DIDS},
-		{"truth", required_argument, NULL, O_TRUTH},
-		{"generate", required_argument, NULL, O_GENERATE},
-		{"events", required_argument, NULL, O_EVENTS},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"port", required_argument, NULL, 'p'},
+	    {"username", required_argument, NULL, 'u'},
+	    {"secret", required_argument, NULL, 's'},
+	    {"wait-clients", required_argument, NULL, O_WAIT},
+	    {"linger", required_argument, NULL, O_LINGER},
+	    {"max-client-buffer", required_argument, NULL, O_MAXBUF},
+	    {"timestamps", no_argument, NULL, O_TS},
+	    {"replay", no_argument, NULL, O_REPLAY},
+	    {"realtime", no_argument, NULL, O_REALTIME},
+	    {"gap", required_argument, NULL, O_GAP},
+	    {"loop", required_argument, NULL, O_LOOP},
+	    {"simulate", no_argument, NULL, O_SIMULATE},
+	    {"rate", required_argument, NULL, O_RATE},
+	    {"duration", required_argument, NULL, O_DURATION},
+	    {"calls", required_argument, NULL, O_CALLS},
+	    {"concurrency", required_argument, NULL, O_CONC},
+	    {"mix", required_argument, NULL, O_MIX},
+	    {"seed", required_argument, NULL, O_SEED},
+	    {"time-scale", required_argument, NULL, O_SCALE},
+	    {"phones", required_argument, NULL, O_PHONES},
+	    {"trunk", required_argument, NULL, O_TRUNK},
+	    {"dids", required_argument, NULL, O_DIDS},
+	    {"truth", required_argument, NULL, O_TRUTH},
+	    {"generate", required_argument, NULL, O_GENERATE},
+	    {"events", required_argument, NULL, O_EVENTS},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	int o;
 
 	while ((o = getopt_long(argc, argv, "p:u:s:vh", lo, NULL)) != -1) {
 		switch (o) {
-		case 'p': opt.port = atoi(optarg); break;
-		case 'u': opt.user = optarg; break;
-		case 's': opt.secret = optarg; break;
-		case 'v': opt.verbose = true; break;
-		case 'h': usage(stdout); exit(0);
-		case O_WAIT: opt.wait_clients = atoi(optarg); break;
-		case O_LINGER: opt.linger = strtod(optarg, NULL); break;
-		case O_MAXBUF: opt.max_client_buffer = strtoull(optarg, NULL, 10); break;
-		case O_TS: opt.timestamps = true; break;
-		case O_REPLAY: opt.mode = MODE_REPLAY; break;
-		case O_REALTIME: opt.realtime = true; break;
-		case O_GAP: opt.gap_ms = strtod(optarg, NULL); break;
-		case O_LOOP: opt.loop = atoi(optarg); break;
-		case O_SIMULATE: opt.mode = MODE_SIMULATE; break;
-		case O_RATE: opt.rate = strtod(optarg, NULL); break;
-		case O_DURATION: opt.duration = strtod(optarg, NULL); break;
-		case O_CALLS: opt.calls = atol(optarg); break;
-		case O_CONC: opt.concurrency = atol(optarg); break;
-		case O_MIX: opt.mix_arg = optarg; break;
-		case O_SEED: opt.seed = strtoull(optarg, NULL, 0); break;
-		case O_SCALE: opt.time_scale = strtod(optarg, NULL); break;
-		case O_PHONES: opt.phones = optarg; break;
-		case O_TRUNK: opt.trunk = optarg; break;
-		case O_DIDS: opt.dids_arg = optarg; break;
-		case O_TRUTH: opt.truth = optarg; break;
-		case O_GENERATE: opt.mode = MODE_GENERATE; opt.generate = optarg; break;
-		case O_EVENTS: opt.events = atol(optarg); break;
-		default: usage(stderr); exit(2);
+		case 'p':
+			opt.port = atoi(optarg);
+			break;
+		case 'u':
+			opt.user = optarg;
+			break;
+		case 's':
+			opt.secret = optarg;
+			break;
+		case 'v':
+			opt.verbose = true;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case O_WAIT:
+			opt.wait_clients = atoi(optarg);
+			break;
+		case O_LINGER:
+			opt.linger = strtod(optarg, NULL);
+			break;
+		case O_MAXBUF:
+			opt.max_client_buffer = strtoull(optarg, NULL, 10);
+			break;
+		case O_TS:
+			opt.timestamps = true;
+			break;
+		case O_REPLAY:
+			opt.mode = MODE_REPLAY;
+			break;
+		case O_REALTIME:
+			opt.realtime = true;
+			break;
+		case O_GAP:
+			opt.gap_ms = strtod(optarg, NULL);
+			break;
+		case O_LOOP:
+			opt.loop = atoi(optarg);
+			break;
+		case O_SIMULATE:
+			opt.mode = MODE_SIMULATE;
+			break;
+		case O_RATE:
+			opt.rate = strtod(optarg, NULL);
+			break;
+		case O_DURATION:
+			opt.duration = strtod(optarg, NULL);
+			break;
+		case O_CALLS:
+			opt.calls = atol(optarg);
+			break;
+		case O_CONC:
+			opt.concurrency = atol(optarg);
+			break;
+		case O_MIX:
+			opt.mix_arg = optarg;
+			break;
+		case O_SEED:
+			opt.seed = strtoull(optarg, NULL, 0);
+			break;
+		case O_SCALE:
+			opt.time_scale = strtod(optarg, NULL);
+			break;
+		case O_PHONES:
+			opt.phones = optarg;
+			break;
+		case O_TRUNK:
+			opt.trunk = optarg;
+			break;
+		case O_DIDS:
+			opt.dids_arg = optarg;
+			break;
+		case O_TRUTH:
+			opt.truth = optarg;
+			break;
+		case O_GENERATE:
+			opt.mode = MODE_GENERATE;
+			opt.generate = optarg;
+			break;
+		case O_EVENTS:
+			opt.events = atol(optarg);
+			break;
+		default:
+			usage(stderr);
+			exit(2);
 		}
 	}
 	if (opt.mode == MODE_REPLAY) {
 		opt.replay = argv + optind;
 		opt.n_replay = argc - optind;
 		if (!opt.n_replay) {
-			fprintf(stderr, "amisim: --replay needs at least one FILE\n");
+			fprintf(stderr,
+				"amisim: --replay needs at least one FILE\n");
 			exit(2);
 		}
 	} else if (optind < argc) {
-		fprintf(stderr, "amisim: unexpected argument \"%s\"\n", argv[optind]);
+		fprintf(stderr, "amisim: unexpected argument \"%s\"\n",
+			argv[optind]);
 		exit(2);
 	}
 	if (opt.mode == MODE_NONE) {
 		usage(stderr);
 		exit(2);
 	}
-	if (opt.rate <= 0 || opt.time_scale <= 0 || opt.loop < 1 || opt.concurrency < 1 ||
-	    opt.port < 0 || opt.port > 65535 || opt.wait_clients < 0) {
-		fprintf(stderr, "amisim: bad numeric option (rate, time-scale, loop, "
+	if (opt.rate <= 0 || opt.time_scale <= 0 || opt.loop < 1 ||
+	    opt.concurrency < 1 || opt.port < 0 || opt.port > 65535 ||
+	    opt.wait_clients < 0) {
+		fprintf(stderr,
+			"amisim: bad numeric option (rate, time-scale, loop, "
 			"concurrency > 0; port 0..65535)\n");
 		exit(2);
 	}
@@ -1014,17 +1179,21 @@ int main(int argc, char **argv)
 	FILE *truth_f = NULL;
 
 	parse_args(argc, argv);
-	ss = (sim_settings){.time_scale = opt.time_scale, .trunk = opt.trunk,
-			    .timestamps = opt.timestamps, .seed = opt.seed};
+	ss = (sim_settings){.time_scale = opt.time_scale,
+			    .trunk = opt.trunk,
+			    .timestamps = opt.timestamps,
+			    .seed = opt.seed};
 	/* Uniqueids look like a box that booted a while ago. */
-	ss.uid_epoch = opt.mode == MODE_GENERATE ? 1781700000 : real_usec() / USEC_PER_SEC;
+	ss.uid_epoch =
+	    opt.mode == MODE_GENERATE ? 1781700000 : real_usec() / USEC_PER_SEC;
 	if (opt.mix_arg && sim_parse_mix(opt.mix_arg) < 0)
 		exit(2);
 	/* The benchmark stream: ~70 % answered, few ignored calls. */
 	if (!opt.mix_arg && opt.mode == MODE_GENERATE &&
-	    sim_parse_mix("answered=64,rg_answered=3,queue_answered=3,cancel=12,"
-			  "noanswer=5,queue_abandon=2,vm_message=3,vm_nomessage=2,"
-			  "ivr_hangup=2,busy=2,outbound=2") < 0)
+	    sim_parse_mix(
+		"answered=64,rg_answered=3,queue_answered=3,cancel=12,"
+		"noanswer=5,queue_abandon=2,vm_message=3,vm_nomessage=2,"
+		"ivr_hangup=2,busy=2,outbound=2") < 0)
 		exit(2);
 	if (sim_set_dids(opt.dids_arg) < 0) {
 		fprintf(stderr, "amisim: --dids: empty list\n");
@@ -1036,7 +1205,8 @@ int main(int argc, char **argv)
 		truth_f = fopen(opt.truth, "we");
 		if (!truth_f)
 			amisim_die("%s: %s", opt.truth, strerror(errno));
-		fprintf(truth_f, "#linkedid\tscenario\tcaller\tdid\tdirection\tverdict"
+		fprintf(truth_f,
+			"#linkedid\tscenario\tcaller\tdid\tdirection\tverdict"
 			"\treason\tring_s\tvm_left\n");
 		fflush(truth_f);
 	}
@@ -1046,7 +1216,8 @@ int main(int argc, char **argv)
 
 	if (opt.mode == MODE_GENERATE) {
 		static char obuf[1 << 20];
-		gen_out = streq(opt.generate, "-") ? stdout : fopen(opt.generate, "we");
+		gen_out = streq(opt.generate, "-") ? stdout
+						   : fopen(opt.generate, "we");
 		if (!gen_out)
 			amisim_die("%s: %s", opt.generate, strerror(errno));
 		setvbuf(gen_out, obuf, _IOFBF, sizeof obuf);
@@ -1054,8 +1225,10 @@ int main(int argc, char **argv)
 		generate_file();
 		if (fclose(gen_out) != 0)
 			amisim_die("%s: %s", opt.generate, strerror(errno));
-		fprintf(stderr, "amisim: wrote %" PRIu64 " events of %" PRIu64
-			" calls (%" PRIu64 " bytes)\n", events_sent, sim_calls_done(), bytes_sent);
+		fprintf(stderr,
+			"amisim: wrote %" PRIu64 " events of %" PRIu64
+			" calls (%" PRIu64 " bytes)\n",
+			events_sent, sim_calls_done(), bytes_sent);
 		sim_done();
 		if (truth_f)
 			fclose(truth_f);
@@ -1069,12 +1242,13 @@ int main(int argc, char **argv)
 		amisim_die("cannot create event base");
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	sin.sin_port = htons((uint16_t)opt.port);
-	lst = evconnlistener_new_bind(base, accept_cb, NULL,
-				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-				      LEV_OPT_CLOSE_ON_EXEC, 4096,
-				      (struct sockaddr *)&sin, sizeof sin);
+	lst = evconnlistener_new_bind(
+	    base, accept_cb, NULL,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+	    4096, (struct sockaddr *)&sin, sizeof sin);
 	if (!lst)
-		amisim_die("cannot listen on 127.0.0.1:%d: %s", opt.port, strerror(errno));
+		amisim_die("cannot listen on 127.0.0.1:%d: %s", opt.port,
+			   strerror(errno));
 	getsockname(evconnlistener_get_fd(lst), (struct sockaddr *)&sin, &sl);
 	printf("PORT=%d\n", ntohs(sin.sin_port));
 	fflush(stdout);

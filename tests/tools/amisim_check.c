@@ -50,9 +50,9 @@ typedef struct chan_rec {
 	char *uid;
 	char *lid;
 	bool hung;
-	int dials;	 /* DialBegin minus DialEnd as the dialler */
-	int bridges;	 /* BridgeEnter minus BridgeLeave */
-	bool phone;	 /* a PJSIP channel that is not the caller */
+	int dials;   /* DialBegin minus DialEnd as the dialler */
+	int bridges; /* BridgeEnter minus BridgeLeave */
+	bool phone;  /* a PJSIP channel that is not the caller */
 } chan_rec;
 
 typedef struct call_rec {
@@ -130,8 +130,8 @@ static void on_message(const ami_msg *m)
 		c = calloc(1, sizeof *c);
 		c->uid = strdup(uid);
 		c->lid = strdup(lid);
-		c->phone = name && strncmp(name, "PJSIP/", 6) == 0 && strcmp(uid, lid) != 0 &&
-			   !strstr(name, "provider");
+		c->phone = name && strncmp(name, "PJSIP/", 6) == 0 &&
+			   strcmp(uid, lid) != 0 && !strstr(name, "provider");
 		slot = tsearch(c, &chans_root, cmp_chan);
 		if (!slot)
 			fail("out of memory");
@@ -140,7 +140,8 @@ static void on_message(const ami_msg *m)
 			if (call_find(lid))
 				fail("Linkedid %s reused", lid);
 			cl->lid = strdup(lid);
-			cl->caller = strdup(or_empty(ami_msg_get(m, "CallerIDNum")));
+			cl->caller =
+			    strdup(or_empty(ami_msg_get(m, "CallerIDNum")));
 			cl->exten = strdup(or_empty(ami_msg_get(m, "Exten")));
 			tsearch(cl, &calls_root, cmp_call);
 		} else if (!call_find(lid)) {
@@ -191,7 +192,8 @@ static void check_truth(const char *path)
 	char line[1024];
 
 	if (!f) {
-		fprintf(stderr, "amisim_check: %s: %s\n", path, strerror(errno));
+		fprintf(stderr, "amisim_check: %s: %s\n", path,
+			strerror(errno));
 		exit(2);
 	}
 	while (fgets(line, sizeof line, f)) {
@@ -203,60 +205,85 @@ static void check_truth(const char *path)
 		if (line[0] == '#')
 			continue;
 		line[strcspn(line, "\n")] = 0;
-		for (char *t = strtok_r(line, "\t", &save); t && n < 9; t = strtok_r(NULL, "\t", &save))
+		for (char *t = strtok_r(line, "\t", &save); t && n < 9;
+		     t = strtok_r(NULL, "\t", &save))
 			fld[n++] = t;
 		if (n != 9) {
-			fprintf(stderr, "amisim_check: %s: bad line (%d fields)\n", path, n);
+			fprintf(stderr,
+				"amisim_check: %s: bad line (%d fields)\n",
+				path, n);
 			exit(1);
 		}
 		n_truth++;
 		cl = call_find(fld[0]);
 		if (!cl) {
-			fprintf(stderr, "amisim_check: truth call %s not in the stream\n", fld[0]);
+			fprintf(
+			    stderr,
+			    "amisim_check: truth call %s not in the stream\n",
+			    fld[0]);
 			exit(1);
 		}
 		cl->seen_truth = true;
 		caller = chan_find(cl->lid);
 		if (!caller->hung) {
-			fprintf(stderr, "amisim_check: call %s: caller never hung up\n", fld[0]);
+			fprintf(stderr,
+				"amisim_check: call %s: caller never hung up\n",
+				fld[0]);
 			exit(1);
 		}
 		if (strcmp(fld[4], "inbound") == 0) {
 			bool withheld = strcmp(fld[2], "-") == 0;
-			if (withheld ? !(strcasecmp(cl->caller, "anonymous") == 0 ||
-					 strcmp(cl->caller, "<unknown>") == 0)
-				     : strcmp(cl->caller, fld[2]) != 0) {
-				fprintf(stderr, "amisim_check: call %s: caller %s, truth %s\n",
+			if (withheld
+				? !(strcasecmp(cl->caller, "anonymous") == 0 ||
+				    strcmp(cl->caller, "<unknown>") == 0)
+				: strcmp(cl->caller, fld[2]) != 0) {
+				fprintf(stderr,
+					"amisim_check: call %s: caller %s, "
+					"truth %s\n",
 					fld[0], cl->caller, fld[2]);
 				exit(1);
 			}
 			if (strcmp(cl->exten, fld[3]) != 0) {
-				fprintf(stderr, "amisim_check: call %s: DID %s, truth %s\n",
-					fld[0], cl->exten, fld[3]);
+				fprintf(
+				    stderr,
+				    "amisim_check: call %s: DID %s, truth %s\n",
+				    fld[0], cl->exten, fld[3]);
 				exit(1);
 			}
 			if (strcmp(fld[5], "answered") == 0) {
 				n_answered++;
 				if (!cl->caller_met_phone) {
-					fprintf(stderr, "amisim_check: call %s (%s) answered in truth, "
-						"but the caller never shared a bridge with a phone\n",
+					fprintf(stderr,
+						"amisim_check: call %s (%s) "
+						"answered in truth, "
+						"but the caller never shared a "
+						"bridge with a phone\n",
 						fld[0], fld[1]);
 					exit(1);
 				}
 			} else if (strcmp(fld[5], "missed") == 0) {
 				n_missed++;
 				if (cl->caller_met_phone) {
-					fprintf(stderr, "amisim_check: call %s (%s) missed in truth, "
-						"but the caller was bridged with a phone\n", fld[0], fld[1]);
+					fprintf(stderr,
+						"amisim_check: call %s (%s) "
+						"missed in truth, "
+						"but the caller was bridged "
+						"with a phone\n",
+						fld[0], fld[1]);
 					exit(1);
 				}
 			} else {
-				fprintf(stderr, "amisim_check: call %s: bad verdict %s\n", fld[0], fld[5]);
+				fprintf(
+				    stderr,
+				    "amisim_check: call %s: bad verdict %s\n",
+				    fld[0], fld[5]);
 				exit(1);
 			}
 		} else if (strcmp(fld[5], "ignored") != 0) {
-			fprintf(stderr, "amisim_check: call %s: %s call with verdict %s\n",
-				fld[0], fld[4], fld[5]);
+			fprintf(
+			    stderr,
+			    "amisim_check: call %s: %s call with verdict %s\n",
+			    fld[0], fld[4], fld[5]);
 			exit(1);
 		}
 	}
@@ -272,7 +299,10 @@ static void walk_calls(const void *node, VISIT v, int depth)
 		return;
 	n_calls++;
 	if (!cl->seen_truth) {
-		fprintf(stderr, "amisim_check: call %s in the stream but not in the truth\n", cl->lid);
+		fprintf(stderr,
+			"amisim_check: call %s in the stream but not in the "
+			"truth\n",
+			cl->lid);
 		n_unaccounted++;
 	}
 }
@@ -294,7 +324,8 @@ int main(int argc, char **argv)
 	stream_path = argv[1];
 	f = fopen(argv[1], "re");
 	if (!f) {
-		fprintf(stderr, "amisim_check: %s: %s\n", argv[1], strerror(errno));
+		fprintf(stderr, "amisim_check: %s: %s\n", argv[1],
+			strerror(errno));
 		return 2;
 	}
 	p = ami_parser_new(0, 0);
@@ -313,22 +344,29 @@ int main(int argc, char **argv)
 	}
 	fclose(f);
 	if (ami_parser_pending(p) != 0)
-		fail("%zu bytes of an unterminated message at the end", ami_parser_pending(p));
+		fail("%zu bytes of an unterminated message at the end",
+		     ami_parser_pending(p));
 	st = ami_parser_get_stats(p);
 	if (st->oversized || st->too_many_headers || st->skipped_lines)
-		fail("parser discarded data (oversized %lu, headers %lu, skipped lines %lu)",
-		     (unsigned long)st->oversized, (unsigned long)st->too_many_headers,
+		fail("parser discarded data (oversized %lu, headers %lu, "
+		     "skipped lines %lu)",
+		     (unsigned long)st->oversized,
+		     (unsigned long)st->too_many_headers,
 		     (unsigned long)st->skipped_lines);
 	check_truth(argv[2]);
 	twalk(calls_root, walk_calls);
 	if (n_unaccounted)
 		return 1;
 	if (n_truth != n_calls || !n_answered || !n_missed) {
-		fprintf(stderr, "amisim_check: %lu truth lines, %lu calls in the stream, "
-			"%lu answered, %lu missed\n", n_truth, n_calls, n_answered, n_missed);
+		fprintf(
+		    stderr,
+		    "amisim_check: %lu truth lines, %lu calls in the stream, "
+		    "%lu answered, %lu missed\n",
+		    n_truth, n_calls, n_answered, n_missed);
 		return 1;
 	}
-	printf("amisim_check: OK: %lu messages, %lu calls (%lu answered, %lu missed inbound)\n",
+	printf("amisim_check: OK: %lu messages, %lu calls (%lu answered, %lu "
+	       "missed inbound)\n",
 	       msg_no, n_calls, n_answered, n_missed);
 	ami_parser_free(p);
 	return 0;

@@ -7,6 +7,7 @@
  * virtual time for --generate). Single-threaded; one simulation per process.
  */
 #include "amisim_sim.h"
+#include "amisim_call.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -99,98 +100,38 @@ double sim_rnd01(void)
 /* ------------------------------------------------------------------ */
 /* the simulated PBX: calls, channels, scripted steps */
 
-typedef enum scenario {
-	SC_ANSWERED, SC_CANCEL, SC_NOANSWER, SC_BUSY, SC_RG_ANSWERED,
-	SC_RG_UNANSWERED, SC_QUEUE_ANSWERED, SC_QUEUE_ABANDON,
-	SC_QUEUE_TIMEOUT_VM, SC_VM_MESSAGE, SC_VM_NOMESSAGE, SC_IVR_HANGUP,
-	SC_REPEAT, SC_UNKNOWN, SC_WITHHELD, SC_INTERNAL, SC_OUTBOUND, SC_MAX
-} scenario;
-
 static const char *const sc_names[SC_MAX] = {
-	"answered", "cancel", "noanswer", "busy", "rg_answered",
-	"rg_unanswered", "queue_answered", "queue_abandon",
-	"queue_timeout_vm", "vm_message", "vm_nomessage", "ivr_hangup",
-	"repeat", "unknown", "withheld", "internal", "outbound",
+    "answered",		"cancel",	 "noanswer",	   "busy",
+    "rg_answered",	"rg_unanswered", "queue_answered", "queue_abandon",
+    "queue_timeout_vm", "vm_message",	 "vm_nomessage",   "ivr_hangup",
+    "repeat",		"unknown",	 "withheld",	   "internal",
+    "outbound",
 };
 
 /* Default weights: a small office line, about 60 % answered. */
 static double mix[SC_MAX] = {
-	[SC_ANSWERED] = 30, [SC_CANCEL] = 8, [SC_NOANSWER] = 4, [SC_BUSY] = 2,
-	[SC_RG_ANSWERED] = 10, [SC_RG_UNANSWERED] = 3, [SC_QUEUE_ANSWERED] = 14,
-	[SC_QUEUE_ABANDON] = 5, [SC_QUEUE_TIMEOUT_VM] = 2, [SC_VM_MESSAGE] = 3,
-	[SC_VM_NOMESSAGE] = 2, [SC_IVR_HANGUP] = 3, [SC_REPEAT] = 4,
-	[SC_UNKNOWN] = 4, [SC_WITHHELD] = 2, [SC_INTERNAL] = 3, [SC_OUTBOUND] = 4,
+    [SC_ANSWERED] = 30,	       [SC_CANCEL] = 8,
+    [SC_NOANSWER] = 4,	       [SC_BUSY] = 2,
+    [SC_RG_ANSWERED] = 10,     [SC_RG_UNANSWERED] = 3,
+    [SC_QUEUE_ANSWERED] = 14,  [SC_QUEUE_ABANDON] = 5,
+    [SC_QUEUE_TIMEOUT_VM] = 2, [SC_VM_MESSAGE] = 3,
+    [SC_VM_NOMESSAGE] = 2,     [SC_IVR_HANGUP] = 3,
+    [SC_REPEAT] = 4,	       [SC_UNKNOWN] = 4,
+    [SC_WITHHELD] = 2,	       [SC_INTERNAL] = 3,
+    [SC_OUTBOUND] = 4,
 };
-
-typedef enum step_kind {
-	ST_NEWCHANNEL, ST_NEWSTATE, ST_NEWEXTEN, ST_VARSET, ST_DIALBEGIN,
-	ST_DIALEND, ST_BRIDGECREATE, ST_BRIDGEENTER, ST_BRIDGELEAVE,
-	ST_BRIDGEDESTROY, ST_HANGUPREQ, ST_HANGUP, ST_QUEUEJOIN,
-	ST_AGENTCALLED, ST_AGENTRINGNOANSWER, ST_AGENTCONNECT,
-	ST_AGENTCOMPLETE, ST_QUEUEABANDON, ST_QUEUELEAVE, ST_MWI, ST_DEVSTATE,
-	ST_CDR, ST_NEWCALLERID,
-} step_kind;
-
-/* One scripted event: time offset from the call's start and arguments. */
-typedef struct step {
-	uint32_t at_ms;
-	uint8_t kind;
-	int8_t ch, peer;
-	int16_t num;
-	const char *a, *b, *c, *d;
-} step;
-
-enum chan_kind { CK_CALLER, CK_PHONE, CK_LOCAL1, CK_LOCAL2, CK_TRUNK_OUT };
-
-/* A channel's live state; render() updates it as steps go out, so
- * CoreShowChannels always shows what the stream said so far. */
-typedef struct chan {
-	char name[64];
-	char uniqueid[24];
-	char cid_num[24], cid_name[40];
-	const char *context, *exten, *app, *appdata;
-	uint8_t kind, state;
-	int8_t peer;
-	int8_t bridge;
-	uint16_t prio;
-	bool alive;
-	uint64_t created_usec;
-} chan;
-
-typedef struct call {
-	uint64_t start_usec;	/* stream clock */
-	size_t heap_idx;
-	uint16_t next, n_steps;
-	step *steps;
-	chan *ch;		/* MAX_CHANS while building, then n_ch */
-	uint8_t n_ch;
-	uint32_t hung;		/* build time: channels with a Hangup step */
-	scenario sc, flow;
-	char caller[24], caller_name[40], did[20], ext[4][8], mailbox[24];
-	char bridge[2][40];
-	char dialstr[4][64];
-	bool withheld;
-	/* truth */
-	const char *direction, *verdict, *reason;
-	double ring_s;
-	bool vm_left;
-} call;
 
 static sim_settings S;
 static char **phones;
 static size_t n_phones;
 static char *dids[16];
 static size_t n_dids;
-static char recent[32][24];	/* recent missed callers, for SC_REPEAT */
+static char recent[32][24]; /* recent missed callers, for SC_REPEAT */
 static size_t n_recent;
 static uint64_t seq_counter = 1, chan_counter = 0x100;
 static call **heap;
 static size_t heap_len, heap_cap;
 static uint64_t calls_started, calls_done;
-
-static const char *const state_desc[] = {
-	"Down", "Rsrvd", "OffHook", "Dialing", "Ring", "Ringing", "Up", "Busy",
-};
 
 /* ---- building a call's script ---- */
 
@@ -199,9 +140,11 @@ static void add_step(call *c, uint32_t at, step_kind k, int ch, int peer,
 		     const char *d)
 {
 	if (c->n_steps >= MAX_STEPS)
-		amisim_die("internal: call script too long (%s)", sc_names[c->flow]);
-	c->steps[c->n_steps++] = (step){at, (uint8_t)k, (int8_t)ch, (int8_t)peer,
-					 (int16_t)num, a, b, cc, d};
+		amisim_die("internal: call script too long (%s)",
+			   sc_names[c->flow]);
+	c->steps[c->n_steps++] =
+	    (step){at, (uint8_t)k, (int8_t)ch, (int8_t)peer, (int16_t)num, a,
+		   b,  cc,	   d};
 }
 
 /* Advances the script clock by a few ms (events of one moment). */
@@ -220,7 +163,8 @@ static uint32_t wait_s(uint32_t *t, double lo, double hi)
 }
 
 static int new_chan(call *c, uint8_t kind, const char *name, const char *num,
-		    const char *cname, const char *ctx, const char *exten, int state)
+		    const char *cname, const char *ctx, const char *exten,
+		    int state)
 {
 	chan *h;
 
@@ -271,27 +215,39 @@ static leg dial_leg(call *c, uint32_t *t, int from, int i, const char *ctx)
 	snprintf(pn, sizeof pn, "PJSIP/%s-%08" PRIx64, lg.ext, chan_counter++);
 	if (ctx) {
 		uint64_t id = chan_counter++;
-		snprintf(name, sizeof name, "Local/%s@%s-%08" PRIx64 ";1", lg.ext, ctx, id);
-		lg.l1 = new_chan(c, CK_LOCAL1, name, lg.ext, "", ctx, lg.ext, 0);
-		snprintf(name, sizeof name, "Local/%s@%s-%08" PRIx64 ";2", lg.ext, ctx, id);
+		snprintf(name, sizeof name, "Local/%s@%s-%08" PRIx64 ";1",
+			 lg.ext, ctx, id);
+		lg.l1 =
+		    new_chan(c, CK_LOCAL1, name, lg.ext, "", ctx, lg.ext, 0);
+		snprintf(name, sizeof name, "Local/%s@%s-%08" PRIx64 ";2",
+			 lg.ext, ctx, id);
 		lg.l2 = new_chan(c, CK_LOCAL2, name, c->ch[from].cid_num,
 				 c->ch[from].cid_name, ctx, lg.ext, 4);
-		add_step(c, tick(t), ST_NEWCHANNEL, lg.l1, -1, 0, NULL, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_NEWCHANNEL, lg.l2, -1, 0, NULL, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_DIALBEGIN, from, lg.l1, 0, NULL, NULL, NULL, NULL);
-		exten(c, t, lg.l2, "macro-dial-one", "s", "Dial", c->dialstr[i]);
+		add_step(c, tick(t), ST_NEWCHANNEL, lg.l1, -1, 0, NULL, NULL,
+			 NULL, NULL);
+		add_step(c, tick(t), ST_NEWCHANNEL, lg.l2, -1, 0, NULL, NULL,
+			 NULL, NULL);
+		add_step(c, tick(t), ST_DIALBEGIN, from, lg.l1, 0, NULL, NULL,
+			 NULL, NULL);
+		exten(c, t, lg.l2, "macro-dial-one", "s", "Dial",
+		      c->dialstr[i]);
 		target = lg.l2;
 	} else {
 		target = from;
 	}
 	snprintf(name, sizeof name, "Ext %s", lg.ext);
-	lg.p = new_chan(c, CK_PHONE, pn, lg.ext, name, "from-internal", lg.ext, 0);
-	add_step(c, tick(t), ST_NEWCHANNEL, lg.p, -1, 0, NULL, NULL, NULL, NULL);
-	add_step(c, tick(t), ST_DIALBEGIN, target, lg.p, 0, NULL, NULL, NULL, NULL);
+	lg.p =
+	    new_chan(c, CK_PHONE, pn, lg.ext, name, "from-internal", lg.ext, 0);
+	add_step(c, tick(t), ST_NEWCHANNEL, lg.p, -1, 0, NULL, NULL, NULL,
+		 NULL);
+	add_step(c, tick(t), ST_DIALBEGIN, target, lg.p, 0, NULL, NULL, NULL,
+		 NULL);
 	add_step(c, tick(t), ST_NEWSTATE, lg.p, -1, 5, NULL, NULL, NULL, NULL);
 	if (lg.l1 >= 0)
-		add_step(c, tick(t), ST_NEWSTATE, lg.l1, -1, 5, NULL, NULL, NULL, NULL);
-	add_step(c, tick(t), ST_DEVSTATE, -1, -1, 0, c->dialstr[i], "RINGING", NULL, NULL);
+		add_step(c, tick(t), ST_NEWSTATE, lg.l1, -1, 5, NULL, NULL,
+			 NULL, NULL);
+	add_step(c, tick(t), ST_DEVSTATE, -1, -1, 0, c->dialstr[i], "RINGING",
+		 NULL, NULL);
 	return lg;
 }
 
@@ -300,16 +256,20 @@ static void leg_end(call *c, uint32_t *t, int from, const leg *lg,
 		    const char *status, int cause, int idx)
 {
 	if (lg->l1 >= 0) {
-		add_step(c, tick(t), ST_DIALEND, lg->l2, lg->p, 0, status, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_DIALEND, from, lg->l1, 0, status, NULL, NULL, NULL);
+		add_step(c, tick(t), ST_DIALEND, lg->l2, lg->p, 0, status, NULL,
+			 NULL, NULL);
+		add_step(c, tick(t), ST_DIALEND, from, lg->l1, 0, status, NULL,
+			 NULL, NULL);
 		hangup(c, t, lg->p, cause);
 		hangup(c, t, lg->l2, cause);
 		hangup(c, t, lg->l1, cause);
 	} else {
-		add_step(c, tick(t), ST_DIALEND, from, lg->p, 0, status, NULL, NULL, NULL);
+		add_step(c, tick(t), ST_DIALEND, from, lg->p, 0, status, NULL,
+			 NULL, NULL);
 		hangup(c, t, lg->p, cause);
 	}
-	add_step(c, tick(t), ST_DEVSTATE, -1, -1, 0, c->dialstr[idx], "NOT_INUSE", NULL, NULL);
+	add_step(c, tick(t), ST_DEVSTATE, -1, -1, 0, c->dialstr[idx],
+		 "NOT_INUSE", NULL, NULL);
 }
 
 /* The leg answers: bridges caller (0) and phone, through the Local pair. */
@@ -317,24 +277,34 @@ static void leg_answer(call *c, uint32_t *t, int from, const leg *lg, int idx)
 {
 	add_step(c, tick(t), ST_NEWSTATE, lg->p, -1, 6, NULL, NULL, NULL, NULL);
 	if (lg->l1 >= 0) {
-		add_step(c, tick(t), ST_NEWSTATE, lg->l2, -1, 6, NULL, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_DIALEND, lg->l2, lg->p, 0, "ANSWER", NULL, NULL, NULL);
-		add_step(c, tick(t), ST_BRIDGECREATE, -1, -1, 1, NULL, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_BRIDGEENTER, lg->p, -1, 1, NULL, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_BRIDGEENTER, lg->l2, -1, 1, NULL, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_NEWSTATE, lg->l1, -1, 6, NULL, NULL, NULL, NULL);
+		add_step(c, tick(t), ST_NEWSTATE, lg->l2, -1, 6, NULL, NULL,
+			 NULL, NULL);
+		add_step(c, tick(t), ST_DIALEND, lg->l2, lg->p, 0, "ANSWER",
+			 NULL, NULL, NULL);
+		add_step(c, tick(t), ST_BRIDGECREATE, -1, -1, 1, NULL, NULL,
+			 NULL, NULL);
+		add_step(c, tick(t), ST_BRIDGEENTER, lg->p, -1, 1, NULL, NULL,
+			 NULL, NULL);
+		add_step(c, tick(t), ST_BRIDGEENTER, lg->l2, -1, 1, NULL, NULL,
+			 NULL, NULL);
+		add_step(c, tick(t), ST_NEWSTATE, lg->l1, -1, 6, NULL, NULL,
+			 NULL, NULL);
 	}
 	if (c->ch[from].state != 6) {
-		add_step(c, tick(t), ST_NEWSTATE, from, -1, 6, NULL, NULL, NULL, NULL);
+		add_step(c, tick(t), ST_NEWSTATE, from, -1, 6, NULL, NULL, NULL,
+			 NULL);
 		c->ch[from].state = 6; /* build-time view only; render resets */
 	}
 	add_step(c, tick(t), ST_DIALEND, from, lg->l1 >= 0 ? lg->l1 : lg->p, 0,
 		 "ANSWER", NULL, NULL, NULL);
-	add_step(c, tick(t), ST_BRIDGECREATE, -1, -1, 0, NULL, NULL, NULL, NULL);
-	add_step(c, tick(t), ST_BRIDGEENTER, lg->l1 >= 0 ? lg->l1 : lg->p, -1, 0,
-		 NULL, NULL, NULL, NULL);
-	add_step(c, tick(t), ST_BRIDGEENTER, from, -1, 0, NULL, NULL, NULL, NULL);
-	add_step(c, tick(t), ST_DEVSTATE, -1, -1, 0, c->dialstr[idx], "INUSE", NULL, NULL);
+	add_step(c, tick(t), ST_BRIDGECREATE, -1, -1, 0, NULL, NULL, NULL,
+		 NULL);
+	add_step(c, tick(t), ST_BRIDGEENTER, lg->l1 >= 0 ? lg->l1 : lg->p, -1,
+		 0, NULL, NULL, NULL, NULL);
+	add_step(c, tick(t), ST_BRIDGEENTER, from, -1, 0, NULL, NULL, NULL,
+		 NULL);
+	add_step(c, tick(t), ST_DEVSTATE, -1, -1, 0, c->dialstr[idx], "INUSE",
+		 NULL, NULL);
 }
 
 /* Talk, then one side hangs up and everything in the bridges ends. */
@@ -346,15 +316,20 @@ static void leg_talk_end(call *c, uint32_t *t, int from, const leg *lg, int idx,
 	wait_s(t, 20, 150);
 	add_step(c, tick(t), ST_HANGUPREQ, caller_ends ? from : lg->p, -1, 16,
 		 NULL, NULL, NULL, NULL);
-	add_step(c, tick(t), ST_BRIDGELEAVE, from, -1, 0, NULL, NULL, NULL, NULL);
-	add_step(c, tick(t), ST_BRIDGELEAVE, lg->l1 >= 0 ? lg->l1 : lg->p, -1, 0,
-		 NULL, NULL, NULL, NULL);
+	add_step(c, tick(t), ST_BRIDGELEAVE, from, -1, 0, NULL, NULL, NULL,
+		 NULL);
+	add_step(c, tick(t), ST_BRIDGELEAVE, lg->l1 >= 0 ? lg->l1 : lg->p, -1,
+		 0, NULL, NULL, NULL, NULL);
 	if (lg->l1 >= 0) {
-		add_step(c, tick(t), ST_BRIDGELEAVE, lg->l2, -1, 1, NULL, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_BRIDGELEAVE, lg->p, -1, 1, NULL, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_BRIDGEDESTROY, -1, -1, 1, NULL, NULL, NULL, NULL);
+		add_step(c, tick(t), ST_BRIDGELEAVE, lg->l2, -1, 1, NULL, NULL,
+			 NULL, NULL);
+		add_step(c, tick(t), ST_BRIDGELEAVE, lg->p, -1, 1, NULL, NULL,
+			 NULL, NULL);
+		add_step(c, tick(t), ST_BRIDGEDESTROY, -1, -1, 1, NULL, NULL,
+			 NULL, NULL);
 	}
-	add_step(c, tick(t), ST_BRIDGEDESTROY, -1, -1, 0, NULL, NULL, NULL, NULL);
+	add_step(c, tick(t), ST_BRIDGEDESTROY, -1, -1, 0, NULL, NULL, NULL,
+		 NULL);
 	if (queue_hold >= 0)
 		add_step(c, tick(t), ST_AGENTCOMPLETE, from, lg->l1, queue_hold,
 			 "400", NULL, NULL, NULL);
@@ -365,7 +340,8 @@ static void leg_talk_end(call *c, uint32_t *t, int from, const leg *lg, int idx,
 	}
 	exten(c, t, from, c->ch[from].context, "h", "Macro", "hangupcall,");
 	hangup(c, t, from, 16);
-	add_step(c, tick(t), ST_DEVSTATE, -1, -1, 0, c->dialstr[idx], "NOT_INUSE", NULL, NULL);
+	add_step(c, tick(t), ST_DEVSTATE, -1, -1, 0, c->dialstr[idx],
+		 "NOT_INUSE", NULL, NULL);
 }
 
 /* The inbound caller leg arriving from the trunk and routed by DID. */
@@ -374,20 +350,25 @@ static int inbound_start(call *c, uint32_t *t)
 	char name[64];
 	int a;
 
-	snprintf(name, sizeof name, "PJSIP/%s-%08" PRIx64, S.trunk, chan_counter++);
-	a = new_chan(c, CK_CALLER, name, c->caller, c->caller_name, "from-pstn", c->did, 4);
+	snprintf(name, sizeof name, "PJSIP/%s-%08" PRIx64, S.trunk,
+		 chan_counter++);
+	a = new_chan(c, CK_CALLER, name, c->caller, c->caller_name, "from-pstn",
+		     c->did, 4);
 	add_step(c, tick(t), ST_NEWCHANNEL, a, -1, 0, NULL, NULL, NULL, NULL);
-	add_step(c, tick(t), ST_VARSET, a, -1, 0, "__FROM_DID", c->did, NULL, NULL);
+	add_step(c, tick(t), ST_VARSET, a, -1, 0, "__FROM_DID", c->did, NULL,
+		 NULL);
 	exten(c, t, a, "from-pstn", c->did, "Set", "__FROM_DID=${EXTEN}");
 	add_step(c, tick(t), ST_VARSET, a, -1, 0, "__CALLINGNUMPRES_SV",
-		 c->withheld ? "prohib_passed_screen" : "allowed_not_screened", NULL, NULL);
+		 c->withheld ? "prohib_passed_screen" : "allowed_not_screened",
+		 NULL, NULL);
 	exten(c, t, a, "from-pstn", c->did, "Goto", "ext-did-0002,${EXTEN},1");
 	return a;
 }
 
 static void caller_gives_up(call *c, uint32_t *t, int a, int cause)
 {
-	add_step(c, tick(t), ST_HANGUPREQ, a, -1, cause, NULL, NULL, NULL, NULL);
+	add_step(c, tick(t), ST_HANGUPREQ, a, -1, cause, NULL, NULL, NULL,
+		 NULL);
 }
 
 static void finish_call(call *c, uint32_t *t, int a, int cause)
@@ -406,7 +387,8 @@ static void pick_exts(call *c, int first, int n)
 {
 	for (int i = 0; i < n; i++) {
 		snprintf(c->ext[i], sizeof c->ext[i], "%d", first + i);
-		snprintf(c->dialstr[i], sizeof c->dialstr[i], "PJSIP/%d", first + i);
+		snprintf(c->dialstr[i], sizeof c->dialstr[i], "PJSIP/%d",
+			 first + i);
 	}
 }
 
@@ -428,18 +410,24 @@ static void build_direct(call *c, uint32_t *t)
 	leg lg;
 
 	pick_exts(c, (int)rnd_range(7001, 7009), 1);
-	exten(c, t, a, "ext-local", c->ext[0], "Macro", "exten-vm,novm,7001,0,0,0");
+	exten(c, t, a, "ext-local", c->ext[0], "Macro",
+	      "exten-vm,novm,7001,0,0,0");
 	exten(c, t, a, "macro-dial-one", "s", "Dial", "PJSIP/7001,,HhTtr");
 	if (c->flow == SC_BUSY) {
 		char pn[64];
 		int p;
-		snprintf(pn, sizeof pn, "PJSIP/%s-%08" PRIx64, c->ext[0], chan_counter++);
-		p = new_chan(c, CK_PHONE, pn, c->ext[0], "", "from-internal", c->ext[0], 0);
-		add_step(c, tick(t), ST_NEWCHANNEL, p, -1, 0, NULL, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_DIALBEGIN, a, p, 0, NULL, NULL, NULL, NULL);
+		snprintf(pn, sizeof pn, "PJSIP/%s-%08" PRIx64, c->ext[0],
+			 chan_counter++);
+		p = new_chan(c, CK_PHONE, pn, c->ext[0], "", "from-internal",
+			     c->ext[0], 0);
+		add_step(c, tick(t), ST_NEWCHANNEL, p, -1, 0, NULL, NULL, NULL,
+			 NULL);
+		add_step(c, tick(t), ST_DIALBEGIN, a, p, 0, NULL, NULL, NULL,
+			 NULL);
 		t0 = *t;
 		wait_s(t, 0.2, 1);
-		add_step(c, tick(t), ST_DIALEND, a, p, 0, "BUSY", NULL, NULL, NULL);
+		add_step(c, tick(t), ST_DIALEND, a, p, 0, "BUSY", NULL, NULL,
+			 NULL);
 		hangup(c, t, p, 17);
 		exten(c, t, a, "macro-dial-one", "s-BUSY", "Busy", "20");
 		wait_s(t, 2, 6);
@@ -476,14 +464,18 @@ static void build_direct(call *c, uint32_t *t)
 		wait_s(t, 15, 20);
 		leg_end(c, t, a, &lg, "NOANSWER", 19, 0);
 		set_truth(c, "inbound", "missed", "voicemail", t0, *t);
-		snprintf(c->mailbox, sizeof c->mailbox, "%s@default", c->ext[0]);
-		exten(c, t, a, "macro-vm", "s-NOANSWER", "Macro", "vm,7001,NOANSWER");
-		add_step(c, tick(t), ST_NEWSTATE, a, -1, 6, NULL, NULL, NULL, NULL);
+		snprintf(c->mailbox, sizeof c->mailbox, "%s@default",
+			 c->ext[0]);
+		exten(c, t, a, "macro-vm", "s-NOANSWER", "Macro",
+		      "vm,7001,NOANSWER");
+		add_step(c, tick(t), ST_NEWSTATE, a, -1, 6, NULL, NULL, NULL,
+			 NULL);
 		exten(c, t, a, "macro-vm", "s", "VoiceMail", c->mailbox);
 		if (c->flow == SC_VM_MESSAGE) {
 			wait_s(t, 15, 45);
 			caller_gives_up(c, t, a, 16);
-			add_step(c, tick(t), ST_MWI, -1, -1, 1, c->mailbox, NULL, NULL, NULL);
+			add_step(c, tick(t), ST_MWI, -1, -1, 1, c->mailbox,
+				 NULL, NULL, NULL);
 			c->vm_left = true;
 		} else {
 			wait_s(t, 3, 7);
@@ -502,9 +494,11 @@ static void build_ringgroup(call *c, uint32_t *t)
 	uint32_t t0;
 
 	pick_exts(c, 7001, 3);
-	exten(c, t, a, "ext-group", "600", "Macro", "dial,20,tr,7001-7002-7003");
+	exten(c, t, a, "ext-group", "600", "Macro",
+	      "dial,20,tr,7001-7002-7003");
 	exten(c, t, a, "macro-dial", "s", "Dial",
-	      "Local/7001@from-internal/n&Local/7002@from-internal/n&Local/7003@from-internal/n");
+	      "Local/7001@from-internal/n&Local/7002@from-internal/n&Local/"
+	      "7003@from-internal/n");
 	for (int i = 0; i < 3; i++)
 		lg[i] = dial_leg(c, t, a, i, "from-internal");
 	t0 = *t;
@@ -542,9 +536,16 @@ static void build_queue(call *c, uint32_t *t)
 	add_step(c, tick(t), ST_QUEUEJOIN, a, -1, 1, "400", NULL, NULL, NULL);
 	t0 = *t;
 	switch (c->flow) {
-	case SC_QUEUE_ANSWERED: hold = 5 + 40 * rnd01(); answered_by = (int)(rnd() & 1); break;
-	case SC_QUEUE_ABANDON: hold = 8 + 70 * rnd01(); break;
-	default: hold = 60; break;
+	case SC_QUEUE_ANSWERED:
+		hold = 5 + 40 * rnd01();
+		answered_by = (int)(rnd() & 1);
+		break;
+	case SC_QUEUE_ABANDON:
+		hold = 8 + 70 * rnd01();
+		break;
+	default:
+		hold = 60;
+		break;
 	}
 	hold_ms = (uint32_t)(hold * S.time_scale * 1000);
 	/* Ring-all cycles of 15 s (RingTime) with 2 s retry, scaled. */
@@ -554,10 +555,13 @@ static void build_queue(call *c, uint32_t *t)
 
 		cycle_start = *t;
 		for (int i = 0; i < 2; i++) {
-			add_step(c, tick(t), ST_AGENTCALLED, a, -1, i, "400", NULL, NULL, NULL);
+			add_step(c, tick(t), ST_AGENTCALLED, a, -1, i, "400",
+				 NULL, NULL, NULL);
 			lg[i] = dial_leg(c, t, a, i, "from-queue");
-			/* AgentCalled names the ;1 leg; fix the peer after creation. */
-			c->steps[c->n_steps - (lg[i].l1 >= 0 ? 10 : 5)].peer = (int8_t)lg[i].l1;
+			/* AgentCalled names the ;1 leg; fix the peer after
+			 * creation. */
+			c->steps[c->n_steps - (lg[i].l1 >= 0 ? 10 : 5)].peer =
+			    (int8_t)lg[i].l1;
 		}
 		left = t0 + hold_ms > *t ? t0 + hold_ms - *t : 0;
 		if (left < ring) {
@@ -567,39 +571,57 @@ static void build_queue(call *c, uint32_t *t)
 				c->direction = "inbound";
 				c->verdict = "answered";
 				c->reason = "none";
-				leg_answer(c, t, a, &lg[answered_by], answered_by);
-				leg_end(c, t, a, &lg[!answered_by], "CANCEL", 26, !answered_by);
-				add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0, "400", NULL, NULL, NULL);
-				add_step(c, tick(t), ST_AGENTCONNECT, a, lg[answered_by].l1,
-					 (int16_t)((*t - t0) / 1000), "400", NULL, NULL, NULL);
-				leg_talk_end(c, t, a, &lg[answered_by], answered_by,
+				leg_answer(c, t, a, &lg[answered_by],
+					   answered_by);
+				leg_end(c, t, a, &lg[!answered_by], "CANCEL",
+					26, !answered_by);
+				add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0,
+					 "400", NULL, NULL, NULL);
+				add_step(c, tick(t), ST_AGENTCONNECT, a,
+					 lg[answered_by].l1,
+					 (int16_t)((*t - t0) / 1000), "400",
+					 NULL, NULL, NULL);
+				leg_talk_end(c, t, a, &lg[answered_by],
+					     answered_by,
 					     (int)((*t - t0) / 1000));
-				add_step(c, tick(t), ST_CDR, a, -1, 0, NULL, NULL, NULL, NULL);
+				add_step(c, tick(t), ST_CDR, a, -1, 0, NULL,
+					 NULL, NULL, NULL);
 				return;
 			}
 			if (c->flow == SC_QUEUE_ABANDON) {
-				set_truth(c, "inbound", "missed", "queue_abandon", t0, *t);
+				set_truth(c, "inbound", "missed",
+					  "queue_abandon", t0, *t);
 				caller_gives_up(c, t, a, 16);
 				for (int i = 0; i < 2; i++)
-					leg_end(c, t, a, &lg[i], "CANCEL", 26, i);
+					leg_end(c, t, a, &lg[i], "CANCEL", 26,
+						i);
 				add_step(c, tick(t), ST_QUEUEABANDON, a, -1,
-					 (int16_t)((*t - t0) / 1000), "400", NULL, NULL, NULL);
-				add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0, "400", NULL, NULL, NULL);
+					 (int16_t)((*t - t0) / 1000), "400",
+					 NULL, NULL, NULL);
+				add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0,
+					 "400", NULL, NULL, NULL);
 				finish_call(c, t, a, 16);
 				return;
 			}
-			/* queue timeout: legs stop, dialplan continues to voicemail */
+			/* queue timeout: legs stop, dialplan continues to
+			 * voicemail */
 			for (int i = 0; i < 2; i++)
 				leg_end(c, t, a, &lg[i], "CANCEL", 26, i);
-			/* Voicemail is where the call ended: that is its reason. */
+			/* Voicemail is where the call ended: that is its
+			 * reason. */
 			set_truth(c, "inbound", "missed", "voicemail", t0, *t);
-			add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0, "400", NULL, NULL, NULL);
-			snprintf(c->mailbox, sizeof c->mailbox, "%s@default", c->ext[0]);
-			exten(c, t, a, "ext-queues", "400", "Goto", "ext-local,vmu7004,1");
-			exten(c, t, a, "macro-vm", "s", "VoiceMail", c->mailbox);
+			add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0, "400",
+				 NULL, NULL, NULL);
+			snprintf(c->mailbox, sizeof c->mailbox, "%s@default",
+				 c->ext[0]);
+			exten(c, t, a, "ext-queues", "400", "Goto",
+			      "ext-local,vmu7004,1");
+			exten(c, t, a, "macro-vm", "s", "VoiceMail",
+			      c->mailbox);
 			wait_s(t, 10, 30);
 			caller_gives_up(c, t, a, 16);
-			add_step(c, tick(t), ST_MWI, -1, -1, 1, c->mailbox, NULL, NULL, NULL);
+			add_step(c, tick(t), ST_MWI, -1, -1, 1, c->mailbox,
+				 NULL, NULL, NULL);
 			c->vm_left = true;
 			finish_call(c, t, a, 16);
 			return;
@@ -607,7 +629,8 @@ static void build_queue(call *c, uint32_t *t)
 		*t = cycle_start + ring;
 		for (int i = 0; i < 2; i++) {
 			add_step(c, tick(t), ST_AGENTRINGNOANSWER, a, lg[i].l1,
-				 (int16_t)MCD_MIN(ring, 30000), "400", NULL, NULL, NULL);
+				 (int16_t)MCD_MIN(ring, 30000), "400", NULL,
+				 NULL, NULL);
 			leg_end(c, t, a, &lg[i], "NOANSWER", 26, i);
 		}
 		/* Channels are reused per cycle in numbering only. */
@@ -616,16 +639,21 @@ static void build_queue(call *c, uint32_t *t)
 			/* Bound the script: the caller gives up now. */
 			hold_ms = *t - t0;
 			if (answered_by < 0 && c->flow != SC_QUEUE_ABANDON) {
-				set_truth(c, "inbound", "missed", "queue_timeout", t0, *t);
-				add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0, "400", NULL, NULL, NULL);
+				set_truth(c, "inbound", "missed",
+					  "queue_timeout", t0, *t);
+				add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0,
+					 "400", NULL, NULL, NULL);
 				finish_call(c, t, a, 16);
 				return;
 			}
-			set_truth(c, "inbound", "missed", "queue_abandon", t0, *t);
+			set_truth(c, "inbound", "missed", "queue_abandon", t0,
+				  *t);
 			caller_gives_up(c, t, a, 16);
 			add_step(c, tick(t), ST_QUEUEABANDON, a, -1,
-				 (int16_t)((*t - t0) / 1000), "400", NULL, NULL, NULL);
-			add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0, "400", NULL, NULL, NULL);
+				 (int16_t)((*t - t0) / 1000), "400", NULL, NULL,
+				 NULL);
+			add_step(c, tick(t), ST_QUEUELEAVE, a, -1, 0, "400",
+				 NULL, NULL, NULL);
 			finish_call(c, t, a, 16);
 			return;
 		}
@@ -658,34 +686,46 @@ static void build_local_origin(call *c, uint32_t *t)
 	leg lg;
 
 	pick_exts(c, (int)rnd_range(7001, 7009), 2);
-	snprintf(name, sizeof name, "PJSIP/%s-%08" PRIx64, c->ext[0], chan_counter++);
+	snprintf(name, sizeof name, "PJSIP/%s-%08" PRIx64, c->ext[0],
+		 chan_counter++);
 	snprintf(c->caller, sizeof c->caller, "%s", c->ext[0]);
 	snprintf(c->caller_name, sizeof c->caller_name, "Ext %s", c->ext[0]);
-	a = new_chan(c, CK_CALLER, name, c->caller, c->caller_name, "from-internal",
+	a = new_chan(c, CK_CALLER, name, c->caller, c->caller_name,
+		     "from-internal",
 		     c->flow == SC_INTERNAL ? c->ext[1] : c->did, 4);
 	add_step(c, tick(t), ST_NEWCHANNEL, a, -1, 0, NULL, NULL, NULL, NULL);
 	if (c->flow == SC_INTERNAL) {
 		snprintf(c->did, sizeof c->did, "%s", c->ext[1]);
-		exten(c, t, a, "from-internal", c->ext[1], "Macro", "exten-vm,novm");
+		exten(c, t, a, "from-internal", c->ext[1], "Macro",
+		      "exten-vm,novm");
 		exten(c, t, a, "macro-dial-one", "s", "Dial", "PJSIP/7002");
 		snprintf(c->ext[0], sizeof c->ext[0], "%s", c->ext[1]);
-		snprintf(c->dialstr[0], sizeof c->dialstr[0], "PJSIP/%s", c->ext[1]);
+		snprintf(c->dialstr[0], sizeof c->dialstr[0], "PJSIP/%s",
+			 c->ext[1]);
 		lg = dial_leg(c, t, a, 0, NULL);
 		p = lg.p;
 	} else {
-		exten(c, t, a, "from-internal", c->did, "Macro", "dialout-trunk,1,${EXTEN}");
-		exten(c, t, a, "macro-dialout-trunk", "s", "Dial", "PJSIP/${EXTEN}@provider");
-		snprintf(name, sizeof name, "PJSIP/%s-%08" PRIx64, S.trunk, chan_counter++);
-		p = new_chan(c, CK_TRUNK_OUT, name, c->did, "", "from-pstn", c->did, 0);
-		add_step(c, tick(t), ST_NEWCHANNEL, p, -1, 0, NULL, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_DIALBEGIN, a, p, 0, NULL, NULL, NULL, NULL);
-		add_step(c, tick(t), ST_NEWSTATE, p, -1, 5, NULL, NULL, NULL, NULL);
+		exten(c, t, a, "from-internal", c->did, "Macro",
+		      "dialout-trunk,1,${EXTEN}");
+		exten(c, t, a, "macro-dialout-trunk", "s", "Dial",
+		      "PJSIP/${EXTEN}@provider");
+		snprintf(name, sizeof name, "PJSIP/%s-%08" PRIx64, S.trunk,
+			 chan_counter++);
+		p = new_chan(c, CK_TRUNK_OUT, name, c->did, "", "from-pstn",
+			     c->did, 0);
+		add_step(c, tick(t), ST_NEWCHANNEL, p, -1, 0, NULL, NULL, NULL,
+			 NULL);
+		add_step(c, tick(t), ST_DIALBEGIN, a, p, 0, NULL, NULL, NULL,
+			 NULL);
+		add_step(c, tick(t), ST_NEWSTATE, p, -1, 5, NULL, NULL, NULL,
+			 NULL);
 		lg = (leg){-1, -1, p, c->did};
-		snprintf(c->dialstr[0], sizeof c->dialstr[0], "PJSIP/%s", c->ext[0]);
+		snprintf(c->dialstr[0], sizeof c->dialstr[0], "PJSIP/%s",
+			 c->ext[0]);
 	}
 	t0 = *t;
-	set_truth(c, c->flow == SC_INTERNAL ? "internal" : "outbound", "ignored",
-		  "none", t0, t0);
+	set_truth(c, c->flow == SC_INTERNAL ? "internal" : "outbound",
+		  "ignored", "none", t0, t0);
 	if (answer) {
 		wait_s(t, 2, 12);
 		leg_answer(c, t, a, &lg, 0);
@@ -730,10 +770,11 @@ static void present_number(const char *digits, char *out, size_t len)
 
 static void pick_caller(call *c)
 {
-	static const char *const first[] = {"Ivan", "Olga", "Sergey", "Anna",
-					    "Dmitry", "Elena", "Pavel", "Maria"};
-	static const char *const last[] = {"Petrov", "Smirnova", "Ivanov",
-					   "Kuznetsova", "Popov", "Volkova"};
+	static const char *const first[] = {"Ivan",  "Olga",   "Sergey",
+					    "Anna",  "Dmitry", "Elena",
+					    "Pavel", "Maria"};
+	static const char *const last[] = {"Petrov",	 "Smirnova", "Ivanov",
+					   "Kuznetsova", "Popov",    "Volkova"};
 	char digits[24];
 
 	snprintf(c->did, sizeof c->did, "%s", dids[rnd() % n_dids]);
@@ -749,23 +790,28 @@ static void pick_caller(call *c)
 			 recent[rnd() % MCD_MIN(n_recent, ELEMENTSOF(recent))]);
 	} else {
 		if (c->sc != SC_UNKNOWN && n_phones) {
-			snprintf(digits, sizeof digits, "%s", phones[rnd() % n_phones]);
+			snprintf(digits, sizeof digits, "%s",
+				 phones[rnd() % n_phones]);
 		} else {
-			snprintf(digits, sizeof digits, "79%09" PRIu64, rnd() % 1000000000u);
+			snprintf(digits, sizeof digits, "79%09" PRIu64,
+				 rnd() % 1000000000u);
 		}
 		present_number(digits, c->caller, sizeof c->caller);
 	}
 	if (rnd_range(0, 3) == 0)
-		snprintf(c->caller_name, sizeof c->caller_name, "%s", c->caller);
+		snprintf(c->caller_name, sizeof c->caller_name, "%s",
+			 c->caller);
 	else
 		snprintf(c->caller_name, sizeof c->caller_name, "%s %s",
-			 first[rnd() % ELEMENTSOF(first)], last[rnd() % ELEMENTSOF(last)]);
+			 first[rnd() % ELEMENTSOF(first)],
+			 last[rnd() % ELEMENTSOF(last)]);
 }
 
 static call *call_build(uint64_t start_usec)
 {
-	static const scenario missed_flows[] = {SC_CANCEL, SC_NOANSWER,
-		SC_QUEUE_ABANDON, SC_VM_NOMESSAGE, SC_RG_UNANSWERED, SC_CANCEL};
+	static const scenario missed_flows[] = {
+	    SC_CANCEL,	     SC_NOANSWER,      SC_QUEUE_ABANDON,
+	    SC_VM_NOMESSAGE, SC_RG_UNANSWERED, SC_CANCEL};
 	call *c = calloc(1, sizeof *c);
 	uint32_t t = 0;
 
@@ -779,15 +825,29 @@ static call *call_build(uint64_t start_usec)
 		c->flow = missed_flows[rnd() % ELEMENTSOF(missed_flows)];
 	pick_caller(c);
 	switch (c->flow) {
-	case SC_RG_ANSWERED: case SC_RG_UNANSWERED: build_ringgroup(c, &t); break;
-	case SC_QUEUE_ANSWERED: case SC_QUEUE_ABANDON: case SC_QUEUE_TIMEOUT_VM:
-		build_queue(c, &t); break;
-	case SC_IVR_HANGUP: build_ivr(c, &t); break;
-	case SC_INTERNAL: case SC_OUTBOUND: build_local_origin(c, &t); break;
-	default: build_direct(c, &t); break;
+	case SC_RG_ANSWERED:
+	case SC_RG_UNANSWERED:
+		build_ringgroup(c, &t);
+		break;
+	case SC_QUEUE_ANSWERED:
+	case SC_QUEUE_ABANDON:
+	case SC_QUEUE_TIMEOUT_VM:
+		build_queue(c, &t);
+		break;
+	case SC_IVR_HANGUP:
+		build_ivr(c, &t);
+		break;
+	case SC_INTERNAL:
+	case SC_OUTBOUND:
+		build_local_origin(c, &t);
+		break;
+	default:
+		build_direct(c, &t);
+		break;
 	}
 	if (streq(c->verdict, "missed") && !c->withheld) {
-		snprintf(recent[n_recent % ELEMENTSOF(recent)], sizeof recent[0], "%s", c->caller);
+		snprintf(recent[n_recent % ELEMENTSOF(recent)],
+			 sizeof recent[0], "%s", c->caller);
 		n_recent++;
 	}
 	/* Keep only what the script uses: memory per live call stays small. */
@@ -809,239 +869,12 @@ static call *call_build(uint64_t start_usec)
 	return c;
 }
 
-/* ---- rendering ---- */
-
-static void render_chan(sbuf *m, const call *c, const chan *h, const char *pfx)
-{
-	char k[48];
-	const chan *peer = h->peer >= 0 ? &c->ch[h->peer] : NULL;
-#define K(name) (snprintf(k, sizeof k, "%s%s", pfx, name), k)
-	sb_kv(m, K("Channel"), h->name);
-	sb_kvf(m, K("ChannelState"), "%u", h->state);
-	sb_kv(m, K("ChannelStateDesc"), state_desc[h->state < 8 ? h->state : 0]);
-	sb_kv(m, K("CallerIDNum"), h->cid_num[0] ? h->cid_num : "<unknown>");
-	sb_kv(m, K("CallerIDName"), h->cid_name[0] ? h->cid_name : "<unknown>");
-	sb_kv(m, K("ConnectedLineNum"), peer ? peer->cid_num : "<unknown>");
-	sb_kv(m, K("ConnectedLineName"), peer && peer->cid_name[0] ? peer->cid_name : "<unknown>");
-	sb_kv(m, K("Language"), "en");
-	sb_kv(m, K("AccountCode"), "");
-	sb_kv(m, K("Context"), h->context);
-	sb_kv(m, K("Exten"), h->exten);
-	sb_kvf(m, K("Priority"), "%u", h->prio);
-	sb_kv(m, K("Uniqueid"), h->uniqueid);
-	sb_kv(m, K("Linkedid"), c->ch[0].uniqueid);
-#undef K
-}
-
-static void render_head(sbuf *m, const char *ev, const char *priv, uint64_t now)
-{
-	m->len = 0;
-	sb_kv(m, "Event", ev);
-	sb_kv(m, "Privilege", priv);
-	if (S.timestamps)
-		sb_kvf(m, "Timestamp", "%" PRIu64 ".%06" PRIu64,
-		       (S.uid_epoch * USEC_PER_SEC + now) / USEC_PER_SEC,
-		       (S.uid_epoch * USEC_PER_SEC + now) % USEC_PER_SEC);
-}
-
-static const char *hangup_text(int cause)
-{
-	switch (cause) {
-	case 16: return "Normal Clearing";
-	case 17: return "User busy";
-	case 19: return "No user responding";
-	case 26: return "Answered elsewhere";
-	case 127: return "Interworking, unspecified";
-	default: return "Unknown";
-	}
-}
-
-/* Renders step s of call c at stream time now into m, updating state. */
-static void render(sbuf *m, call *c, const step *s, uint64_t now)
-{
-	chan *h = s->ch >= 0 ? &c->ch[s->ch] : NULL;
-	chan *p = s->peer >= 0 ? &c->ch[s->peer] : NULL;
-
-	switch ((step_kind)s->kind) {
-	case ST_NEWCHANNEL:
-		h->alive = true;
-		h->created_usec = now;
-		render_head(m, "Newchannel", "call,all", now);
-		render_chan(m, c, h, "");
-		break;
-	case ST_NEWSTATE:
-		h->state = (uint8_t)s->num;
-		render_head(m, "Newstate", "call,all", now);
-		render_chan(m, c, h, "");
-		break;
-	case ST_NEWEXTEN:
-		h->context = s->a;
-		h->exten = s->b;
-		h->app = s->c;
-		h->appdata = s->d;
-		h->prio++;
-		render_head(m, "Newexten", "dialplan,all", now);
-		render_chan(m, c, h, "");
-		sb_kv(m, "Extension", s->b);
-		sb_kv(m, "Application", s->c);
-		sb_kv(m, "AppData", s->d);
-		break;
-	case ST_VARSET:
-		render_head(m, "VarSet", "dialplan,all", now);
-		render_chan(m, c, h, "");
-		sb_kv(m, "Variable", s->a);
-		sb_kv(m, "Value", s->b);
-		break;
-	case ST_NEWCALLERID:
-		render_head(m, "NewCallerid", "call,all", now);
-		render_chan(m, c, h, "");
-		sb_kv(m, "CID-CallingPres", "0 (Presentation Allowed, Not Screened)");
-		break;
-	case ST_DIALBEGIN:
-		h->peer = s->peer;
-		p->peer = s->ch;
-		render_head(m, "DialBegin", "call,all", now);
-		render_chan(m, c, h, "");
-		render_chan(m, c, p, "Dest");
-		sb_kvf(m, "DialString", "%s", p->kind == CK_LOCAL1 ? p->name + 6 : p->cid_num);
-		break;
-	case ST_DIALEND:
-		render_head(m, "DialEnd", "call,all", now);
-		render_chan(m, c, h, "");
-		render_chan(m, c, p, "Dest");
-		sb_kv(m, "DialStatus", s->a);
-		break;
-	case ST_BRIDGECREATE:
-	case ST_BRIDGEDESTROY:
-		render_head(m, s->kind == ST_BRIDGECREATE ? "BridgeCreate" : "BridgeDestroy",
-			    "call,all", now);
-		sb_kv(m, "BridgeUniqueid", c->bridge[s->num]);
-		sb_kv(m, "BridgeType", "basic");
-		sb_kv(m, "BridgeTechnology", "simple_bridge");
-		sb_kv(m, "BridgeCreator", "<unknown>");
-		sb_kv(m, "BridgeName", "<unknown>");
-		sb_kvf(m, "BridgeNumChannels", "%d", s->kind == ST_BRIDGECREATE ? 0 : 0);
-		sb_kv(m, "BridgeVideoSourceMode", "none");
-		break;
-	case ST_BRIDGEENTER:
-	case ST_BRIDGELEAVE:
-		h->bridge = s->kind == ST_BRIDGEENTER ? (int8_t)s->num : -1;
-		render_head(m, s->kind == ST_BRIDGEENTER ? "BridgeEnter" : "BridgeLeave",
-			    "call,all", now);
-		sb_kv(m, "BridgeUniqueid", c->bridge[s->num]);
-		sb_kv(m, "BridgeType", "basic");
-		sb_kv(m, "BridgeTechnology", "simple_bridge");
-		sb_kv(m, "BridgeCreator", "<unknown>");
-		sb_kv(m, "BridgeName", "<unknown>");
-		sb_kvf(m, "BridgeNumChannels", "%d", s->kind == ST_BRIDGEENTER ? 1 : 1);
-		sb_kv(m, "BridgeVideoSourceMode", "none");
-		render_chan(m, c, h, "");
-		break;
-	case ST_HANGUPREQ:
-		render_head(m, "HangupRequest", "call,all", now);
-		render_chan(m, c, h, "");
-		sb_kvf(m, "Cause", "%d", s->num);
-		break;
-	case ST_HANGUP:
-		h->alive = false;
-		render_head(m, "Hangup", "call,all", now);
-		render_chan(m, c, h, "");
-		sb_kvf(m, "Cause", "%d", s->num);
-		sb_kv(m, "Cause-txt", hangup_text(s->num));
-		break;
-	case ST_QUEUEJOIN:
-		render_head(m, "QueueCallerJoin", "agent,all", now);
-		render_chan(m, c, h, "");
-		sb_kv(m, "Queue", s->a);
-		sb_kv(m, "Position", "1");
-		sb_kv(m, "Count", "1");
-		break;
-	case ST_AGENTCALLED:
-	case ST_AGENTRINGNOANSWER:
-	case ST_AGENTCONNECT:
-	case ST_AGENTCOMPLETE: {
-		static const char *const names[] = {"AgentCalled", "AgentRingNoAnswer",
-						    "AgentConnect", "AgentComplete"};
-		const chan *l1 = p;
-		const char *ext = l1 ? l1->exten : c->ext[s->num & 3];
-		render_head(m, names[s->kind - ST_AGENTCALLED], "agent,all", now);
-		render_chan(m, c, h, "");
-		if (l1)
-			render_chan(m, c, l1, "Dest");
-		sb_kv(m, "Queue", s->a);
-		sb_kvf(m, "Interface", "Local/%s@from-queue/n", ext);
-		sb_kvf(m, "MemberName", "Ext %s", ext);
-		if (s->kind == ST_AGENTRINGNOANSWER)
-			sb_kvf(m, "RingTime", "%d", s->num);
-		if (s->kind == ST_AGENTCONNECT || s->kind == ST_AGENTCOMPLETE) {
-			sb_kvf(m, "HoldTime", "%d", s->num);
-			sb_kv(m, "RingTime", "3");
-		}
-		if (s->kind == ST_AGENTCOMPLETE) {
-			uint64_t dur = (now - c->start_usec) / USEC_PER_SEC;
-			sb_kvf(m, "TalkTime", "%" PRIu64,
-			       dur > (uint64_t)s->num ? dur - (uint64_t)s->num : 0);
-			sb_kv(m, "Reason", "caller");
-		}
-		break;
-	}
-	case ST_QUEUEABANDON:
-		render_head(m, "QueueCallerAbandon", "agent,all", now);
-		render_chan(m, c, h, "");
-		sb_kv(m, "Queue", s->a);
-		sb_kv(m, "Position", "1");
-		sb_kv(m, "OriginalPosition", "1");
-		sb_kvf(m, "HoldTime", "%d", s->num);
-		break;
-	case ST_QUEUELEAVE:
-		render_head(m, "QueueCallerLeave", "agent,all", now);
-		render_chan(m, c, h, "");
-		sb_kv(m, "Queue", s->a);
-		sb_kv(m, "Position", "1");
-		sb_kv(m, "Count", "0");
-		break;
-	case ST_MWI:
-		render_head(m, "MessageWaiting", "call,all", now);
-		sb_kv(m, "Mailbox", s->a);
-		sb_kv(m, "Waiting", "1");
-		sb_kv(m, "New", "1");
-		sb_kv(m, "Old", "0");
-		break;
-	case ST_DEVSTATE:
-		render_head(m, "DeviceStateChange", "call,all", now);
-		sb_kv(m, "Device", s->a);
-		sb_kv(m, "State", s->b);
-		break;
-	case ST_CDR: {
-		bool ans = streq(c->verdict, "answered") || h->state == 6;
-		render_head(m, "Cdr", "cdr,all", now);
-		sb_kv(m, "AccountCode", "");
-		sb_kv(m, "Source", c->withheld ? "" : c->caller);
-		sb_kv(m, "Destination", c->did);
-		sb_kv(m, "DestinationContext", "from-pstn");
-		sb_kvf(m, "CallerID", "\"%s\" <%s>", c->caller_name, c->caller);
-		sb_kv(m, "Channel", h->name);
-		sb_kv(m, "DestinationChannel", c->n_ch > 1 ? c->ch[c->n_ch - 1].name : "");
-		sb_kv(m, "LastApplication", h->app ? h->app : "Dial");
-		sb_kv(m, "LastData", h->appdata ? h->appdata : "");
-		sb_kvf(m, "Duration", "%" PRIu64, (now - c->start_usec) / USEC_PER_SEC);
-		sb_kvf(m, "BillableSeconds", "%" PRIu64,
-		       ans ? (now - c->start_usec) / USEC_PER_SEC : 0);
-		sb_kv(m, "Disposition", ans ? "ANSWERED" : "NO ANSWER");
-		sb_kv(m, "AMAFlags", "DOCUMENTATION");
-		sb_kv(m, "UniqueID", h->uniqueid);
-		sb_kv(m, "UserField", "");
-		break;
-	}
-	}
-	sb_add(m, "\r\n", 2);
-}
-
 /* ---- scheduler: a binary heap of calls by next step time ---- */
 
 static uint64_t call_due(const call *c)
 {
-	return c->start_usec + (uint64_t)c->steps[c->next].at_ms * USEC_PER_MSEC;
+	return c->start_usec +
+	       (uint64_t)c->steps[c->next].at_ms * USEC_PER_MSEC;
 }
 
 static void heap_swap(size_t i, size_t j)
@@ -1119,7 +952,9 @@ static void call_free(call *c)
 static void gen_uuid(char *out, size_t len)
 {
 	uint64_t a = rnd(), b = rnd();
-	snprintf(out, len, "%08" PRIx64 "-%04" PRIx64 "-4%03" PRIx64 "-a%03" PRIx64 "-%012" PRIx64,
+	snprintf(out, len,
+		 "%08" PRIx64 "-%04" PRIx64 "-4%03" PRIx64 "-a%03" PRIx64
+		 "-%012" PRIx64,
 		 a >> 32, (a >> 16) & 0xffff, a & 0xfff, (b >> 48) & 0xfff,
 		 b & 0xffffffffffffu);
 }
@@ -1145,7 +980,7 @@ long sim_run_due(uint64_t now, long budget, sim_emit_fn emit)
 		uint64_t due = call_due(c);
 		if (due > now)
 			break;
-		render(&m, c, &c->steps[c->next], due);
+		sim_render(&m, c, &c->steps[c->next], due, &S);
 		emit(&m);
 		n++;
 		if (++c->next == c->n_steps) {
@@ -1199,13 +1034,17 @@ size_t sim_render_channels(sbuf *out, const char *aid, uint64_t now)
 			sb_kv(&m, "Event", "CoreShowChannel");
 			if (aid)
 				sb_kv(&m, "ActionID", aid);
-			render_chan(&m, cl, h, "");
+			sim_render_chan(&m, cl, h, "");
 			sb_kv(&m, "Application", h->app ? h->app : "AppDial");
-			sb_kv(&m, "ApplicationData", h->appdata ? h->appdata : "(Outgoing Line)");
-			d = (now - MCD_MIN(now, h->created_usec)) / USEC_PER_SEC;
-			sb_kvf(&m, "Duration", "%02" PRIu64 ":%02" PRIu64 ":%02" PRIu64,
+			sb_kv(&m, "ApplicationData",
+			      h->appdata ? h->appdata : "(Outgoing Line)");
+			d = (now - MCD_MIN(now, h->created_usec)) /
+			    USEC_PER_SEC;
+			sb_kvf(&m, "Duration",
+			       "%02" PRIu64 ":%02" PRIu64 ":%02" PRIu64,
 			       d / 3600, d / 60 % 60, d % 60);
-			sb_kv(&m, "BridgeId", h->bridge >= 0 ? cl->bridge[h->bridge] : "");
+			sb_kv(&m, "BridgeId",
+			      h->bridge >= 0 ? cl->bridge[h->bridge] : "");
 			sb_add(&m, "\r\n", 2);
 			sb_add(out, m.p, m.len);
 			n++;
@@ -1248,7 +1087,8 @@ int sim_parse_mix(const char *arg)
 
 	for (int i = 0; i < SC_MAX; i++)
 		mix[i] = 0;
-	for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+	for (char *tok = strtok_r(dup, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(tok, '=');
 		int i;
 		double w = 1;
@@ -1260,7 +1100,10 @@ int sim_parse_mix(const char *arg)
 			if (strcmp(tok, sc_names[i]) == 0)
 				break;
 		if (i == SC_MAX || w < 0) {
-			fprintf(stderr, "amisim: --mix: unknown scenario or bad weight \"%s\"\n", tok);
+			fprintf(stderr,
+				"amisim: --mix: unknown scenario or bad weight "
+				"\"%s\"\n",
+				tok);
 			free(dup);
 			return -EINVAL;
 		}
@@ -1306,8 +1149,8 @@ int sim_set_dids(const char *arg)
 {
 	char *dup = strdup(arg), *save = NULL;
 
-	for (char *tok = strtok_r(dup, ",", &save); tok && n_dids < ELEMENTSOF(dids);
-	     tok = strtok_r(NULL, ",", &save))
+	for (char *tok = strtok_r(dup, ",", &save);
+	     tok && n_dids < ELEMENTSOF(dids); tok = strtok_r(NULL, ",", &save))
 		dids[n_dids++] = strdup(tok);
 	free(dup);
 	return n_dids ? 0 : -EINVAL;

@@ -27,12 +27,13 @@ void sb_kvf(sbuf *b, const char *k, const char *fmt, ...) MCD_PRINTF(3, 4);
 _Noreturn void amisim_die(const char *fmt, ...) MCD_PRINTF(1, 2);
 
 typedef struct sim_settings {
-	double time_scale;   /* ring/talk/hold times x this */
-	const char *trunk;   /* PJSIP endpoint of the provider trunk */
-	bool timestamps;     /* Timestamp: headers */
+	double time_scale; /* ring/talk/hold times x this */
+	const char *trunk; /* PJSIP endpoint of the provider trunk */
+	bool timestamps;   /* Timestamp: headers */
 	uint64_t seed;
-	uint64_t uid_epoch;  /* seconds: the clock Uniqueids and Timestamps count from */
-	FILE *truth;	     /* --truth target or NULL (borrowed) */
+	uint64_t uid_epoch; /* seconds: the clock Uniqueids and Timestamps count
+			       from */
+	FILE *truth;	    /* --truth target or NULL (borrowed) */
 } sim_settings;
 
 /* Call before anything else; seeds the random numbers. */

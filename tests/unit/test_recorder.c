@@ -1,5 +1,6 @@
 /* Unit tests for telephony/recorder: capture format, rotation, keep count,
  * plain transcripts, corrupt frames, unwritable directories. */
+#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include <cmocka.h>
 
@@ -79,7 +79,9 @@ static void test_roundtrip(void **state)
 	uint64_t ts;
 	char path[4096];
 
-	assert_int_equal(recorder_new(NULL, dir, "office", RECORDER_PROTO_AMI, 1 << 20, 3, &r), 0);
+	assert_int_equal(recorder_new(NULL, dir, "office", RECORDER_PROTO_AMI,
+				      1 << 20, 3, &r),
+			 0);
 	recorder_note(r, "connected", 999);
 	for (size_t i = 0; i < 3; i++)
 		recorder_write(r, frames[i], strlen(frames[i]), 1000 + i);
@@ -95,7 +97,8 @@ static void test_roundtrip(void **state)
 	assert_true(recorder_reader_timed(rd));
 	assert_int_equal(recorder_reader_proto(rd), RECORDER_PROTO_AMI);
 	assert_string_equal(recorder_reader_pbx(rd), "office");
-	assert_int_equal(recorder_reader_next(rd, &data, &len, &ts), RECORDER_NOTE);
+	assert_int_equal(recorder_reader_next(rd, &data, &len, &ts),
+			 RECORDER_NOTE);
 	assert_string_equal(data, "connected");
 	assert_int_equal(ts, 999);
 	for (size_t i = 0; i < 3; i++) {
@@ -104,7 +107,8 @@ static void test_roundtrip(void **state)
 		assert_memory_equal(data, frames[i], len);
 		assert_int_equal(ts, 1000 + i);
 	}
-	assert_int_equal(recorder_reader_next(rd, &data, &len, &ts), RECORDER_NOTE);
+	assert_int_equal(recorder_reader_next(rd, &data, &len, &ts),
+			 RECORDER_NOTE);
 	assert_string_equal(data, "lost");
 	assert_int_equal(ts, 2000);
 	assert_int_equal(recorder_reader_next(rd, &data, &len, &ts), 0);
@@ -127,7 +131,9 @@ static void test_binary_frames(void **state)
 
 	for (size_t i = 0; i < sizeof dg; i++)
 		dg[i] = (unsigned char)(i * 7);
-	assert_int_equal(recorder_new(NULL, dir, "sbc", RECORDER_PROTO_HEP, 1 << 20, 1, &r), 0);
+	assert_int_equal(
+	    recorder_new(NULL, dir, "sbc", RECORDER_PROTO_HEP, 1 << 20, 1, &r),
+	    0);
 	recorder_write(r, dg, sizeof dg, 0);
 	recorder_write(r, dg, 10, 0);
 	snprintf(path, sizeof path, "%s", recorder_path(r));
@@ -156,7 +162,9 @@ static void test_rotation_keep(void **state)
 	int prev = -1;
 	unsigned first_seen = UINT32_MAX;
 
-	assert_int_equal(recorder_new(NULL, dir, "office", RECORDER_PROTO_AMI, 4096, 2, &r), 0);
+	assert_int_equal(
+	    recorder_new(NULL, dir, "office", RECORDER_PROTO_AMI, 4096, 2, &r),
+	    0);
 	for (unsigned i = 0; i < 200; i++) {
 		memset(frame, 'x', sizeof frame);
 		snprintf(frame, sizeof frame, "Event: Test\r\nSeq: %u\r\n", i);
@@ -188,7 +196,8 @@ static void test_rotation_keep(void **state)
 			assert_int_equal(len, sizeof frame);
 			memcpy(copy, data, len);
 			copy[len] = 0;
-			assert_int_equal(sscanf(strstr(copy, "Seq: "), "Seq: %u", &seq), 1);
+			assert_int_equal(
+			    sscanf(strstr(copy, "Seq: "), "Seq: %u", &seq), 1);
 			assert_int_equal(ts, 1 + seq);
 			/* Files in name order hold frames in write order. */
 			assert_true((int)seq > prev);
@@ -200,7 +209,7 @@ static void test_rotation_keep(void **state)
 		recorder_reader_free(rd);
 	}
 	assert_int_equal(prev, 199); /* the newest frames are kept */
-	assert_true(first_seen > 0);	  /* the oldest files were pruned */
+	assert_true(first_seen > 0); /* the oldest files were pruned */
 	rm_rf(dir);
 	free(dir);
 }
@@ -212,13 +221,18 @@ static void test_keep_zero_other_pbx_untouched(void **state)
 	recorder *a = NULL, *b = NULL;
 	char names[16][256];
 
-	assert_int_equal(recorder_new(NULL, dir, "lab", RECORDER_PROTO_AMI, 4096, 5, &b), 0);
+	assert_int_equal(
+	    recorder_new(NULL, dir, "lab", RECORDER_PROTO_AMI, 4096, 5, &b), 0);
 	recorder_write(b, "x", 1, 0);
 	b = recorder_free(b);
-	assert_int_equal(recorder_new(NULL, dir, "office", RECORDER_PROTO_AMI, 4096, 0, &a), 0);
+	assert_int_equal(
+	    recorder_new(NULL, dir, "office", RECORDER_PROTO_AMI, 4096, 0, &a),
+	    0);
 	recorder_write(a, "y", 1, 0);
 	a = recorder_free(a);
-	assert_int_equal(recorder_new(NULL, dir, "office", RECORDER_PROTO_AMI, 4096, 0, &a), 0);
+	assert_int_equal(
+	    recorder_new(NULL, dir, "office", RECORDER_PROTO_AMI, 4096, 0, &a),
+	    0);
 	a = recorder_free(a);
 	assert_int_equal(list_caps(dir, names, 16), 2);
 	assert_non_null(strstr(names[0], "lab-"));
@@ -257,7 +271,8 @@ static void test_corrupt_frame(void **state)
 {
 	char path[] = "/tmp/test_recorder_bad.XXXXXX";
 	int fd = mkstemp(path);
-	const char *text = RECORDER_MAGIC " proto=ami pbx=x start=0\n#@5 3\nabc#@oops\n";
+	const char *text =
+	    RECORDER_MAGIC " proto=ami pbx=x start=0\n#@5 3\nabc#@oops\n";
 	recorder_reader *rd = NULL;
 	const void *data;
 	size_t len;
@@ -278,7 +293,8 @@ static void test_truncated_frame(void **state)
 {
 	char path[] = "/tmp/test_recorder_trunc.XXXXXX";
 	int fd = mkstemp(path);
-	const char *text = RECORDER_MAGIC " proto=ami pbx=x start=0\n#@5 100\nabc";
+	const char *text =
+	    RECORDER_MAGIC " proto=ami pbx=x start=0\n#@5 100\nabc";
 	recorder_reader *rd = NULL;
 	const void *data;
 	size_t len;
@@ -298,17 +314,26 @@ static void test_bad_arguments(void **state)
 	recorder *r = NULL;
 	recorder_reader *rd = NULL;
 
-	assert_int_equal(recorder_new(NULL, "/tmp", "a/b", RECORDER_PROTO_AMI, 1 << 20, 1, &r), -EINVAL);
-	assert_int_equal(recorder_new(NULL, "/tmp", "x", RECORDER_PROTO_AMI, 100, 1, &r), -EINVAL);
-	assert_int_equal(recorder_new(NULL, "", "x", RECORDER_PROTO_AMI, 1 << 20, 1, &r), -EINVAL);
+	assert_int_equal(recorder_new(NULL, "/tmp", "a/b", RECORDER_PROTO_AMI,
+				      1 << 20, 1, &r),
+			 -EINVAL);
+	assert_int_equal(
+	    recorder_new(NULL, "/tmp", "x", RECORDER_PROTO_AMI, 100, 1, &r),
+	    -EINVAL);
+	assert_int_equal(
+	    recorder_new(NULL, "", "x", RECORDER_PROTO_AMI, 1 << 20, 1, &r),
+	    -EINVAL);
 	assert_null(r);
-	assert_int_equal(recorder_reader_open("/nonexistent/file", &rd), -ENOENT);
+	assert_int_equal(recorder_reader_open("/nonexistent/file", &rd),
+			 -ENOENT);
 	assert_null(rd);
 	assert_null(recorder_free(NULL));
 	assert_null(recorder_reader_free(NULL));
-	assert_string_equal(recorder_proto_to_string(RECORDER_PROTO_HEP), "hep");
+	assert_string_equal(recorder_proto_to_string(RECORDER_PROTO_HEP),
+			    "hep");
 	assert_int_equal(recorder_proto_from_string("ami"), RECORDER_PROTO_AMI);
-	assert_int_equal(recorder_proto_from_string("sip"), _RECORDER_PROTO_INVALID);
+	assert_int_equal(recorder_proto_from_string("sip"),
+			 _RECORDER_PROTO_INVALID);
 }
 
 /* A directory we cannot create is an error at start, not a crash later. */
@@ -325,15 +350,15 @@ static void test_unwritable_dir(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip),
-		cmocka_unit_test(test_binary_frames),
-		cmocka_unit_test(test_rotation_keep),
-		cmocka_unit_test(test_keep_zero_other_pbx_untouched),
-		cmocka_unit_test(test_plain_transcript),
-		cmocka_unit_test(test_corrupt_frame),
-		cmocka_unit_test(test_truncated_frame),
-		cmocka_unit_test(test_bad_arguments),
-		cmocka_unit_test(test_unwritable_dir),
+	    cmocka_unit_test(test_roundtrip),
+	    cmocka_unit_test(test_binary_frames),
+	    cmocka_unit_test(test_rotation_keep),
+	    cmocka_unit_test(test_keep_zero_other_pbx_untouched),
+	    cmocka_unit_test(test_plain_transcript),
+	    cmocka_unit_test(test_corrupt_frame),
+	    cmocka_unit_test(test_truncated_frame),
+	    cmocka_unit_test(test_bad_arguments),
+	    cmocka_unit_test(test_unwritable_dir),
 	};
 
 	log_init();

@@ -24,7 +24,8 @@ static char *data_path(const char *name)
 	const char *root = getenv("MCD_SOURCE_ROOT");
 	char *p = NULL;
 
-	assert_int_not_equal(asprintf(&p, "%s/tests/data/ami/%s", root ? root : "..", name), -1);
+	assert_int_not_equal(
+	    asprintf(&p, "%s/tests/data/ami/%s", root ? root : "..", name), -1);
 	return p;
 }
 
@@ -35,20 +36,29 @@ static void load(mcd_config *cfg, const char *calls_extra, const char *pbx_type)
 	int rc;
 
 	if (streq(pbx_type, "hep"))
-		assert_int_not_equal(asprintf(&text,
-			"database = { conninfo = \"hostaddr=127.0.0.1 port=1 dbname=x user=x\"; };\n"
-			"calls = { %s };\n"
-			"pbx = ( { name = \"sbc\"; type = \"hep\"; listen = [ \"udp:127.0.0.1:9\" ]; } );\n",
-			calls_extra), -1);
+		assert_int_not_equal(
+		    asprintf(&text,
+			     "database = { conninfo = \"hostaddr=127.0.0.1 "
+			     "port=1 dbname=x user=x\"; };\n"
+			     "calls = { %s };\n"
+			     "pbx = ( { name = \"sbc\"; type = \"hep\"; listen "
+			     "= [ \"udp:127.0.0.1:9\" ]; } );\n",
+			     calls_extra),
+		    -1);
 	else
-		assert_int_not_equal(asprintf(&text,
-			"database = { conninfo = \"hostaddr=127.0.0.1 port=1 dbname=x user=x\"; };\n"
-			"calls = { %s };\n"
-			"missed_calls = { manager = \"ivanov\"; };\n"
-			"pbx = ( { name = \"office\"; type = \"ami\"; host = \"127.0.0.1\";\n"
-			"  username = \"u\"; secret_file = \"%s\"; trunks = [ \"PJSIP/provider\" ];\n"
-			"  inbound_contexts = [ \"from-pstn\" ]; } );\n",
-			calls_extra, secret_path), -1);
+		assert_int_not_equal(
+		    asprintf(&text,
+			     "database = { conninfo = \"hostaddr=127.0.0.1 "
+			     "port=1 dbname=x user=x\"; };\n"
+			     "calls = { %s };\n"
+			     "missed_calls = { manager = \"ivanov\"; };\n"
+			     "pbx = ( { name = \"office\"; type = \"ami\"; "
+			     "host = \"127.0.0.1\";\n"
+			     "  username = \"u\"; secret_file = \"%s\"; trunks "
+			     "= [ \"PJSIP/provider\" ];\n"
+			     "  inbound_contexts = [ \"from-pstn\" ]; } );\n",
+			     calls_extra, secret_path),
+		    -1);
 	rc = mcd_config_load_string(text, "test.conf", cfg, r);
 	if (rc < 0)
 		cfg_report_print(r, stderr);
@@ -116,7 +126,8 @@ static void test_answered_and_outbound(void **state)
 {
 	mcd_config cfg;
 	replay_stats st;
-	char *out = NULL, *a = data_path("queue_answered.ami"), *b = data_path("outbound_call.ami");
+	char *out = NULL, *a = data_path("queue_answered.ami"),
+	     *b = data_path("outbound_call.ami");
 
 	load(&cfg, "", "ami");
 	assert_int_equal(run(&cfg, a, true, &out, &st), 0);
@@ -151,7 +162,8 @@ static char *write_session_capture(void)
 
 	assert_true(fd >= 0);
 	f = fdopen(fd, "w");
-	fprintf(f, RECORDER_MAGIC " proto=ami pbx=office start=2026-01-01T00:00:00Z\n");
+	fprintf(f, RECORDER_MAGIC
+		" proto=ami pbx=office start=2026-01-01T00:00:00Z\n");
 	fprintf(f, "#!1 connected\n");
 	fprintf(f, "#@2 %zu\n%s", strlen(login), login);
 	in = fopen(t, "r");
@@ -200,13 +212,15 @@ static void test_dedupe_within_replay(void **state)
 	mcd_config cfg;
 	replay_stats st;
 	char path[] = "/tmp/test_replay_two.XXXXXX";
-	char *a = data_path("caller_cancel.ami"), *b = data_path("no_answer.ami");
+	char *a = data_path("caller_cancel.ami"),
+	     *b = data_path("no_answer.ami");
 	char *out = NULL, *cmd = NULL;
 	int fd = mkstemp(path);
 
 	assert_true(fd >= 0);
 	close(fd);
-	assert_int_not_equal(asprintf(&cmd, "cat '%s' '%s' > '%s'", a, b, path), -1);
+	assert_int_not_equal(asprintf(&cmd, "cat '%s' '%s' > '%s'", a, b, path),
+			     -1);
 	assert_int_equal(system(cmd), 0);
 	load(&cfg, "", "ami");
 	assert_int_equal(run(&cfg, path, true, &out, &st), 0);
@@ -231,7 +245,8 @@ static void test_errors(void **state)
 	assert_int_equal(run(&cfg, path, false, &out, NULL), -EINVAL);
 	free(out);
 	out = NULL;
-	assert_int_equal(run(&cfg, "/nonexistent/capture", true, &out, NULL), -ENOENT);
+	assert_int_equal(run(&cfg, "/nonexistent/capture", true, &out, NULL),
+			 -ENOENT);
 	free(out);
 	out = NULL;
 	/* An AMI transcript under a config with only a HEP source. */
@@ -246,12 +261,12 @@ static void test_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_caller_cancel_makes_one_appeal),
-		cmocka_unit_test(test_policy_change_shows),
-		cmocka_unit_test(test_answered_and_outbound),
-		cmocka_unit_test(test_session_capture_like_the_client),
-		cmocka_unit_test(test_dedupe_within_replay),
-		cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_caller_cancel_makes_one_appeal),
+	    cmocka_unit_test(test_policy_change_shows),
+	    cmocka_unit_test(test_answered_and_outbound),
+	    cmocka_unit_test(test_session_capture_like_the_client),
+	    cmocka_unit_test(test_dedupe_within_replay),
+	    cmocka_unit_test(test_errors),
 	};
 	int fd, rc;
 
