@@ -79,7 +79,8 @@ struct widget_hub {
 	widget_sub *subs;     /* doubly linked, newest first */
 	size_t n_subs;
 	struct event *heartbeat;
-	metric *m_subs, *m_dropped, *m_push;
+	metric *m_subs, *m_dropped;
+	metric *m_push_call, *m_push_appeal; /* by event: call.missed, appeal.* */
 	log_ratelimit rl_cut;
 };
 
@@ -414,11 +415,15 @@ widget_hub *widget_hub_new(struct event_base *base, store *st,
 	h->m_dropped = metric_counter("missedcalld_subscribers_dropped_total",
 				      "Widget subscribers cut off for not reading "
 				      "their stream", NULL);
-	h->m_push = metric_histogram("missedcalld_hangup_to_push_seconds",
-				     "From the PBX's final event of a call to its "
-				     "event written to widget subscribers",
-				     metrics_latency_buckets, metrics_latency_nbuckets,
-				     NULL);
+	h->m_push_call = metric_histogram("missedcalld_hangup_to_push_seconds",
+					  "From the PBX's final event of a missed call to its "
+					  "event (call.missed, or the appeal's) written to "
+					  "widget subscribers",
+					  metrics_latency_buckets, metrics_latency_nbuckets,
+					  "event", "call.missed", NULL);
+	h->m_push_appeal = metric_histogram("missedcalld_hangup_to_push_seconds", "",
+					    metrics_latency_buckets, metrics_latency_nbuckets,
+					    "event", "appeal", NULL);
 	metric_set(h->m_subs, 0);
 	return h;
 }
@@ -622,7 +627,9 @@ static void publish(widget_hub *h, widget_frame *f)
 		(void)sub_check_buffer(s);
 	}
 	if (delivered && widget_frame_origin(f))
-		metric_observe(h->m_push, (double)(mono_usec() - widget_frame_origin(f)) /
+		metric_observe(widget_frame_get_kind(f) == WIDGET_FRAME_APPEAL ? h->m_push_appeal
+									       : h->m_push_call,
+			       (double)(mono_usec() - widget_frame_origin(f)) /
 						  (double)USEC_PER_SEC);
 }
 

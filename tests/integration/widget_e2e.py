@@ -102,9 +102,10 @@ def metrics(env):
                    "missedcalld_subscribers", "missedcalld_subscribers_dropped_total",
                    "missedcalld_hangup_to_commit_seconds", "missedcalld_hangup_to_push_seconds"):
         check("# TYPE %s " % family in text, "/metrics has %s" % family)
-    for line in text.splitlines():
-        if line.startswith("missedcalld_hangup_to_push_seconds_count"):
-            check(float(line.split()[-1]) >= 1, "hangup_to_push observed the missed call")
+    counts = {line.split("{")[1].split("}")[0]: float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("missedcalld_hangup_to_push_seconds_count{")}
+    check(counts.get('event="call.missed"', 0) >= 1 and counts.get('event="appeal"', 0) >= 1,
+          "hangup_to_push observed the call.missed and the appeal event: %s" % counts)
     return text
 
 
