@@ -4,18 +4,17 @@
  *
  * Path of one missed call:
  *   store_submit_outcome -> appeal_rules_plan -> one JSON document
- *     -> memory queue (database ready, spool empty)   or   spool (else)
+ *     -> spool (always: write-ahead)
  *     -> pump: a batch (JSON array) -> SELECT … FROM mcd_submit_outcomes($1)
  *     -> after commit: metrics, outbox events to the widget, spool ack.
  *
  * Invariants:
  *   - state is written only by store_set_state();
- *   - outcomes never wait in memory while the database is not READY:
- *     the memory queue is drained into the spool on every state change
- *     away from READY, and a batch that fails goes back to the spool
- *     (memory items appended, spool items rewound);
- *   - while the spool holds records, new outcomes are appended to it, so
- *     outcomes reach the database in the order the calls were decided;
+ *   - an outcome is in the spool before anything else happens to it, and
+ *     leaves it only once its batch committed: a kill -9 at any moment
+ *     loses nothing (replay after a restart is safe: idempotent), also
+ *     when the database is up but slow. A batch that fails is rewound;
+ *   - outcomes reach the database in the order the calls were decided;
  *   - at most BATCHES_MAX batches and database.pipeline_depth outcomes are
  *     in flight on the write connection.
  */
@@ -43,7 +42,6 @@
 
 #define SPOOL_NAME "outcomes.spool"
 #define REJECTED_NAME "rejected.jsonl"
-#define MEMQ_MAX 4096		/* outcomes waiting in memory for a batch */
 #define BATCHES_MAX 2		/* batches on the wire at once */
 #define READ_QUEUE_MAX 1024	/* widget queries waiting */
 #define OVERDUE_PERIOD_USEC (15 * USEC_PER_SEC)
@@ -59,14 +57,21 @@
 typedef struct item {
 	char *doc;		 /* the outcome document (JSON object text) */
 	size_t len;
-	uint64_t final_mono;	 /* 0 when unknown (from the spool) */
+	uint64_t final_mono;	 /* 0 when unknown (spooled by an earlier run) */
 } item;
+
+/* When each outcome of this run was decided (for the latency histograms),
+ * keyed by its absolute spool index: acked_total + position. */
+#define MONO_RING 8192
+typedef struct mono_slot {
+	uint64_t idx1;		 /* absolute index + 1; 0: empty */
+	uint64_t mono;
+} mono_slot;
 
 typedef struct batch {
 	store *s;
 	item *items;
 	size_t n;
-	bool from_spool;	 /* items came from spool_next() */
 	uint64_t spool_gen;	 /* s->spool_gen when handed out */
 } batch;
 
@@ -92,8 +97,8 @@ struct store {
 	spool *spool;
 	char *rejected_path;
 
-	item *memq;		 /* ring of MEMQ_MAX */
-	size_t memq_head, memq_n;
+	mono_slot *mono;	 /* ring of MONO_RING */
+	uint64_t acked_total;	 /* spool records acknowledged since open */
 	size_t batches, outcomes_inflight;
 	size_t isolate;		 /* outcomes to send one per batch (after a batch failed on data) */
 	uint64_t spool_gen;	 /* bumped by every rewind: older spool batches must not ack */
@@ -130,7 +135,6 @@ const char *store_state_to_string(store_state s)
 }
 
 static void pump_kick(store *s);
-static void spill_memq(store *s);
 static void start_check(store *s);
 
 static void timer_arm(struct event *ev, uint64_t usec)
@@ -154,13 +158,11 @@ static void store_set_state(store *s, store_state st)
 	if (old == STORE_STATE_READY && st != STORE_STATE_CLOSED)
 		log_warning("store: database not ready (%s): call outcomes go to the spool "
 			    "(%llu spooled)", store_state_to_string(st),
-			    (unsigned long long)spool_records(s->spool) + s->memq_n);
+			    (unsigned long long)spool_records(s->spool));
 	else if (st == STORE_STATE_READY && spool_records(s->spool))
 		log_notice("store: database ready: replaying %llu spooled call outcomes",
 			   (unsigned long long)spool_records(s->spool));
 	if (st != STORE_STATE_READY) {
-		/* Nothing waits in memory for a database that is not there. */
-		spill_memq(s);
 		evtimer_del(s->ev_overdue);
 	}
 	if (st == STORE_STATE_READY) {
@@ -357,18 +359,6 @@ static int spool_doc(store *s, const char *doc, size_t len)
 	return r;
 }
 
-/* Moves every outcome waiting in memory to the spool, in order. */
-static void spill_memq(store *s)
-{
-	while (s->memq_n) {
-		item *it = &s->memq[s->memq_head];
-		(void)spool_doc(s, it->doc, it->len);
-		item_free(it);
-		s->memq_head = (s->memq_head + 1) % MEMQ_MAX;
-		s->memq_n--;
-	}
-}
-
 /* Keeps a document the database rejected (not a connection problem),
  * with the reason, for the operator: nothing is dropped silently. */
 static void reject_doc(store *s, const char *doc, const char *why)
@@ -400,17 +390,36 @@ static void batch_free(batch *b)
 	free(b);
 }
 
-/* The batch did not commit: back to the spool. */
+/* The batch did not commit: its records are handed out again. */
 static void batch_requeue(store *s, batch *b)
 {
-	if (b->from_spool) {
-		if (b->spool_gen == s->spool_gen) {
-			spool_rewind(s->spool);
-			s->spool_gen++;
-		}
-	} else
-		for (size_t i = 0; i < b->n; i++)
-			(void)spool_doc(s, b->items[i].doc, b->items[i].len);
+	if (b->spool_gen == s->spool_gen) {
+		spool_rewind(s->spool);
+		s->spool_gen++;
+	}
+}
+
+/* Retires the n oldest handed-out records of a batch that is done. */
+static void batch_ack(store *s, batch *b, size_t n)
+{
+	if (b->spool_gen != s->spool_gen)
+		return;
+	spool_ack(s->spool, n);
+	s->acked_total += n;
+}
+
+static void mono_put(store *s, uint64_t idx, uint64_t mono)
+{
+	s->mono[idx % MONO_RING] = (mono_slot){idx + 1, mono};
+}
+
+static uint64_t mono_take(store *s, uint64_t idx)
+{
+	mono_slot *m = &s->mono[idx % MONO_RING];
+	uint64_t v = m->idx1 == idx + 1 ? m->mono : 0;
+
+	m->idx1 = 0;
+	return v;
 }
 
 static void deliver_event(store *s, const PGresult *r, int row, uint64_t final_mono)
@@ -506,13 +515,11 @@ static void batch_done(void *userdata, int err, const PGresult *r)
 		} else {
 			log_query_error(s, "submitting a call outcome", r);
 			reject_doc(s, b->items[0].doc, PQresultErrorMessage(r));
-			if (b->from_spool && b->spool_gen == s->spool_gen)
-				spool_ack(s->spool, 1);
+			batch_ack(s, b, 1);
 		}
 	} else if (err == 0) {
 		batch_rows(s, b, r);
-		if (b->from_spool && b->spool_gen == s->spool_gen)
-			spool_ack(s->spool, b->n);
+		batch_ack(s, b, b->n);
 	} else {
 		metric_inc(s->m_errors);
 		if (err == -EIO)
@@ -546,19 +553,14 @@ static bool pump_one(store *s, size_t room)
 		return false;
 	}
 	b->s = s;
-	/* The spool first: it holds the older outcomes. */
+	b->spool_gen = s->spool_gen;
 	while (b->n < cap && spool_records(s->spool) > spool_outstanding(s->spool)) {
 		item *it = &b->items[b->n];
+		uint64_t idx = s->acked_total + spool_outstanding(s->spool);
 		if (spool_next(s->spool, &it->doc, &it->len) < 0)
 			break;
-		b->from_spool = true;
-		b->spool_gen = s->spool_gen;
+		it->final_mono = mono_take(s, idx);
 		b->n++;
-	}
-	while (!b->from_spool && b->n < cap && s->memq_n) {
-		b->items[b->n++] = s->memq[s->memq_head];
-		s->memq_head = (s->memq_head + 1) % MEMQ_MAX;
-		s->memq_n--;
 	}
 	if (!b->n) {
 		batch_free(b);
@@ -636,19 +638,14 @@ int store_submit_outcome(store *s, const call_outcome *o)
 		return -ENOMEM;
 	}
 	len = strlen(doc);
-	if (s->state == STORE_STATE_READY && spool_records(s->spool) == 0 &&
-	    s->memq_n < MEMQ_MAX) {
-		item *it = &s->memq[(s->memq_head + s->memq_n) % MEMQ_MAX];
-		*it = (item){doc, len, o->final_event_mono_usec};
-		s->memq_n++;
-		pump_kick(s);
-		return 0;
-	}
+	/* Write-ahead: the spool holds it until its batch committed. */
 	r = spool_doc(s, doc, len);
 	free(doc);
-	if (r == 0)
-		pump_kick(s);
-	return r;
+	if (r < 0)
+		return r;
+	mono_put(s, s->acked_total + spool_records(s->spool) - 1, o->final_event_mono_usec);
+	pump_kick(s);
+	return 0;
 }
 
 /* --- start-up and reload check ----------------------------------------------- */
@@ -963,11 +960,11 @@ int store_new(struct event_base *base, const store_params *params,
 	if (cb)
 		s->cb = *cb;
 	s->rl_refused = (log_ratelimit){.interval_usec = 10 * USEC_PER_SEC, .burst = 5};
-	s->memq = calloc(MEMQ_MAX, sizeof(item));
+	s->mono = calloc(MONO_RING, sizeof(mono_slot));
 	s->ev_pump = event_new(base, -1, 0, on_pump, s);
 	s->ev_overdue = evtimer_new(base, on_overdue, s);
 	s->ev_recheck = evtimer_new(base, on_recheck, s);
-	if (!s->memq || !s->ev_pump || !s->ev_overdue || !s->ev_recheck ||
+	if (!s->mono || !s->ev_pump || !s->ev_overdue || !s->ev_recheck ||
 	    asprintf(&s->rejected_path, "%s/%s", params->state_dir, REJECTED_NAME) < 0) {
 		s->rejected_path = NULL;
 		store_free(s);
@@ -1023,7 +1020,6 @@ void store_stop(store *s)
 {
 	evtimer_del(s->ev_overdue);
 	evtimer_del(s->ev_recheck);
-	spill_memq(s);
 	/* In-flight batches may still commit; store_free spools the rest. */
 	if (s->batches == 0)
 		store_conn_close(s->wr);
@@ -1032,7 +1028,7 @@ void store_stop(store *s)
 
 bool store_idle(const store *s)
 {
-	return s->batches == 0 && s->memq_n == 0;
+	return s->batches == 0;
 }
 
 store *store_free(store *s)
@@ -1046,8 +1042,6 @@ store *store_free(store *s)
 	/* Fails what is in flight: batches go back to the spool. */
 	s->wr = store_conn_free(s->wr);
 	s->rd = store_conn_free(s->rd);
-	if (s->spool)
-		spill_memq(s);
 	s->spool = spool_close(s->spool);
 	if (s->ev_pump)
 		event_free(s->ev_pump);
@@ -1055,9 +1049,7 @@ store *store_free(store *s)
 		event_free(s->ev_overdue);
 	if (s->ev_recheck)
 		event_free(s->ev_recheck);
-	for (size_t i = 0; s->memq && i < s->memq_n; i++)
-		item_free(&s->memq[(s->memq_head + i) % MEMQ_MAX]);
-	free(s->memq);
+	free(s->mono);
 	free(s->rejected_path);
 	free(s);
 	return NULL;

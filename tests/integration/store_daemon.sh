@@ -5,7 +5,10 @@
 #   2. outage: the database stops, 200 missed calls arrive, the database
 #      starts again -> exactly 200 calls recorded, none twice;
 #   3. kill -9 while the spool holds outcomes, restart -> nothing lost,
-#      nothing doubled.
+#      nothing doubled;
+#   4. kill -9 while the database is up but its commits stall (a lock on
+#      appeals): the outcomes in flight were written ahead to the spool,
+#      so a restart records every one of them, once.
 set -euo pipefail
 
 SRC=${MCD_SOURCE_ROOT:?}
@@ -135,6 +138,27 @@ grep -q "records from an earlier run to replay" "$T/d4.log" || fail "spool not r
 expect_eq "$(q "SELECT count(*) FROM (SELECT pbx, call_key FROM appeal_calls GROUP BY 1, 2 HAVING count(*) > 1) x")" 0 "kill -9: nothing doubled"
 expect_eq "$(q "SELECT count(*) FROM appeals")" 320 "kill -9: nothing lost (20 + 200 + 100 appeals)"
 expect_eq "$(q "SELECT count(*) FROM appeal_events WHERE kind = 'appeal.created'")" 320 "one outbox event per appeal"
+
+# --- 4. kill -9 while the database is up but commits stall ---
+kill "$DAEMON"
+wait "$DAEMON" 2>/dev/null || true
+pg_cluster_psql "$PGDIR" -qAt -c "BEGIN; LOCK TABLE appeals IN EXCLUSIVE MODE; SELECT pg_sleep(300);" \
+	>/dev/null 2>&1 &
+LOCKER=$!
+PIDS+=($LOCKER)
+wait_for "appeals locked" 1 30 q "SELECT count(*) FROM pg_locks WHERE relation = 'appeals'::regclass AND mode = 'ExclusiveLock' AND granted"
+port=$(start_amisim stall 50 4)
+sed "s/port = [0-9]*;/port = $port;/; s/name = \"crash\"/name = \"stall\"/" "$T/crash.conf" >"$T/stall.conf"
+start_daemon stall d5
+wait_for "50 calls decided while commits stall" 50 120 missed_in_log "$T/d5.log"
+expect_eq "$(calls_of stall)" 0 "stall: nothing committed yet"
+kill9
+q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(300)%' AND pid <> pg_backend_pid()" >/dev/null
+wait "$LOCKER" 2>/dev/null || true
+start_daemon stall d6
+wait_for "50 calls after the stalled crash" 50 120 calls_of stall
+expect_eq "$(q "SELECT count(*) FROM (SELECT pbx, call_key FROM appeal_calls GROUP BY 1, 2 HAVING count(*) > 1) x")" 0 "stall: nothing doubled"
+expect_eq "$(q "SELECT count(*) FROM appeals")" 370 "stall: nothing lost (320 + 50 appeals)"
 kill "$DAEMON"
 wait "$DAEMON" 2>/dev/null || true
 echo "store_daemon: all checks passed"
