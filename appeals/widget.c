@@ -475,8 +475,9 @@ static int bind_listener(widget *w, int fd)
 	socklen_t sl = sizeof(ss);
 	char host[64];
 	uint16_t port;
+	bool activated = fd >= 0;
 
-	if (fd >= 0) {
+	if (activated) {
 		w->bound = evhttp_accept_socket_with_handle(w->http, fd);
 		if (!w->bound) {
 			log_error("widget: cannot use the socket passed by systemd");
@@ -503,7 +504,7 @@ static int bind_listener(widget *w, int fd)
 			w->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 	}
 	log_info("widget: listening on port %u%s", w->port,
-		 fd >= 0 && w->cfg->listen ? "" : "");
+		 activated ? " (socket from systemd)" : "");
 	return 0;
 }
 
