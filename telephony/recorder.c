@@ -150,7 +150,8 @@ static void recorder_prune(recorder *r)
 		if (unlink(p) < 0 && errno != ENOENT) {
 			log_ctx ctx = {.pbx = r->pbx};
 			log_full(LOG_LVL_WARNING, &ctx,
-				 "cannot remove old capture \"%s\": %m", p);
+				 "cannot remove old capture \"%s\": %s", p,
+				 strerror(errno));
 		}
 	}
 	for (size_t i = 0; i < n; i++)

@@ -765,7 +765,9 @@ static void present_number(const char *digits, char *out, size_t len)
 		snprintf(out, len, "%s", digits);
 		return;
 	}
-	snprintf(out, len, "%s%s", v == 0 ? "+7" : v == 1 ? "7" : "8", d);
+	/* d is exactly 10 digits here: the result always fits in 13 bytes. */
+	if (len >= 13)
+		snprintf(out, len, "%s%.10s", v == 0 ? "+7" : v == 1 ? "7" : "8", d);
 }
 
 static void pick_caller(call *c)
