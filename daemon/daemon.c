@@ -48,6 +48,9 @@ struct mcd_daemon {
 	 * switch back would still borrow it. Grows only on such failures. */
 	mcd_config **retired;
 	size_t n_retired;
+	/* A validated configuration waiting for the pipeline's asynchronous
+	 * check (names in the database) before it is applied; owned. */
+	mcd_config *pending;
 };
 
 static const char *const state_names[_DAEMON_STATE_MAX] = {
@@ -100,12 +103,82 @@ static void retire(mcd_daemon *d, mcd_config **cfg)
 	*cfg = NULL;
 }
 
-int daemon_reload(mcd_daemon *d)
+/* Reload, phase 2: applies a configuration that passed every check. */
+static int reload_apply(mcd_daemon *d, mcd_config *next)
 {
 	cfg_report *r = cfg_report_new();
-	mcd_config *next = calloc(1, sizeof(*next));
 	int rr;
 
+	if (r) {
+		cfg_diff_restart_only(&mcd_config_section, d->cfg, next, r);
+		for (size_t i = 0; i < cfg_report_count(r); i++)
+			log_warning("reload: %s", cfg_report_get(r, i));
+		cfg_report_free(r);
+	}
+	rr = pipeline_reload(d->pipe, next);
+	if (rr < 0) {
+		log_error("reload failed while applying it: %s; the running configuration stays in force",
+			  strerror(-rr));
+		snprintf(d->reload_problem, sizeof(d->reload_problem),
+			 "reload failed, old config in force: %s", strerror(-rr));
+		retire(d, &next);
+		return rr;
+	}
+	mcd_config_free(d->cfg);
+	free(d->cfg);
+	d->cfg = next;
+	log_set_level(d->cfg->daemon.log_level);
+	d->reload_problem[0] = '\0';
+	log_notice("configuration reloaded (log level %s)",
+		   log_level_to_string(d->cfg->daemon.log_level));
+	return 0;
+}
+
+/* The end of a reload, whichever way it went. */
+static void reload_finish(mcd_daemon *d)
+{
+	sdn_ready();
+	status_update(d);
+}
+
+/* The pipeline's check of a pending configuration is done. */
+static void reload_checked(void *userdata, int err, const char *msg)
+{
+	mcd_daemon *d = userdata;
+	mcd_config *next = d->pending;
+
+	d->pending = NULL;
+	if (!next)
+		return;
+	if (err == 0 || err == -ENOTCONN) {
+		if (err == -ENOTCONN)
+			log_warning("reload: the database went away during the check; "
+				    "applying, the store checks the names when it is back");
+		(void)reload_apply(d, next);
+	} else {
+		log_error("reload refused: %s; the running configuration stays in force",
+			  msg ? msg : strerror(-err));
+		snprintf(d->reload_problem, sizeof(d->reload_problem),
+			 "reload refused, old config in force: %s", msg ? msg : strerror(-err));
+		mcd_config_free(next);
+		free(next);
+	}
+	reload_finish(d);
+}
+
+int daemon_reload(mcd_daemon *d)
+{
+	cfg_report *r;
+	mcd_config *next;
+	int rr;
+
+	if (d->pending) {
+		log_warning("reload: the previous reload is still being checked against the database; "
+			    "send SIGHUP again when it is done");
+		return -EBUSY;
+	}
+	r = cfg_report_new();
+	next = calloc(1, sizeof(*next));
 	if (!r || !next) {
 		cfg_report_free(r);
 		free(next);
@@ -126,31 +199,27 @@ int daemon_reload(mcd_daemon *d)
 			 n > 1 ? " (and more, see log)" : "");
 		goto out;
 	}
-	cfg_diff_restart_only(&mcd_config_section, d->cfg, next, r);
-	for (size_t i = 0; i < cfg_report_count(r); i++)
-		log_warning("reload: %s", cfg_report_get(r, i));
-	rr = pipeline_reload(d->pipe, next);
-	if (rr < 0) {
-		log_error("reload failed while applying it: %s; the running configuration stays in force",
-			  strerror(-rr));
-		snprintf(d->reload_problem, sizeof(d->reload_problem),
-			 "reload failed, old config in force: %s", strerror(-rr));
-		retire(d, &next);
-		goto out;
+	cfg_report_free(r);
+	r = NULL;
+	/* Names in the database are checked before anything switches; when
+	 * there is nothing to check (or no database to ask) apply now. */
+	rr = pipeline_check_reload(d->pipe, next, reload_checked, d);
+	if (rr == 0) {
+		d->pending = next;
+		log_info("reload: checking the new configuration against the database");
+		return 0;
 	}
-	mcd_config_free(d->cfg);
-	free(d->cfg);
-	d->cfg = next;
+	if (rr == -ENOTCONN)
+		log_warning("reload: the database is unreachable; applying without checking the "
+			    "appeal types and logins (the store checks them when it is back)");
+	rr = reload_apply(d, next);
 	next = NULL;
-	log_set_level(d->cfg->daemon.log_level);
-	d->reload_problem[0] = '\0';
-	log_notice("configuration reloaded (log level %s)",
-		   log_level_to_string(d->cfg->daemon.log_level));
 out:
+	if (next)
+		mcd_config_free(next);
 	free(next);
 	cfg_report_free(r);
-	sdn_ready();
-	status_update(d);
+	reload_finish(d);
 	return rr < 0 ? -EINVAL : 0;
 }
 
@@ -317,6 +386,10 @@ mcd_daemon *daemon_free(mcd_daemon *d)
 	if (!d)
 		return NULL;
 	d->pipe = pipeline_free(d->pipe);
+	if (d->pending) {
+		mcd_config_free(d->pending);
+		free(d->pending);
+	}
 	if (d->status_ev)
 		event_free(d->status_ev);
 	if (d->stop_timer)

@@ -48,6 +48,7 @@ struct pipeline {
 	void *stop_userdata;
 	/* ---- appeals side (store helper): store, spool ---- */
 	store *store;
+	store_params check_params; /* of the configuration being checked */
 	/* ---- end appeals side ---- */
 	/* ---- widget (widget helper) ---- */
 	widget *widget;
@@ -252,6 +253,18 @@ static void pipeline_rollback(pipeline *p, bool store_done, bool widget_done)
 		if (widget_apply_config(p->widget, &wp) < 0)
 			log_error("reload rollback: the widget could not return to the running configuration");
 	}
+}
+
+int pipeline_check_reload(pipeline *p, const mcd_config *cfg,
+			  void (*done)(void *userdata, int err, const char *msg),
+			  void *userdata)
+{
+	if (!p->store)
+		return -EOPNOTSUPP;
+	if (!streq(cfg->database.conninfo, p->cfg->database.conninfo))
+		return -EOPNOTSUPP;
+	p->check_params = pipeline_store_params(cfg);
+	return store_check_config(p->store, &p->check_params, done, userdata);
 }
 
 int pipeline_reload(pipeline *p, const mcd_config *cfg)

@@ -28,6 +28,21 @@ pipeline *pipeline_free(pipeline *p);
  * one stays in force (and stays borrowed). */
 int pipeline_reload(pipeline *p, const struct mcd_config *cfg) MCD_WUR;
 
+/*
+ * Reload, phase 1: checks asynchronously what only the running services
+ * can check about a validated configuration -- today, that every appeal
+ * type and manager login it names exists in the database. 0: a check is
+ * running and done(userdata, err, msg) follows (err 0: fine; -ENOENT: msg
+ * says what is missing; -ENOTCONN: the database went away meanwhile).
+ * -EOPNOTSUPP: nothing to check now (no store, or the new configuration
+ * points at another database: the store checks after switching);
+ * -ENOTCONN: the database is unreachable; -EBUSY: a check is running.
+ * cfg must stay valid until done runs.
+ */
+int pipeline_check_reload(pipeline *p, const struct mcd_config *cfg,
+			  void (*done)(void *userdata, int err, const char *msg),
+			  void *userdata) MCD_WUR;
+
 /* One line for STATUS=: "db ok; pbx office connected; 0 spooled". */
 void pipeline_status(const pipeline *p, char *buf, size_t len);
 

@@ -95,15 +95,17 @@ expect_eq "$(q "SELECT count(*) FROM appeals a JOIN appeal_statuses s ON s.id = 
 	AND a.comment = 'Пропущенный' AND EXISTS (SELECT 1 FROM appeal_tags t WHERE t.appeal_id = a.id AND t.tag = 'missed')")" 20 \
 	"missed calls through the real daemon are complete appeals"
 
-# --- reload: rules naming a type the database lacks are reported; outcomes wait ---
+# --- reload: rules naming a type the database lacks are refused; the old config stays ---
 sed -i 's/missed_calls = { /missed_calls = { appeal_type = "Нет такого типа"; /' "$T/office.conf"
 kill -HUP "$DAEMON"
-wait_for "reload reports the missing type" 1 30 grep -c 'appeal types the database lacks (table appeal_types): "Нет такого типа"' "$T/d1.log"
-echo "ok: reload with a missing appeal type reported"
+wait_for "reload refused for the missing type" 1 30 grep -c 'reload refused: .*appeal types the database lacks (table appeal_types): "Нет такого типа"' "$T/d1.log"
+expect_eq "$(grep -c -- '-> incompatible' "$T/d1.log" || true)" 0 "refused reload: the store keeps working on the old config"
 sed -i 's/appeal_type = "Нет такого типа"; //' "$T/office.conf"
+sed -i 's/sla_minutes = 30;/sla_minutes = 45;/' "$T/office.conf"
 kill -HUP "$DAEMON"
-wait_for "reload back to ready" 1 30 grep -c "store: incompatible -> ready" "$T/d1.log"
-echo "ok: reload with the fixed config: ready again"
+wait_for "a good reload is applied" 1 30 grep -c "configuration reloaded" "$T/d1.log"
+sed -i 's/sla_minutes = 45;/sla_minutes = 30;/' "$T/office.conf"
+echo "ok: reload with the fixed config applied"
 
 # --- 2. outage with the daemon running ---
 pg_cluster_down "$PGDIR"
