@@ -66,7 +66,7 @@ def main():
     if not mem or len(mem) < 6:
         fail("memory/scale table missing or short", log)
     for name, val in mem:
-        if not re.match(r"[0-9]", val):
+        if not re.search(r"[0-9]", val):
             fail("memory/scale %r has no number: %r" % (name, val), log)
 
     lat = table(text, "End-to-end latency")
