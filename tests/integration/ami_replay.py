@@ -19,6 +19,9 @@ Usage: ami_replay.py MISSEDCALLD AMISIM
    with one error line; the call around it is still decided correctly.
 5. half-open: the AMI server is frozen (SIGSTOP, TCP stays up); two
    unanswered pings declare the connection dead.
+6. resync gap: a call in progress when the connection drops and absent
+   from CoreShowChannels after the reconnect is reported as unknown with
+   the gap flag.
 
 Outcomes are read from the daemon's log (stderr, log_level debug): the
 call tracker logs `inbound call KEY: VERDICT (REASON)[ by EXT]` with the
@@ -391,6 +394,40 @@ def test_half_open():
     print("ok half-open connection")
 
 
+def test_resync_gap():
+    """A call in progress when the PBX connection drops, and gone from the
+    CoreShowChannels list after the reconnect, is reported with the gap
+    flag and reason unknown -- never guessed."""
+    with open(os.path.join(DATA, "direct_answered.ami"), "rb") as f:
+        data = f.read()
+    msgs = data.split(b"\r\n\r\n")
+    # Up to the ringing (DialBegin, DialState): nothing ends.
+    first = b"\r\n\r\n".join(m for m in msgs[:12]) + b"\r\n\r\n"
+    if b"Hangup" in first:
+        fail("the truncated transcript already ends the call")
+    path = os.path.join(TMP, "inflight.ami")
+    with open(path, "wb") as f:
+        f.write(first)
+    port = free_port()
+    sim, _ = amisim(["-p", str(port), "--replay", path, "--linger", "-1"])
+    d = Daemon("gap", port)
+    d.wait_re(r"call 1781800000\.4001", "the in-flight call seen")
+    sim.kill()
+    sim.wait()
+    d.wait_re(r"connection lost: .*; retrying in", "loss logged")
+    sim2, _ = amisim(["-p", str(port), "--replay",
+                      os.path.join(DATA, "caller_cancel.ami"), "--linger", "-1"])
+    d.wait(lambda ls: any((m := OUTCOME_RE.search(l)) and
+                          m.group("key") == "1781800000.4001" for l in ls),
+           "the in-flight call decided after the resync")
+    d.stop()
+    sim2.kill()
+    o = [x for x in d.outcomes() if x["key"] == "1781800000.4001"]
+    if len(o) != 1 or not o[0]["gap"] or o[0]["reason"] != "unknown":
+        fail("in-flight call across the reconnect: %r" % o)
+    print("ok resync gap")
+
+
 def main():
     try:
         test_scenarios()
@@ -398,6 +435,7 @@ def main():
         test_reconnect()
         test_oversized()
         test_half_open()
+        test_resync_gap()
     finally:
         cleanup()
     print("PASS")
