@@ -55,7 +55,7 @@ static const cfg_key pbx_keys[] = {
 	{"port", CFG_INT, OFF(port), 1, 65535, "5038", R, AMI, NULL, NULL,
 	 "AMI TCP port."},
 	{"username", CFG_STRING, OFF(username), 0, 0, NULL, R, AMI, NULL, NULL,
-	 "AMI user (manager.conf section); needs read = call,cdr,agent,user and write = system (for Ping)."},
+	 "AMI user (manager.conf section); needs read = call,cdr,agent,user and write = system (Filter and CoreShowChannels need it)."},
 	{"secret_file", CFG_SECRET, OFF(secret), 0, 0, "\"ami-{name}\"", R, AMI, NULL, NULL,
 	 "File holding the AMI secret, or a systemd credential name. "
 	 "When unset, the credential ami-NAME (NAME = this entry's name) is used."},
