@@ -263,6 +263,12 @@ static void ami_client_set_state(ami_client *c, ami_state s)
 	assert(legal[old] & (1u << s));
 	c->state = s;
 	event_del(c->timer);
+	/* Captures mark sessions, so --replay resets like we do. */
+	if (s == AMI_STATE_BANNER)
+		recorder_note(c->rec, "connected", 0);
+	else if (old >= AMI_STATE_BANNER && old <= AMI_STATE_UP &&
+		 (s < AMI_STATE_BANNER || s > AMI_STATE_UP))
+		recorder_note(c->rec, "lost", 0);
 	switch (s) {
 	case AMI_STATE_CONNECTING:
 		c->deadline = mono_usec() + connect_timeout_usec(c);

@@ -300,6 +300,9 @@ def test_live_equals_replay():
     cap = os.path.join(record, caps[0])
     if not open(cap, "rb").readline().startswith(b"#missedcalld-capture v1 proto=ami pbx=office"):
         fail("capture header wrong")
+    notes = re.findall(rb"(?m)^#!\d+ (\w+)$", open(cap, "rb").read())
+    if notes[:1] != [b"connected"]:
+        fail("capture does not start its session with a 'connected' note: %s" % notes[:3])
     calls, outbound, summary = parse_report(dry_run(conf, cap).stdout)
     replayed = {c["call"]: c for c in calls}
     if set(replayed) != set(live):
