@@ -4,10 +4,10 @@
  * A token is 256 bits from getrandom(2), written base64url without padding
  * (43 characters). Only its SHA-256, as 64 lower-case hex digits, is ever
  * stored (table widget_tokens, see appeals/SCHEMA.md): a database dump or a
- * log line never lets anyone connect. SHA-256 is implemented here (FIPS
- * 180-4, checked against the NIST vectors in tests/unit/test_widget_auth.c)
- * so the daemon needs no crypto library; PostgreSQL's sha256() gives the
- * same digest, so an operator can also mint tokens in SQL:
+ * log line never lets anyone connect. SHA-256 comes from nettle (Debian's
+ * libnettle, GnuTLS's crypto core: a hash is not something to write by
+ * hand); PostgreSQL's sha256() gives the same digest, so an operator can
+ * also mint tokens in SQL:
  *     encode(sha256(convert_to('<token>', 'UTF8')), 'hex')
  *
  * The functions here are pure (no I/O except getrandom and, for the CLI,
@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <nettle/sha2.h>
 
 #include "util.h"
 
@@ -32,10 +33,7 @@ struct store_cfg;
 #define WIDGET_TOKEN_HASH_LEN 64 /* hex SHA-256 */
 
 typedef struct widget_sha256 {
-	uint32_t h[8];
-	uint64_t len; /* bytes so far */
-	uint8_t buf[64];
-	size_t nbuf;
+	struct sha256_ctx ctx;
 } widget_sha256;
 
 void widget_sha256_init(widget_sha256 *c);

@@ -38,6 +38,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <nettle/md5.h>
 
 #include "ami_adapter.h"
 #include "ami_parser.h"
@@ -390,95 +391,20 @@ static bool is_ours(const ami_msg *m, const char *kind)
 	       strncmp(id + 4, kind, kl) == 0 && id[4 + kl] == '-';
 }
 
-/* ---- MD5 (RFC 1321) for the Challenge login; no crypto library needed
- * for one digest per login. ---- */
-
-static const uint32_t md5_k[64] = {
-    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
-    0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
-    0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
-    0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
-    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
-    0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
-    0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
-    0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
-    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
-    0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
-    0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
-};
-static const uint8_t md5_r[64] = {
-    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-    5, 9,  14, 20, 5, 9,  14, 20, 5, 9,	 14, 20, 5, 9,	14, 20,
-    4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-    6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
-};
-
-static void md5_block(uint32_t h[4], const uint8_t *p)
-{
-	uint32_t w[16], a = h[0], b = h[1], c = h[2], d = h[3];
-
-	for (int i = 0; i < 16; i++)
-		w[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 |
-		       (uint32_t)p[4 * i + 2] << 16 |
-		       (uint32_t)p[4 * i + 3] << 24;
-	for (int i = 0; i < 64; i++) {
-		uint32_t f;
-		int g;
-		if (i < 16) {
-			f = (b & c) | (~b & d);
-			g = i;
-		} else if (i < 32) {
-			f = (d & b) | (~d & c);
-			g = (5 * i + 1) % 16;
-		} else if (i < 48) {
-			f = b ^ c ^ d;
-			g = (3 * i + 5) % 16;
-		} else {
-			f = c ^ (b | ~d);
-			g = (7 * i) % 16;
-		}
-		uint32_t t = d, x = a + f + md5_k[i] + w[g];
-		d = c;
-		c = b;
-		b = b + ((x << md5_r[i]) | (x >> (32 - md5_r[i])));
-		a = t;
-	}
-	h[0] += a;
-	h[1] += b;
-	h[2] += c;
-	h[3] += d;
-}
-
-/* Lower-case hex MD5 of a || b into out[33]. */
+/* Lower-case hex MD5 of a || b into out[33], for the Challenge login
+ * (nettle: a hash is not something to write by hand). */
 static void md5_hex2(const char *a, const char *b, char out[33])
 {
-	uint32_t h[4] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476};
-	size_t la = strlen(a), lb = strlen(b), n = la + lb;
-	uint8_t blk[64];
-	size_t o = 0;
+	struct md5_ctx ctx;
+	uint8_t d[MD5_DIGEST_SIZE];
 
-	for (size_t i = 0; i < n; i++) {
-		blk[o++] = (uint8_t)(i < la ? a[i] : b[i - la]);
-		if (o == 64) {
-			md5_block(h, blk);
-			o = 0;
-		}
-	}
-	blk[o++] = 0x80;
-	if (o > 56) {
-		memset(blk + o, 0, 64 - o);
-		md5_block(h, blk);
-		o = 0;
-	}
-	memset(blk + o, 0, 56 - o);
-	uint64_t bits = (uint64_t)n * 8;
-	for (int i = 0; i < 8; i++)
-		blk[56 + i] = (uint8_t)(bits >> (8 * i));
-	md5_block(h, blk);
-	for (int i = 0; i < 16; i++)
-		snprintf(out + 2 * i, 3, "%02x",
-			 (unsigned)(h[i / 4] >> (8 * (i % 4))) & 0xff);
-	explicit_bzero(blk, sizeof(blk));
+	md5_init(&ctx);
+	md5_update(&ctx, strlen(a), (const uint8_t *)a);
+	md5_update(&ctx, strlen(b), (const uint8_t *)b);
+	md5_digest(&ctx, sizeof(d), d);
+	for (size_t i = 0; i < sizeof(d); i++)
+		snprintf(out + 2 * i, 3, "%02x", d[i]);
+	explicit_bzero(&ctx, sizeof(ctx));
 }
 
 /* ---- login sequence ---- */
