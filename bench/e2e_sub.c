@@ -1,7 +1,8 @@
 /*
  * e2e_sub: the far end of the end-to-end benchmarks. In one epoll loop it
  *  - opens N widget event streams (GET /v1/events?token=T, SSE) and
- *    notes when each receives an appeal event (appeal.created/updated),
+ *    notes when each receives an event about a call (appeal.created/
+ *    updated, call.missed, ...),
  *  - optionally logs in to the simulated PBX (amisim) as a second AMI
  *    client and notes when each Hangup event of a call arrives,
  * all on one CLOCK_MONOTONIC, so "appeal event received by a subscriber"
@@ -15,7 +16,7 @@
  * Prints "READY <connected> <failed>" on stdout once every stream answered
  * (and the AMI login succeeded), then runs until SIGTERM/SIGINT, then
  * writes FILE:  H <linkedid> <usec>     (every Hangup from the PBX)
- *               A <sub> <call_key> <kind> <usec>  (every appeal event)
+ *               A <sub> <call_key> <kind> <usec>  (every event with a call_key)
  * and exits 0. The benchmark script joins them (bench/run).
  */
 
@@ -141,7 +142,9 @@ static size_t sse_frames(conn *c, uint64_t t, unsigned long *events)
 		char *e = memmem(s, c->len - used, "\n\n", 2);
 		if (!e)
 			break;
-		char *ev = memmem(s, (size_t)(e - s), "event: appeal.", 14);
+		/* appeal.* and the live call.* events (call.missed goes out at
+		 * the decision, before the appeal is committed) */
+		char *ev = memmem(s, (size_t)(e - s), "event: ", 7);
 		if (ev) {
 			char kind[32], key[160];
 			if (field(ev, e, "event: ", '\n', kind, sizeof(kind)) == 0 &&
@@ -231,6 +234,11 @@ int main(int argc, char **argv)
 	while (!stop) {
 		while (next < n && pending < 256) {
 			conn *c = &cs[next];
+			/* The AMI tap (last) logs in -- and so lets amisim start the
+			 * stream -- only once every stream answered and had 1 s to
+			 * leave its replay and go live. */
+			if (c->idx < 0 && (pending > 0 || now_usec() < last_ready + 1000000))
+				break;
 			int port = c->idx < 0 ? ami_port : sse_port;
 			c->fd = tcp_connect(port);
 			if (c->fd < 0) {
@@ -244,7 +252,8 @@ int main(int argc, char **argv)
 			}
 			next++;
 		}
-		if (!announced && next == n && pending == 0) {
+		if (!announced && next >= n - (ami_port ? 1 : 0) && pending == 0 &&
+		    (!ami_port || next == n)) {
 			printf("READY %d %d\n", connected, failed);
 			fflush(stdout);
 			announced = true;
