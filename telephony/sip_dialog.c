@@ -366,14 +366,17 @@ static bool sd_anonymous_user(sip_str u)
 }
 
 /* Caller: trusted PAI > RPID party=calling > From; withheld by Privacy,
- * RPID privacy or an anonymous From. */
-static void sd_classify_caller(sd_call *c, const sip_msg *m)
+ * RPID privacy or an anonymous From. P-Asserted-Identity is an assertion
+ * of the trust domain (RFC 3325): it is believed only from a configured
+ * trunk, or from anywhere when no trunks are configured (then the proxy
+ * that mirrors to us is the trust boundary and strips foreign PAIs). */
+static void sd_classify_caller(sd_call *c, const sip_msg *m, bool pai_trusted)
 {
 	const sip_addr *who = &m->from;
 
-	if (m->pai.present && m->pai.user.len)
+	if (pai_trusted && m->pai.present && m->pai.user.len)
 		who = &m->pai;
-	else if (m->pai_tel.present && m->pai_tel.user.len)
+	else if (pai_trusted && m->pai_tel.present && m->pai_tel.user.len)
 		who = &m->pai_tel;
 	else if (m->rpid.present && m->rpid.user.len &&
 		 sip_str_caseeq_cstr(m->rpid_party, "calling"))
@@ -402,7 +405,8 @@ static void sd_classify(sip_dialogs *d, sd_call *c, const sip_msg *m,
 	/* Direction is not in SIP: without trunks or DIDs nothing is inbound
 	 * (the listener warns at start). */
 	c->inbound = from_trunk || ruri_did || to_did;
-	sd_classify_caller(c, m);
+	sd_classify_caller(c, m,
+			   from_trunk || !cfg->trunks || cfg->trunks->n == 0);
 	/* Forwarded calls carry the number first dialled. */
 	if (m->n_diversion && m->diversion_last.user.len)
 		sip_str_copy_text(m->diversion_last.user, c->did,

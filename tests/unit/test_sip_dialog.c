@@ -921,6 +921,36 @@ static void test_inbound_by_did(void **state)
 	free(h);
 }
 
+/* P-Asserted-Identity is believed only from a configured trunk: the same
+ * INVITE from another source (inbound by its DID) gives the From caller. */
+static void test_pai_trust(void **state)
+{
+	for (int from_trunk = 0; from_trunk < 2; from_trunk++) {
+		harness *h = calloc(1, sizeof(*h));
+		char *did[] = {"74951234567"};
+		char src = from_trunk ? 'T' : 'B';
+
+		scenario_init(h, from_trunk ? "pai-trunk" : "pai-other");
+		snprintf(h->extra_invite, sizeof(h->extra_invite),
+			 "P-Asserted-Identity: <sip:+79990000001@asserted.example>\r\n");
+		invite(h, src, 'P', "c1", 1, "+74951234567", NULL);
+		invite(h, 'P', 'A', "pA,c1", 1, "7001", NULL);
+		response(h, 'A', 'P', 486, "pA,c1", 1, "INVITE", "tA", NULL);
+		response(h, 'P', src, 486, "c1", 1, "INVITE", "tA", NULL);
+		request(h, src, 'P', "ACK", "c1", 1, "tA", NULL);
+		run_start(h);
+		h->dids = (cfg_strv){did, 1};
+		for (size_t i = 0; i < h->n_msgs; i++)
+			feed_datagram(h, &h->msgs[i]);
+		run_finish(h);
+		assert_int_equal(h->n_out, 1);
+		assert_int_equal(h->out[0].verdict, CALL_VERDICT_MISSED);
+		assert_string_equal(h->out[0].caller,
+				    from_trunk ? "+79990000001" : "+79161234567");
+		free(h);
+	}
+}
+
 /* Neither trunks nor DIDs: direction is unknowable, nothing is inbound. */
 static void test_no_direction_rules(void **state)
 {
@@ -1066,6 +1096,7 @@ int main(void)
 	    cmocka_unit_test(test_diverted),
 	    cmocka_unit_test(test_internal),
 	    cmocka_unit_test(test_inbound_by_did),
+	    cmocka_unit_test(test_pai_trust),
 	    cmocka_unit_test(test_no_direction_rules),
 	    cmocka_unit_test(test_outbound),
 	    cmocka_unit_test(test_timeout),
