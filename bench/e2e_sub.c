@@ -53,6 +53,9 @@ typedef struct conn {
 } conn;
 
 static volatile sig_atomic_t stop;
+/* E2E_QUICKACK=1: ACK every segment at once (diagnoses Nagle + delayed-ACK
+ * stalls on the sender's side). */
+static int quickack;
 static FILE *logfp;
 static char *logbuf;
 static size_t logcap = 64u << 20, loglen;
@@ -196,6 +199,7 @@ int main(int argc, char **argv)
 				"[--ami PORT --user U --secret S] --log FILE\n");
 		return 2;
 	}
+	quickack = getenv("E2E_QUICKACK") != NULL;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
@@ -304,6 +308,10 @@ int main(int argc, char **argv)
 					break;
 				}
 				c->len += (size_t)r;
+				if (quickack) {
+					int one = 1;
+					setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+				}
 				size_t used = 0;
 				if (c->state == C_HEADERS) {
 					if (c->idx < 0) {
