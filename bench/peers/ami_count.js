@@ -13,13 +13,15 @@ if (!lib || !port || !want) {
 const target = Number(want);
 let n = 0;
 let t0 = 0n;
+let c0 = null;
 
 function onEvent () {
-  if (n === 0) t0 = process.hrtime.bigint();
+  if (n === 0) { t0 = process.hrtime.bigint(); c0 = process.cpuUsage(); }
   n++;
   if (n === target) {
     const s = Number(process.hrtime.bigint() - t0) / 1e9;
-    console.log(JSON.stringify({ lib, events: n, seconds: s }));
+    const c = process.cpuUsage(c0);
+    console.log(JSON.stringify({ lib, events: n, seconds: s, cpu_seconds: (c.user + c.system) / 1e6 }));
     process.exit(0);
   }
 }
