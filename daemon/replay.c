@@ -35,6 +35,7 @@
 #include "pbx.h"
 #include "phone.h"
 #include "recorder.h"
+#include "replay_db.h"
 #include "sip.h"
 #include "sip_dialog.h"
 
@@ -51,6 +52,8 @@ typedef struct planned {
 	char call_key[64];
 	uint64_t last_call_usec;
 	unsigned long index;
+	char db_number[64]; /* an open appeal of the database; "": of this
+			       replay */
 } planned;
 
 /* A missed call of this run with a number (urgency: repeat count). */
@@ -78,6 +81,7 @@ typedef struct replay {
 	size_t n_appeals, cap_appeals;
 	missed_call *missed;
 	size_t n_missed, cap_missed;
+	replay_db *db; /* NULL: not reachable, or a lookup failed */
 	replay_stats st;
 } replay;
 
@@ -180,15 +184,72 @@ static void *grow(void *v, size_t *cap, size_t n, size_t size)
 	return nv;
 }
 
+/* Asks the database what the store would find for this call (see
+ * replay_db.h). False without a database; a failed lookup says so once and
+ * turns the database off for the rest of the run. */
+static bool db_lookup(replay *r, const call_outcome *o, const char *phone,
+		      const appeal_plan *plan, uint64_t ended,
+		      replay_db_match *m)
+{
+	const appeal_rules_cfg *rc = &r->cfg->missed_calls;
+	replay_db_query q = {
+	    .pbx = o->pbx,
+	    .call_key = o->call_key,
+	    .phone = phone,
+	    .when_usec = plan->when_usec,
+	    .ended_usec = ended,
+	    .dedupe_window_minutes = rc->dedupe_window_minutes,
+	    .repeat_window_minutes = rc->urgent.repeat_window_minutes,
+	    .vip_tag = rc->urgent.vip_tag,
+	};
+	char err[512];
+
+	if (!r->db)
+		return false;
+	if (replay_db_lookup(r->db, &q, m, err, sizeof err) == 0)
+		return true;
+	fprintf(r->out,
+		"# database lookup failed (%s): the rest is shown from the "
+		"capture only\n",
+		err);
+	replay_db_close(r->db);
+	r->db = NULL;
+	return false;
+}
+
+/* The planned entry standing for the database's open appeal `number`
+ * (later calls of this replay attach to it as the store would). */
+static planned *db_planned(replay *r, const char *number, const char *phone,
+			   const char *call_key)
+{
+	planned *a;
+
+	for (size_t i = 0; i < r->n_appeals; i++)
+		if (streq(r->appeals[i].db_number, number))
+			return &r->appeals[i];
+	a = grow(r->appeals, &r->cap_appeals, r->n_appeals, sizeof *a);
+	if (!a)
+		return NULL;
+	r->appeals = a;
+	a = &r->appeals[r->n_appeals++];
+	memset(a, 0, sizeof *a);
+	snprintf(a->phone, sizeof a->phone, "%s", phone);
+	snprintf(a->call_key, sizeof a->call_key, "%s",
+		 call_key ? call_key : "");
+	snprintf(a->db_number, sizeof a->db_number, "%s", number);
+	return a;
+}
+
 /* Prints what appeal the missed call o would make. */
 static void report_appeal(replay *r, const call_outcome *o)
 {
 	const appeal_rules_cfg *rc = &r->cfg->missed_calls;
-	char e164[32], title[512], number[128], tb[32], tags[512];
-	const char *phone = NULL;
+	char e164[32], title[512], number[128], tb[32], tags[512], who[300];
+	const char *phone = NULL, *client = NULL;
 	appeal_plan plan;
 	planned *target;
-	bool urgent;
+	replay_db_match m;
+	bool urgent, have_db;
 	uint64_t ended = o->end_usec ? o->end_usec : o->start_usec;
 	int rr;
 
@@ -206,33 +267,80 @@ static void report_appeal(replay *r, const call_outcome *o)
 	    phone_normalize(o->caller_num, r->cfg->phone.default_country, e164,
 			    sizeof e164) == 0)
 		phone = e164;
+	have_db = db_lookup(r, o, phone, &plan, ended, &m);
+	if (have_db && m.duplicate) {
+		/* The store is idempotent on (pbx, call key): nothing new. */
+		r->st.already_stored++;
+		fprintf(r->out, "    appeal: already stored");
+		kv(r->out, "number", m.dup_number[0] ? m.dup_number : "?");
+		fputs(" (this call is in the database: the store would write "
+		      "nothing)\n",
+		      r->out);
+		return;
+	}
 	if (phone) {
-		missed_call *m =
-		    grow(r->missed, &r->cap_missed, r->n_missed, sizeof *m);
-		if (m) {
-			r->missed = m;
-			snprintf(m[r->n_missed].phone, sizeof m->phone, "%s",
+		missed_call *mc =
+		    grow(r->missed, &r->cap_missed, r->n_missed, sizeof *mc);
+		if (mc) {
+			r->missed = mc;
+			snprintf(mc[r->n_missed].phone, sizeof mc->phone, "%s",
 				 phone);
-			m[r->n_missed++].ended_usec = ended;
+			mc[r->n_missed++].ended_usec = ended;
 		}
 	}
-	/* No database in a dry run: the VIP tag of a client is unknown. */
-	urgent = appeal_rules_urgent(rc, false, repeat_count(r, phone, ended));
+	if (have_db) {
+		if (m.n_clients == 1)
+			client = m.client_name;
+		if (m.n_clients > 1)
+			snprintf(who, sizeof who,
+				 "several clients (%" PRId64 ")", m.n_clients);
+		else
+			snprintf(who, sizeof who, "%s",
+				 client ? client : "unknown");
+	}
+	/* Without a database the VIP tag of a client is unknown. */
+	urgent = appeal_rules_urgent(rc, have_db && m.vip,
+				     repeat_count(r, phone, ended) +
+					 (have_db ? m.repeat_calls : 0));
 	if (urgent)
 		r->st.urgent++;
 	target = dedupe_target(r, phone, plan.when_usec);
+	/* The store takes the newest open appeal: the database's wins over
+	 * an earlier call of this replay only when its last call is later. */
+	if (have_db && m.open_appeal && phone &&
+	    (!target || (!streq(target->db_number, m.open_number) &&
+			 target->last_call_usec < m.open_last_call_usec))) {
+		target = db_planned(r, m.open_number, phone, o->call_key);
+		if (target)
+			target->last_call_usec = MCD_MAX(target->last_call_usec,
+							 m.open_last_call_usec);
+	}
 	if (target) {
-		r->st.appeals_attached++;
 		target->last_call_usec = MCD_MAX(target->last_call_usec, ended);
-		fprintf(r->out, "    appeal: attach to #%lu", target->index);
-		kv(r->out, "first_call", target->call_key);
+		if (target->db_number[0]) {
+			r->st.appeals_attached_db++;
+			fprintf(r->out, "    appeal: attach to existing %s",
+				target->db_number);
+			fputs(" (open, database)", r->out);
+			if (have_db && m.open_status[0] &&
+			    streq(m.open_number, target->db_number))
+				kv(r->out, "status", m.open_status);
+		} else {
+			r->st.appeals_attached++;
+			fprintf(r->out,
+				"    appeal: attach to #%lu (this replay)",
+				target->index);
+			kv(r->out, "first_call", target->call_key);
+		}
 		kv(r->out, "phone", phone);
+		if (have_db)
+			kv(r->out, "client", who);
 		fprintf(r->out, " urgent=%s (dedupe within %" PRId64 " min)\n",
 			urgent ? "yes" : "no", rc->dedupe_window_minutes);
 		return;
 	}
 	r->st.appeals_new++;
-	if (appeal_title_render(&plan, NULL, phone, o, title, sizeof title) <
+	if (appeal_title_render(&plan, client, phone, o, title, sizeof title) <
 		0 &&
 	    !title[0])
 		snprintf(title, sizeof title, "?");
@@ -246,8 +354,12 @@ static void report_appeal(replay *r, const call_outcome *o)
 	kv(r->out, "type", plan.appeal_type);
 	kv(r->out, "manager", plan.manager ? plan.manager : "-");
 	kv(r->out, "title", title);
+	if (have_db)
+		kv(r->out, "client", who);
 	kv(r->out, "deadline", fmt_time(plan.deadline_usec, tb, sizeof tb));
 	fprintf(r->out, " urgent=%s", urgent ? "yes" : "no");
+	if (urgent && have_db && m.vip)
+		fputs(" vip=yes", r->out);
 	kv(r->out, "tags", tags[0] ? tags : "-");
 	if (plan.route >= 0)
 		fprintf(r->out, " route=%d", plan.route + 1);
@@ -554,6 +666,33 @@ static void print_summary(replay *r)
 	    "appeals (dry run, nothing written): %lu new, %lu attached to an "
 	    "earlier one of this replay, %lu urgent\n",
 	    s->appeals_new, s->appeals_attached, s->urgent);
+	if (s->database)
+		fprintf(r->out,
+			"database (read only): %lu attached to an open appeal "
+			"of the database, %lu calls already stored\n",
+			s->appeals_attached_db, s->already_stored);
+}
+
+/* Opens the read-only lookups, or says in one line why the report is
+ * from the capture alone. */
+static void open_database(replay *r)
+{
+	char err[512], name[256];
+
+	if (replay_db_open(&r->cfg->database, &r->db, err, sizeof err) < 0) {
+		r->db = NULL;
+		fprintf(
+		    r->out,
+		    "# database not reachable: dedupe, client match and VIP "
+		    "shown from the capture only (%s)\n",
+		    err);
+		return;
+	}
+	r->st.database = true;
+	fprintf(r->out,
+		"# database %s: client match, VIP tag and open appeals looked "
+		"up read-only (nothing is written)\n",
+		replay_db_name(r->db, name, sizeof name));
 }
 
 static int replay_stream(replay *r, recorder_reader *rd)
@@ -686,6 +825,7 @@ int replay_run(const mcd_config *cfg, const replay_opts *o,
 		recorder_reader_pbx(rd) ? " of pbx " : "",
 		recorder_reader_pbx(rd) ? recorder_reader_pbx(rd) : "",
 		r->pbx->name);
+	open_database(r);
 	rr = replay_stream(r, rd);
 	if (rr < 0) {
 		log_error("replay: \"%s\": %s", o->capture,
@@ -709,6 +849,7 @@ int replay_run(const mcd_config *cfg, const replay_opts *o,
 		*ret_stats = r->st;
 	rr = 0;
 out:
+	replay_db_close(r->db);
 	sip_dialogs_free(r->dialogs);
 	ami_adapter_free(r->adapter);
 	call_tracker_free(r->tracker);

@@ -9,9 +9,17 @@
  * entry's direction rules from the given configuration. Nothing is written
  * anywhere: it prints, per decided call, caller, DID, verdict and reason, and
  * for a missed call the appeal the daemon would create (type, manager, title,
- * number, deadline, urgent, tags, and the dedupe target among the calls of this
- * replay), then a summary. Changing the config and replaying shows the effect
- * of a change before a reload.
+ * number, deadline, urgent, tags, and the dedupe target), then a summary.
+ * Changing the config and replaying shows the effect of a change before a
+ * reload.
+ *
+ * When database.conninfo reaches a migrated database, the dry run asks it,
+ * read-only (daemon/replay_db.h), what the store would find: the client
+ * matched by the caller's number (its name goes into the title), the VIP
+ * tag (urgent), stored missed calls (repeat urgency) and the open appeal
+ * the call would be attached to; an earlier call of the replay still wins
+ * when it is newer. Otherwise one line says so and dedupe and urgency come
+ * from the calls of the replay alone.
  *
  * Time comes from the capture: frame receive times, or the events'
  * `Timestamp:` headers (timestampevents=yes). The tracker's decision grace
@@ -45,6 +53,10 @@ typedef struct replay_stats {
 	unsigned long gap;	/* decided as unknown: ended unseen */
 	unsigned long outbound; /* outbound results (live events) */
 	unsigned long appeals_new, appeals_attached, urgent;
+	/* With the database (read-only lookups): */
+	bool database;			   /* it was reachable */
+	unsigned long appeals_attached_db; /* to an open appeal there */
+	unsigned long already_stored;	   /* (pbx, call key) already there */
 	unsigned long by_reason[16]; /* missed, indexed by call_reason */
 } replay_stats;
 

@@ -22,6 +22,15 @@ Usage: replay_dry_run.py MISSEDCALLD AMISIM
 5. errors: --replay without --dry-run is a usage error (2), a missing
    capture and a corrupt frame fail with a message (1), a HEP capture under
    a config without a HEP pbx is refused clearly.
+6. the database, read-only: against a real PostgreSQL (tests/lib/
+   pg_cluster.sh, migrated with --migrate) the dry run shows the matched
+   client's name in the title (a phone stored in a messy format), urgent
+   for a client with the VIP tag, 'several clients' for a shared number,
+   `attach to existing <number>` for a phone with an open appeal (and a
+   later call of the replay attaches to it too), 'already stored' for a
+   call the database holds, and leaves every table as it was. With the
+   database unreachable (every other case here: a closed port) one line
+   says so and the report comes from the capture alone.
 """
 import os
 import re
@@ -42,6 +51,8 @@ DATA = os.path.join(SRC, "tests", "data", "ami")
 TMP = tempfile.mkdtemp(prefix="replay_dry_run.")
 SECRET = "replay-s3cret"
 PROCS = []
+PGDIR = []
+PG_CLUSTER = os.path.join(SRC, "tests", "lib", "pg_cluster.sh")
 LIVE_RE = re.compile(r"inbound call (?P<key>\S+): (?P<verdict>\w+) \((?P<reason>\w+)\)"
                      r"(?: by (?P<by>[^,\s]+))?")
 
@@ -51,6 +62,9 @@ def cleanup():
         if p.poll() is None:
             p.kill()
             p.wait()
+    for d in PGDIR:
+        subprocess.call(["bash", PG_CLUSTER, "stop", d])
+    del PGDIR[:]
     subprocess.call(["rm", "-rf", TMP])
 
 
@@ -68,7 +82,8 @@ def free_port():
     return port
 
 
-def write_conf(name, port=5038, record=None, extra_calls="", extra_pbx=""):
+def write_conf(name, port=5038, record=None, extra_calls="", extra_pbx="",
+               conninfo=None, extra_missed=""):
     d = os.path.join(TMP, name)
     os.makedirs(os.path.join(d, "state"), exist_ok=True)
     secret = os.path.join(d, "ami.secret")
@@ -78,16 +93,18 @@ def write_conf(name, port=5038, record=None, extra_calls="", extra_pbx=""):
     with open(conf, "w") as f:
         f.write("""
 daemon = {{ log_level = "debug"; state_dir = "{state}"; }};
-database = {{ conninfo = "hostaddr=127.0.0.1 port={dbport} dbname=none user=none"; }};
+database = {{ conninfo = "{conninfo}"; }};
 calls = {{ decide_grace_ms = 300; {extra_calls} }};
-missed_calls = {{ manager = "ivanov"; tags = [ "missed" ]; sla_minutes = 30; }};
+missed_calls = {{ manager = "ivanov"; tags = [ "missed" ]; sla_minutes = 30; {extra_missed} }};
 pbx = ( {{
   name = "office"; type = "ami"; host = "127.0.0.1"; port = {port};
   username = "admin"; secret_file = "{secret}";
   trunks = [ "PJSIP/provider" ]; inbound_contexts = [ "from-pstn" ];
   {record} {extra_pbx}
 }} );
-""".format(state=os.path.join(d, "state"), dbport=free_port(), port=port,
+""".format(state=os.path.join(d, "state"), port=port, extra_missed=extra_missed,
+           conninfo=conninfo or
+           "hostaddr=127.0.0.1 port=%d dbname=none user=none" % free_port(),
            secret=secret, extra_calls=extra_calls, extra_pbx=extra_pbx,
            record='record_dir = "%s";' % record if record else ""))
     return conf
@@ -123,9 +140,12 @@ def parse_report(text):
                     ap[k] = v
             if words[0] == "attach":
                 ap["target"] = words[2]
+                if words[2] == "existing":
+                    ap["target"] = words[3]
+                    ap["database"] = True
             calls[-1]["appeal"] = ap
             continue
-        if line.startswith(("missed by reason", "appeals (", "HEP packets")):
+        if line.startswith(("missed by reason", "appeals (", "HEP packets", "database (")):
             continue
         words = shlex.split(line)
         d = {"time": words[0]}
@@ -156,6 +176,13 @@ def test_transcripts():
     rows = load_expected()
     if len(rows) < 15:
         fail("expected.tsv has only %d rows" % len(rows))
+    # The config's conninfo names a closed port: one line says so.
+    out = dry_run(conf, os.path.join(DATA, "caller_cancel.ami")).stdout
+    want = "# database not reachable: dedupe, client match and VIP shown from the capture only"
+    if sum(1 for l in out.splitlines() if l.startswith(want)) != 1:
+        fail("no (or more than one) unreachable-database line:\n" + out)
+    if "database (read only)" in out:
+        fail("database summary without a database:\n" + out)
     for row in rows:
         path = os.path.join(DATA, row["scenario"] + ".ami")
         calls, outbound, summary = parse_report(dry_run(conf, path).stdout)
@@ -440,9 +467,127 @@ def test_errors():
         fail("HEP capture under an AMI-only config: %s" % r.stderr)
 
 
+def transcript_as(scenario, caller):
+    """The scenario's transcript with its caller number replaced."""
+    data = open(os.path.join(DATA, scenario + ".ami"), "rb").read()
+    return data.replace(b"79161234567", caller.encode())
+
+
+def test_database():
+    pgdir = tempfile.mkdtemp(prefix="replay_dry_run_pg.")
+    PGDIR.append(pgdir)
+    r = subprocess.run(["bash", PG_CLUSTER, "start", pgdir], capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode != 0:
+        fail("pg_cluster start: %s%s" % (r.stdout, r.stderr))
+    env = {}
+    for line in r.stdout.splitlines():
+        if "=" in line and line.startswith("PG_"):
+            k, v = line.split("=", 1)
+            env[k] = shlex.split(v)[0] if v else ""
+    conf = write_conf("database", conninfo=env["PG_CONNINFO"],
+                      extra_missed='urgent = { vip_tag = "VIP"; };')
+    r = subprocess.run([MISSEDCALLD, "-c", conf, "--migrate"], capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode != 0:
+        fail("--migrate: %s%s" % (r.stdout, r.stderr))
+
+    def q(sql):
+        r = subprocess.run(["bash", PG_CLUSTER, "psql", pgdir, "-qAt", "-c", sql],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            fail("psql %s: %s" % (sql, r.stderr))
+        return r.stdout.strip()
+
+    # A VIP client with a messy phone, a plain client with an open appeal
+    # (and a closed one, never a target), a number two clients share, and
+    # one call the database already holds.
+    q("""
+INSERT INTO appeal_statuses (name, is_closed) VALUES ('Новое', false), ('Закрыто', true);
+INSERT INTO appeal_types (name, initial_status_id) VALUES ('Пропущенный звонок', 1);
+INSERT INTO employees (login, name) VALUES ('ivanov', 'Иванов');
+INSERT INTO clients (id, name) VALUES (1, 'ООО Ромашка'), (2, 'Пётр Сидоров'),
+  (3, 'Анна'), (4, 'Борис');
+INSERT INTO client_phones (client_id, phone) VALUES (1, '8 (903) 555-00-11, доб. 5'),
+  (2, '+7 926 111-22-33'), (3, '8-916-123-45-67'), (4, '+7 (916) 1234567');
+INSERT INTO client_tags (client_id, tag) VALUES (1, 'VIP'), (2, 'regular');
+INSERT INTO appeals (number, title, type_id, status_id, client_id, client_name, phone,
+  origin, calls_count, last_call_at)
+VALUES ('A-2026-000123', 'Пропущенный звонок — Пётр Сидоров', 1, 1, 2, 'Пётр Сидоров',
+  '+79261112233', 'missed_call', 1, to_timestamp(1781801000 - 3600)),
+  ('A-2026-000050', 'closed one', 1, 2, 1, 'ООО Ромашка', '+79035550011', 'missed_call', 1,
+  to_timestamp(1781801000 - 60));
+INSERT INTO appeal_calls (appeal_id, pbx, call_key, caller, phone, reason, ended_at)
+VALUES (1, 'office', '1781812000.5201', '79161234567', '+79161234567', 'voicemail',
+  to_timestamp(1781812030));
+""")
+    if q("SELECT phone_e164 FROM client_phones WHERE client_id = 1") != "+79035550011":
+        fail("the messy phone did not normalise: %s" %
+             q("SELECT phone_e164 FROM client_phones WHERE client_id = 1"))
+    counts_sql = ("SELECT (SELECT count(*) FROM appeals), (SELECT count(*) FROM appeal_calls),"
+                  " (SELECT count(*) FROM appeal_events),"
+                  " (SELECT count(*) FROM appeal_number_counters),"
+                  " (SELECT max(updated_at) FROM appeals), (SELECT sum(calls_count) FROM appeals)")
+    before = q(counts_sql)
+
+    cap = os.path.join(TMP, "database.ami")
+    with open(cap, "wb") as f:
+        f.write(transcript_as("caller_cancel", "79035550011"))   # VIP client
+        f.write(transcript_as("no_answer", "79261112233"))       # open appeal
+        f.write(transcript_as("busy", "79161234567"))            # two clients
+        f.write(transcript_as("unavailable", "79261112233"))     # open appeal again
+        f.write(open(os.path.join(DATA, "voicemail_message.ami"), "rb").read())  # stored
+    out = dry_run(conf, cap).stdout
+    calls, _, _ = parse_report(out)
+    if "database not reachable" in out or \
+       not re.search(r"(?m)^# database \S+: client match, VIP tag and open appeals", out):
+        fail("no database header line:\n" + out)
+    aps = [c.get("appeal") for c in calls]
+    if len(calls) != 5 or None in aps:
+        fail("database replay: %d calls, appeals %s:\n%s" % (len(calls), aps, out))
+    vip, opened, shared, again, stored = aps
+    if vip["kind"] != "new" or "ООО Ромашка" not in vip.get("title", "") or \
+       vip.get("client") != "ООО Ромашка" or vip.get("urgent") != "yes":
+        fail("VIP client's appeal: %s\n%s" % (vip, out))
+    if opened["kind"] != "attach" or opened.get("target") != "A-2026-000123" or \
+       not opened.get("database") or opened.get("client") != "Пётр Сидоров" or \
+       opened.get("urgent") != "no":
+        fail("call of the phone with an open appeal: %s\n%s" % (opened, out))
+    if "attach to existing A-2026-000123 (open, database)" not in out:
+        fail("no 'attach to existing' line:\n" + out)
+    if shared["kind"] != "new" or shared.get("client") != "several clients (2)" or \
+       "Анна" in shared.get("title", "") or "+79161234567" not in shared.get("title", ""):
+        fail("number of two clients: %s\n%s" % (shared, out))
+    if again["kind"] != "attach" or again.get("target") != "A-2026-000123":
+        fail("second call of the phone with an open appeal: %s\n%s" % (again, out))
+    if stored["kind"] != "already" or stored.get("number") != "A-2026-000123":
+        fail("call already in the database: %s\n%s" % (stored, out))
+    if "database (read only): 2 attached to an open appeal of the database, " \
+       "1 calls already stored" not in out:
+        fail("database summary line:\n" + out)
+    after = q(counts_sql)
+    if after != before:
+        fail("the dry run changed the database: %s -> %s" % (before, after))
+
+    # Not migrated: the same one line, the report from the capture alone.
+    q("CREATE DATABASE empty")
+    bare = write_conf("bare", conninfo=env["PG_CONNINFO"].replace("dbname=missedcalld",
+                                                                  "dbname=empty"))
+    out = dry_run(bare, cap).stdout
+    if not re.search(r"(?m)^# database not reachable: dedupe, client match and VIP shown "
+                     r"from the capture only \(the database is not migrated", out):
+        fail("unmigrated database:\n" + out)
+    calls, _, _ = parse_report(out)
+    if [c["appeal"]["kind"] for c in calls] != ["new", "new", "new", "attach", "attach"]:
+        fail("capture-only dedupe: %s" % [c["appeal"] for c in calls])
+    print("database: client name, VIP, several clients, open appeal, stored call; "
+          "nothing written")
+
+
 def main():
     try:
         test_errors()
+        test_database()
         test_hep()
         test_transcripts()
         test_live_equals_replay()
