@@ -40,6 +40,10 @@
 #include "sip_dialog.h"
 
 #define CHECKPOINTS 4096
+/* As appeals/store.c: a sequence value no rendered number otherwise
+ * contains, to split a number into the text around its digits. */
+#define SEQ_SENTINEL	 987654321987LL
+#define SEQ_SENTINEL_STR "987654321987"
 
 typedef struct checkpoint {
 	uint64_t cap_usec;
@@ -55,6 +59,13 @@ typedef struct planned {
 	char db_number[64]; /* an open appeal of the database; "": of this
 			       replay */
 } planned;
+
+/* A numbering period ("A-2026-{seq}") and its last value: the database's
+ * counter plus the new appeals of this replay. */
+typedef struct period_seq {
+	char period[192];
+	int64_t last;
+} period_seq;
 
 /* A missed call of this run with a number (urgency: repeat count). */
 typedef struct missed_call {
@@ -82,6 +93,8 @@ typedef struct replay {
 	missed_call *missed;
 	size_t n_missed, cap_missed;
 	replay_db *db; /* NULL: not reachable, or a lookup failed */
+	period_seq *periods;
+	size_t n_periods, cap_periods;
 	replay_stats st;
 } replay;
 
@@ -184,6 +197,18 @@ static void *grow(void *v, size_t *cap, size_t n, size_t size)
 	return nv;
 }
 
+/* A lookup failed (the transaction is then aborted): say so once and go on
+ * from the capture alone. */
+static void db_failed(replay *r, const char *err)
+{
+	fprintf(r->out,
+		"# database lookup failed (%s): the rest is shown from the "
+		"capture only\n",
+		err);
+	replay_db_close(r->db);
+	r->db = NULL;
+}
+
 /* Asks the database what the store would find for this call (see
  * replay_db.h). False without a database; a failed lookup says so once and
  * turns the database off for the rest of the run. */
@@ -208,13 +233,60 @@ static bool db_lookup(replay *r, const call_outcome *o, const char *phone,
 		return false;
 	if (replay_db_lookup(r->db, &q, m, err, sizeof err) == 0)
 		return true;
-	fprintf(r->out,
-		"# database lookup failed (%s): the rest is shown from the "
-		"capture only\n",
-		err);
-	replay_db_close(r->db);
-	r->db = NULL;
+	db_failed(r, err);
 	return false;
+}
+
+/* The number the store would give a new appeal: the database's counter of
+ * the plan's period plus the new appeals of this replay in it, skipping
+ * numbers already taken (as mcd_submit_one()). False without a database:
+ * the replay then counts from 1. */
+static bool db_number(replay *r, const appeal_plan *plan, char *out, size_t len)
+{
+	char buf[192], period[192], err[512], *at;
+	period_seq *p = NULL;
+	bool taken = true;
+	int64_t last;
+
+	if (!r->db ||
+	    appeal_number_render(plan->number_tmpl, SEQ_SENTINEL,
+				 plan->when_usec, plan->timezone, buf,
+				 sizeof buf) < 0 ||
+	    !(at = strstr(buf, SEQ_SENTINEL_STR)))
+		return false;
+	*at = 0;
+	snprintf(period, sizeof period, "%s{seq}%s", buf,
+		 at + strlen(SEQ_SENTINEL_STR));
+	for (size_t i = 0; i < r->n_periods && !p; i++)
+		if (streq(r->periods[i].period, period))
+			p = &r->periods[i];
+	if (!p) {
+		if (replay_db_counter(r->db, period, &last, err, sizeof err) <
+		    0) {
+			db_failed(r, err);
+			return false;
+		}
+		p = grow(r->periods, &r->cap_periods, r->n_periods, sizeof *p);
+		if (!p)
+			return false;
+		r->periods = p;
+		p = &r->periods[r->n_periods++];
+		snprintf(p->period, sizeof p->period, "%s", period);
+		p->last = last;
+	}
+	while (taken) {
+		p->last++;
+		if (appeal_number_render(plan->number_tmpl, p->last,
+					 plan->when_usec, plan->timezone, out,
+					 len) < 0)
+			return false;
+		if (replay_db_number_taken(r->db, out, &taken, err,
+					   sizeof err) < 0) {
+			db_failed(r, err);
+			return false;
+		}
+	}
+	return true;
 }
 
 /* The planned entry standing for the database's open appeal `number`
@@ -344,7 +416,8 @@ static void report_appeal(replay *r, const call_outcome *o)
 		0 &&
 	    !title[0])
 		snprintf(title, sizeof title, "?");
-	if (appeal_number_render(plan.number_tmpl, (int64_t)r->st.appeals_new,
+	if (!db_number(r, &plan, number, sizeof number) &&
+	    appeal_number_render(plan.number_tmpl, (int64_t)r->st.appeals_new,
 				 plan.when_usec, plan.timezone, number,
 				 sizeof number) < 0)
 		snprintf(number, sizeof number, "?");
@@ -857,6 +930,7 @@ out:
 	recorder_reader_free(rd);
 	free(r->appeals);
 	free(r->missed);
+	free(r->periods);
 	free(r);
 	return rr;
 }

@@ -242,6 +242,49 @@ int replay_db_lookup(replay_db *d, const replay_db_query *q,
 	return rr;
 }
 
+/* One row, one column, one text parameter. */
+static int query_one(replay_db *d, const char *sql, const char *param,
+		     char *out, size_t len, char *err, size_t errlen)
+{
+	PGresult *r = PQexecParams(d->c, sql, 1, NULL, &param, NULL, NULL, 0);
+	int ret = 0;
+
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+		set_err(err, errlen, "", PQerrorMessage(d->c));
+		ret = -EIO;
+	} else
+		copy_val(r, 0, out, len);
+	PQclear(r);
+	return ret;
+}
+
+int replay_db_counter(replay_db *d, const char *period, int64_t *ret_last,
+		      char *err, size_t errlen)
+{
+	char v[32];
+	int r = query_one(d,
+			  "SELECT COALESCE((SELECT n.last_value FROM "
+			  "appeal_number_counters n WHERE n.period = $1), 0)",
+			  period, v, sizeof v, err, errlen);
+
+	if (r == 0)
+		*ret_last = strtoll(v, NULL, 10);
+	return r;
+}
+
+int replay_db_number_taken(replay_db *d, const char *number, bool *ret,
+			   char *err, size_t errlen)
+{
+	char v[8];
+	int r = query_one(
+	    d, "SELECT EXISTS (SELECT 1 FROM appeals a WHERE a.number = $1)",
+	    number, v, sizeof v, err, errlen);
+
+	if (r == 0)
+		*ret = streq(v, "t");
+	return r;
+}
+
 void replay_db_close(replay_db *d)
 {
 	if (!d)

@@ -70,5 +70,16 @@ const char *replay_db_name(replay_db *d, char *buf, size_t len);
 int replay_db_lookup(replay_db *d, const replay_db_query *q,
 		     replay_db_match *ret, char *err, size_t errlen) MCD_WUR;
 
+/*
+ * Numbering, as mcd_submit_one() does it: the counter row of a period
+ * ("A-2026-{seq}": the number rendered with the sequence left as {seq}) and
+ * whether a number is taken (the store skips numbers the CRM typed by
+ * hand). ret_last is 0 for a period without a row. 0 or -EIO.
+ */
+int replay_db_counter(replay_db *d, const char *period, int64_t *ret_last,
+		      char *err, size_t errlen) MCD_WUR;
+int replay_db_number_taken(replay_db *d, const char *number, bool *ret,
+			   char *err, size_t errlen) MCD_WUR;
+
 /* Rolls the read-only transaction back and disconnects. NULL is fine. */
 void replay_db_close(replay_db *d);

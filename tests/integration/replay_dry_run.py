@@ -28,7 +28,8 @@ Usage: replay_dry_run.py MISSEDCALLD AMISIM
    for a client with the VIP tag, 'several clients' for a shared number,
    `attach to existing <number>` for a phone with an open appeal (and a
    later call of the replay attaches to it too), 'already stored' for a
-   call the database holds, and leaves every table as it was. With the
+   call the database holds, new numbers continuing the database's counter
+   (skipping a number typed by hand), and leaves every table as it was. With the
    database unreachable (every other case here: a closed port) one line
    says so and the report comes from the capture alone.
 """
@@ -515,8 +516,10 @@ INSERT INTO appeals (number, title, type_id, status_id, client_id, client_name, 
   origin, calls_count, last_call_at)
 VALUES ('A-2026-000123', 'Пропущенный звонок — Пётр Сидоров', 1, 1, 2, 'Пётр Сидоров',
   '+79261112233', 'missed_call', 1, to_timestamp(1781801000 - 3600)),
-  ('A-2026-000050', 'closed one', 1, 2, 1, 'ООО Ромашка', '+79035550011', 'missed_call', 1,
+  ('A-2026-000124', 'closed one', 1, 2, 1, 'ООО Ромашка', '+79035550011', 'missed_call', 1,
   to_timestamp(1781801000 - 60));
+-- The counter says 123 was the last number; 124 was typed by hand (skipped).
+INSERT INTO appeal_number_counters (period, last_value) VALUES ('A-2026-{seq}', 123);
 INSERT INTO appeal_calls (appeal_id, pbx, call_key, caller, phone, reason, ended_at)
 VALUES (1, 'office', '1781812000.5201', '79161234567', '+79161234567', 'voicemail',
   to_timestamp(1781812030));
@@ -546,6 +549,9 @@ VALUES (1, 'office', '1781812000.5201', '79161234567', '+79161234567', 'voicemai
     if len(calls) != 5 or None in aps:
         fail("database replay: %d calls, appeals %s:\n%s" % (len(calls), aps, out))
     vip, opened, shared, again, stored = aps
+    if vip.get("number") != "A-2026-000125" or shared.get("number") != "A-2026-000126":
+        fail("numbers do not continue the database's counter (skipping a taken one): "
+             "%s, %s\n%s" % (vip.get("number"), shared.get("number"), out))
     if vip["kind"] != "new" or "ООО Ромашка" not in vip.get("title", "") or \
        vip.get("client") != "ООО Ромашка" or vip.get("urgent") != "yes":
         fail("VIP client's appeal: %s\n%s" % (vip, out))
