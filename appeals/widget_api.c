@@ -334,8 +334,15 @@ static void stream_timeouts(widget *w, struct evhttp_connection *evcon)
 		return;
 	bufferevent_set_timeouts(bev, NULL, &wtv);
 	fd = bufferevent_getfd(bev);
-	if (fd >= 0)
+	if (fd >= 0) {
+		/* Frames are small and come in bursts (call.ended, call.missed,
+		 * then appeal.created): without TCP_NODELAY Nagle holds the
+		 * second until the browser's delayed ACK, +40 ms (bench/e2e:
+		 * p99 push 39 ms -> 5 ms at 200 missed calls/s). */
+		int one = 1;
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+	}
 }
 
 static void start_events(widget *w, struct evhttp_request *req,
