@@ -30,20 +30,22 @@ context [pbx=… call=… phone=…].
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+
+import mcdtest
+from mcdtest import free_port
 
 MISSEDCALLD, AMISIM = sys.argv[1], sys.argv[2]
 SRC = os.environ.get("MCD_SOURCE_ROOT",
                      os.path.join(os.path.dirname(__file__), "..", ".."))
 DATA = os.path.join(SRC, "tests", "data", "ami")
-TMP = tempfile.mkdtemp(prefix="ami_replay.")
+SCRATCH = mcdtest.Scratch("ami_replay.")
+TMP = SCRATCH.dir
 SECRET = "Zq9-integration-s3cret"
-PROCS = []
+PROCS = SCRATCH.procs
 
 OUTCOME_RE = re.compile(
     r"\[pbx=(?P<pbx>\S+) call=(?P<ctxcall>\S+)(?: phone=(?P<phone>[^\]\s]+))?\] "
@@ -51,37 +53,12 @@ OUTCOME_RE = re.compile(
     r"(?: by (?P<by>[^,\s]+))?(?P<gap>, ended while)?")
 
 
-def cleanup():
-    for p in PROCS:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    subprocess.call(["rm", "-rf", TMP])
-
-
-def fail(msg):
-    print("FAIL:", msg)
-    cleanup()
-    sys.exit(1)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+cleanup = SCRATCH.cleanup
+fail = SCRATCH.fail
 
 
 def amisim(args, secret=SECRET):
-    p = subprocess.Popen([AMISIM, "-u", "admin", "-s", secret] + args,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    PROCS.append(p)
-    line = p.stdout.readline()
-    if not line.startswith("PORT="):
-        fail("amisim did not print PORT= (%r, %s)" % (line, p.stderr.read()))
-    return p, int(line.strip()[5:])
+    return mcdtest.start_amisim(SCRATCH, AMISIM, args, secret)
 
 
 class Daemon:
@@ -183,18 +160,7 @@ pbx = (
 
 
 def load_expected():
-    rows = []
-    with open(os.path.join(DATA, "expected.tsv")) as f:
-        header = None
-        for line in f:
-            line = line.rstrip("\n")
-            if not line or line.startswith("#"):
-                continue
-            cols = line.split("\t")
-            if header is None:
-                header = cols
-                continue
-            rows.append(dict(zip(header, cols)))
+    rows = mcdtest.load_ami_expected()
     if not rows:
         fail("no rows in expected.tsv")
     return rows

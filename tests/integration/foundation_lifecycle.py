@@ -26,10 +26,7 @@ BIN = sys.argv[1]
 DEADLINE = 30.0  # seconds any single wait may take (ASan builds are slow)
 
 
-def free_port(kind=socket.SOCK_STREAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from mcdtest import free_port  # noqa: E402
 
 
 def config_text(log_level, extra=""):

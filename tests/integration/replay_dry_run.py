@@ -45,42 +45,32 @@ import tempfile
 import threading
 import time
 
+import mcdtest
+from mcdtest import free_port
+
 MISSEDCALLD, AMISIM = sys.argv[1], sys.argv[2]
 SRC = os.environ.get("MCD_SOURCE_ROOT",
                      os.path.join(os.path.dirname(__file__), "..", ".."))
 DATA = os.path.join(SRC, "tests", "data", "ami")
-TMP = tempfile.mkdtemp(prefix="replay_dry_run.")
+SCRATCH = mcdtest.Scratch("replay_dry_run.")
+TMP = SCRATCH.dir
 SECRET = "replay-s3cret"
-PROCS = []
+PROCS = SCRATCH.procs
 PGDIR = []
 PG_CLUSTER = os.path.join(SRC, "tests", "lib", "pg_cluster.sh")
 LIVE_RE = re.compile(r"inbound call (?P<key>\S+): (?P<verdict>\w+) \((?P<reason>\w+)\)"
                      r"(?: by (?P<by>[^,\s]+))?")
 
 
-def cleanup():
-    for p in PROCS:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+def stop_clusters():
     for d in PGDIR:
         subprocess.call(["bash", PG_CLUSTER, "stop", d])
     del PGDIR[:]
-    subprocess.call(["rm", "-rf", TMP])
 
 
-def fail(msg):
-    print("FAIL:", msg)
-    cleanup()
-    sys.exit(1)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+SCRATCH.hooks.append(stop_clusters)
+cleanup = SCRATCH.cleanup
+fail = SCRATCH.fail
 
 
 def write_conf(name, port=5038, record=None, extra_calls="", extra_pbx="",
@@ -159,17 +149,7 @@ def parse_report(text):
 
 
 def load_expected():
-    rows, header = [], None
-    for line in open(os.path.join(DATA, "expected.tsv")):
-        line = line.rstrip("\n")
-        if not line or line.startswith("#"):
-            continue
-        cols = line.split("\t")
-        if header is None:
-            header = cols
-            continue
-        rows.append(dict(zip(header, cols)))
-    return rows
+    return mcdtest.load_ami_expected()
 
 
 def test_transcripts():

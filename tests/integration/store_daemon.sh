@@ -11,21 +11,9 @@
 #      so a restart records every one of them, once.
 set -euo pipefail
 
-SRC=${MCD_SOURCE_ROOT:?}
-BUILD=${MCD_BUILD_ROOT:?}
+source "${MCD_SOURCE_ROOT:?}/tests/lib/pg_test.sh"
 MCD=$BUILD/daemon/missedcalld
 AMISIM=$BUILD/tests/tools/amisim
-source "$SRC/tests/lib/pg_cluster.sh"
-
-T=$(mktemp -d)
-PGDIR=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-	pg_cluster_stop "$PGDIR" || true
-	rm -rf "$T"
-}
-trap cleanup EXIT
 
 fail() {
 	echo "FAIL: $*" >&2

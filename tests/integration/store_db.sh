@@ -6,23 +6,9 @@
 # real store on a libevent loop).
 set -euo pipefail
 
-SRC=${MCD_SOURCE_ROOT:?}
-BUILD=${MCD_BUILD_ROOT:?}
+source "${MCD_SOURCE_ROOT:?}/tests/lib/pg_test.sh"
 DRIVE=$BUILD/tests/tools/store_drive
-source "$SRC/tests/lib/pg_cluster.sh"
-
-T=$(mktemp -d)
-PGDIR=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-	pg_cluster_stop "$PGDIR" || true
-	rm -rf "$T"
-}
-trap cleanup EXIT
 [ -n "${STORE_TEST_KEEP:-}" ] && { trap - EXIT; echo "keeping T=$T PGDIR=$PGDIR"; }
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
 q() { pg_cluster_psql "$PGDIR" -qAt -c "$1"; }
 expect_eq() { [ "$1" = "$2" ] || fail "$3: expected '$2', got '$1'"; echo "ok: $3"; }
 

@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,12 +38,7 @@ def check(cond, msg):
     print("ok:", msg, flush=True)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from mcdtest import free_port  # noqa: E402  (re-exported to the widget tests)
 
 
 def id_key(event_id):
