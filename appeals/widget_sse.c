@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "widget_fanout.h"
 #include "widget_json.h"
 
 #define SSE_RETRY_MS 3000
@@ -78,6 +79,12 @@ struct widget_hub {
 	uint64_t published;   /* highest outbox id published (dedupe) */
 	widget_sub *subs;     /* doubly linked, newest first */
 	size_t n_subs;
+	widget_fanout *fanout;
+	/* One fan-out's batch: subscribers, their sockets, what each took. */
+	widget_sub **b_subs;
+	int *b_fds;
+	ssize_t *b_res;
+	size_t batch_cap;
 	struct event *heartbeat;
 	metric *m_subs, *m_dropped;
 	metric *m_push_call, *m_push_appeal; /* by event: call.missed, appeal.* */
@@ -110,42 +117,69 @@ static size_t sub_pending(const widget_sub *s)
 	return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
 }
 
-/*
- * Fast path of a write: when nothing is queued for this socket, the
- * chunk goes out with one sendmsg() and no bufferevent/epoll round trip
- * (a fan-out to 10,000 subscribers is then 10,000 syscalls, not 30,000).
- * What the kernel does not take is queued behind, by reference when it
- * is the shared frame; the bufferevent writes it when the socket drains.
- * Returns 0 when handled here, 1 when the caller must queue it all.
- */
-static int sub_send_direct(widget_sub *s, const char *d, size_t len, widget_frame *f)
+/* The socket of a subscriber whose output queue is empty, so that a
+ * chunk may go straight to the kernel; -1 when it must queue behind. */
+static int sub_direct_fd(const widget_sub *s)
 {
-	struct bufferevent *bev = s->evcon ? evhttp_connection_get_bufferevent(s->evcon) : NULL;
-	struct evbuffer *out = bev ? bufferevent_get_output(bev) : NULL;
-	evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-	char hdr[24];
-	int hl;
-	struct iovec iov[3];
-	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 3};
-	ssize_t n;
-	size_t off;
+	struct bufferevent *bev;
 
-	if (!s->chunked || fd < 0 || !out || evbuffer_get_length(out) > 0)
-		return 1;
-	hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
-	iov[0] = (struct iovec){hdr, (size_t)hl};
-	iov[1] = (struct iovec){(void *)d, len};
-	iov[2] = (struct iovec){(void *)"\r\n", 2};
-	n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-	if (n < 0) {
-		/* EAGAIN: all of it waits; a real error: the bufferevent
-		 * meets it too and closes the connection. */
-		return 1;
+	if (!s->chunked || !s->evcon)
+		return -1;
+	bev = evhttp_connection_get_bufferevent(s->evcon);
+	if (!bev || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return -1;
+	return bufferevent_getfd(bev);
+}
+
+/* One HTTP chunk of data as the kernel gets it: size line, data, CRLF. */
+typedef struct sse_chunk {
+	char hdr[24];
+	struct iovec iov[3];
+} sse_chunk;
+
+static void sse_chunk_init(sse_chunk *c, const char *d, size_t len)
+{
+	int hl = snprintf(c->hdr, sizeof(c->hdr), "%zx\r\n", len);
+
+	c->iov[0] = (struct iovec){c->hdr, (size_t)hl};
+	c->iov[1] = (struct iovec){(void *)d, len};
+	c->iov[2] = (struct iovec){(void *)"\r\n", 2};
+}
+
+/* Queues a whole chunk behind what is pending: the frame's bytes by
+ * reference (f), or static text (f NULL). */
+static int sub_queue_chunk(widget_sub *s, const char *d, size_t len, widget_frame *f)
+{
+	if (f)
+		widget_frame_ref(f);
+	if (evbuffer_add_reference(s->scratch, d, len, f ? widget_frame_unref_cb : NULL, f) < 0) {
+		widget_frame_unref(f);
+		return -ENOMEM;
 	}
+	evhttp_send_reply_chunk(s->req, s->scratch);
+	return 0;
+}
+
+/*
+ * After a direct send of chunk c that took n bytes: what the kernel did
+ * not take is queued in the connection's output, the frame's bytes by
+ * reference; the bufferevent writes it when the socket drains. n < 0
+ * (EAGAIN, or an error the bufferevent meets too and closes on): all of
+ * it waits.
+ */
+static int sub_direct_rest(widget_sub *s, const sse_chunk *c, ssize_t n, widget_frame *f)
+{
+	struct evbuffer *out;
+	size_t off, hl = c->iov[0].iov_len, len = c->iov[1].iov_len;
+	const char *d = c->iov[1].iov_base;
+
+	if (n < 0)
+		return sub_queue_chunk(s, d, len, f);
+	out = bufferevent_get_output(evhttp_connection_get_bufferevent(s->evcon));
 	off = (size_t)n;
-	if (off < (size_t)hl)
-		evbuffer_add(out, hdr + off, (size_t)hl - off);
-	off = off > (size_t)hl ? off - (size_t)hl : 0;
+	if (off < hl)
+		evbuffer_add(out, c->hdr + off, hl - off);
+	off = off > hl ? off - hl : 0;
 	if (off < len) {
 		if (f) {
 			widget_frame_ref(f);
@@ -155,28 +189,32 @@ static int sub_send_direct(widget_sub *s, const char *d, size_t len, widget_fram
 			evbuffer_add(out, d + off, len - off);
 		}
 	}
-	off = (size_t)n > (size_t)hl + len ? (size_t)n - (size_t)hl - len : 0;
+	off = (size_t)n > hl + len ? (size_t)n - hl - len : 0;
 	if (off < 2)
 		evbuffer_add(out, &"\r\n"[off], 2 - off);
 	return 0;
 }
 
-/* Writes a frame by reference: the subscriber's buffer holds a reference
- * to the shared bytes until the kernel has taken them. */
+/*
+ * Writes a frame: straight to the kernel with one sendmsg() when nothing
+ * is queued for this socket (no bufferevent/epoll round trip), otherwise
+ * queued by reference: the subscriber's buffer holds a reference to the
+ * shared bytes until the kernel has taken them.
+ */
 static int sub_write_frame(widget_sub *s, widget_frame *f)
 {
 	size_t len;
 	const char *d = widget_frame_data(f, &len);
+	int fd = sub_direct_fd(s);
+	sse_chunk c;
+	struct msghdr mh = {.msg_iov = c.iov, .msg_iovlen = 3};
+	ssize_t n;
 
-	if (sub_send_direct(s, d, len, f) == 0)
-		return 0;
-	widget_frame_ref(f);
-	if (evbuffer_add_reference(s->scratch, d, len, widget_frame_unref_cb, f) < 0) {
-		widget_frame_unref(f);
-		return -ENOMEM;
-	}
-	evhttp_send_reply_chunk(s->req, s->scratch);
-	return 0;
+	if (fd < 0)
+		return sub_queue_chunk(s, d, len, f);
+	sse_chunk_init(&c, d, len);
+	n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	return sub_direct_rest(s, &c, n, f);
 }
 
 /* A control event made for this subscriber alone. */
@@ -227,24 +265,26 @@ static bool sub_check_buffer(widget_sub *s)
 	return true;
 }
 
-/* Sends one ring frame if this subscriber should see it; advances the
- * cursors. Returns true when written. */
-static bool sub_offer(widget_sub *s, widget_frame *f)
+/* Whether this subscriber should get ring frame f; advances its cursor
+ * past it either way. */
+static bool sub_wants(widget_sub *s, widget_frame *f)
 {
 	widget_id id = widget_frame_id(f);
-	bool send = true;
 
 	if (id.seq <= s->cursor)
 		return false;
 	s->cursor = id.seq;
-	if (widget_frame_get_kind(f) == WIDGET_FRAME_APPEAL) {
-		/* Already sent by this connection's outbox replay? */
-		if (id.outbox <= s->replayed_to)
-			send = false;
-	}
-	if (send && !widget_frame_visible(f, s->own, s->login))
-		send = false;
-	return send && sub_write_frame(s, f) == 0;
+	/* An appeal already sent by this connection's outbox replay? */
+	if (widget_frame_get_kind(f) == WIDGET_FRAME_APPEAL && id.outbox <= s->replayed_to)
+		return false;
+	return widget_frame_visible(f, s->own, s->login);
+}
+
+/* Sends one ring frame if this subscriber should see it. Returns true
+ * when written. */
+static bool sub_offer(widget_sub *s, widget_frame *f)
+{
+	return sub_wants(s, f) && sub_write_frame(s, f) == 0;
 }
 
 /* Replays the ring after the cursor, then goes live. */
@@ -367,20 +407,96 @@ static void sub_free(widget_sub *s)
 	free(s);
 }
 
+static bool pick_live(widget_sub *s, widget_frame *f)
+{
+	return s->state == SUB_LIVE && sub_wants(s, f);
+}
+
+static bool pick_any(widget_sub *s, widget_frame *f)
+{
+	(void)s;
+	(void)f;
+	return true;
+}
+
+/* Room for one send per subscriber in the batch; false when it cannot
+ * grow (then the ones beyond it are written one by one). */
+static bool hub_batch_reserve(widget_hub *h)
+{
+	widget_sub **subs;
+	int *fds;
+	ssize_t *res;
+	size_t cap = h->n_subs;
+
+	if (cap <= h->batch_cap)
+		return true;
+	subs = realloc(h->b_subs, cap * sizeof(*subs));
+	if (subs)
+		h->b_subs = subs;
+	fds = realloc(h->b_fds, cap * sizeof(*fds));
+	if (fds)
+		h->b_fds = fds;
+	res = realloc(h->b_res, cap * sizeof(*res));
+	if (res)
+		h->b_res = res;
+	if (!subs || !fds || !res)
+		return false;
+	h->batch_cap = cap;
+	return true;
+}
+
+/*
+ * Writes one chunk (frame f, or static text when f is NULL) to every
+ * subscriber pick() says yes to, in list order per subscriber as ever.
+ * Those with nothing queued go into one batch that widget_fanout sends
+ * over several threads; the rest queue behind what they have pending.
+ * Then each is checked against the buffer limit. Returns how many got
+ * it (sent or queued).
+ */
+static size_t hub_fan_out(widget_hub *h, const char *d, size_t len, widget_frame *f,
+			  bool (*pick)(widget_sub *, widget_frame *))
+{
+	widget_sub *s, *next;
+	size_t nb = 0, delivered = 0;
+	sse_chunk c;
+
+	(void)hub_batch_reserve(h);
+	for (s = h->subs; s; s = next) {
+		int fd;
+
+		next = s->next;
+		if (!pick(s, f))
+			continue;
+		fd = nb < h->batch_cap ? sub_direct_fd(s) : -1;
+		if (fd >= 0) {
+			h->b_subs[nb] = s;
+			h->b_fds[nb++] = fd;
+			continue;
+		}
+		if (sub_queue_chunk(s, d, len, f) == 0)
+			delivered++;
+		(void)sub_check_buffer(s);
+	}
+	if (nb == 0)
+		return delivered;
+	sse_chunk_init(&c, d, len);
+	widget_fanout_send(h->fanout, c.iov, 3, h->b_fds, h->b_res, nb);
+	for (size_t i = 0; i < nb; i++) {
+		s = h->b_subs[i];
+		if (sub_direct_rest(s, &c, h->b_res[i], f) == 0)
+			delivered++;
+		(void)sub_check_buffer(s);
+	}
+	return delivered;
+}
+
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 {
 	widget_hub *h = arg;
-	widget_sub *s = h->subs, *next;
 
-	for (; s; s = next) {
-		next = s->next;
-		if (sub_send_direct(s, heartbeat_text, sizeof(heartbeat_text) - 1, NULL) != 0) {
-			evbuffer_add_reference(s->scratch, heartbeat_text,
-					       sizeof(heartbeat_text) - 1, NULL, NULL);
-			evhttp_send_reply_chunk(s->req, s->scratch);
-		}
-		(void)sub_check_buffer(s);
-	}
+	(void)fd;
+	(void)what;
+	(void)hub_fan_out(h, heartbeat_text, sizeof(heartbeat_text) - 1, NULL, pick_any);
 }
 
 static void arm_heartbeat(widget_hub *h)
@@ -405,8 +521,12 @@ widget_hub *widget_hub_new(struct event_base *base, store *st,
 	h->seq = real_usec();
 	h->ring = widget_ring_new(lim->ring_size, h->seq);
 	h->heartbeat = event_new(base, -1, EV_PERSIST, heartbeat_cb, h);
-	if (!h->ring || !h->heartbeat)
+	h->fanout = widget_fanout_new(-1, 0);
+	if (!h->ring || !h->heartbeat || !h->fanout)
 		return widget_hub_free(h);
+	if (widget_fanout_threads(h->fanout) > 0)
+		log_debug("widget: events fan out over %u threads besides the loop's",
+			  widget_fanout_threads(h->fanout));
 	arm_heartbeat(h);
 	h->rl_cut.interval_usec = 10 * USEC_PER_SEC;
 	h->rl_cut.burst = 10;
@@ -447,6 +567,10 @@ widget_hub *widget_hub_free(widget_hub *h)
 	if (h->heartbeat)
 		event_free(h->heartbeat);
 	widget_ring_free(h->ring);
+	widget_fanout_free(h->fanout);
+	free(h->b_subs);
+	free(h->b_fds);
+	free(h->b_res);
 	free(h);
 	return NULL;
 }
@@ -613,19 +737,12 @@ int widget_hub_subscribe(widget_hub *h, struct evhttp_request *req,
 /* Numbers, keeps and fans out one frame. */
 static void publish(widget_hub *h, widget_frame *f)
 {
-	widget_sub *s, *next;
-	size_t delivered = 0;
+	size_t len, delivered;
+	const char *d = widget_frame_data(f, &len);
 
 	if (widget_ring_push(h->ring, f) < 0)
 		log_error("widget: replay ring out of order (bug)");
-	for (s = h->subs; s; s = next) {
-		next = s->next;
-		if (s->state != SUB_LIVE)
-			continue;
-		if (sub_offer(s, f))
-			delivered++;
-		(void)sub_check_buffer(s);
-	}
+	delivered = hub_fan_out(h, d, len, f, pick_live);
 	if (delivered && widget_frame_origin(f))
 		metric_observe(widget_frame_get_kind(f) == WIDGET_FRAME_APPEAL ? h->m_push_appeal
 									       : h->m_push_call,
