@@ -192,20 +192,28 @@ static void chan_bridge_leave(call_tracker *t, chan *c, const call_event *ev)
 	 * the same bridge must still find it. */
 }
 
-/* Joins the call of a peer (dial target, pickup target, Local twin). */
-static void merge_peer(call_tracker *t, chan *c, const call_event *ev)
+/* Joins the call of a peer (dial target, pickup target, Local twin);
+ * `peer` is the event's peer_id, hashed once by the caller. Returns the
+ * peer's channel (before any merge: channels never move). */
+static chan *merge_peer(call_tracker *t, chan *c, const call_event *ev,
+			const ct_key *peer)
 {
-	chan *p = ct_chan_find(t, ev->peer_id);
+	chan *p = ct_chan_find_k(t, peer);
 	if (p && p->g != c->g)
 		ct_group_merge(t, p->g, c->g);
 	if (!ct_str_empty(ev->peer_linked_id) &&
-	    !ct_dead_has(t, ev->peer_linked_id)) {
-		lid *l = ct_lid_find(t, ev->peer_linked_id);
-		if (!l)
-			ct_lid_add(t, c->g, ev->peer_linked_id);
-		else if (l->g != c->g)
-			ct_group_merge(t, l->g, c->g);
+	    !ct_group_has_lid(c->g, ev->peer_linked_id)) {
+		ct_key lk;
+		ct_key_init(&lk, ev->peer_linked_id);
+		if (!ct_dead_has_k(t, &lk)) {
+			lid *l = ct_lid_find_k(t, &lk);
+			if (!l)
+				ct_lid_add(t, c->g, &lk);
+			else if (l->g != c->g)
+				ct_group_merge(t, l->g, c->g);
+		}
 	}
+	return p;
 }
 
 static void on_dial_begin(call_tracker *t, chan *c, const call_event *ev)
@@ -213,16 +221,17 @@ static void on_dial_begin(call_tracker *t, chan *c, const call_event *ev)
 	chan_kind pk = ct_kind_of(t, ev->peer_name);
 	char ext[128];
 	uint8_t before;
+	ct_key pkey;
 
 	if (c->dials_pending < UINT16_MAX)
 		c->dials_pending++;
-	merge_peer(t, c, ev);
+	ct_key_init(&pkey, ev->peer_id);
+	chan *peer = merge_peer(t, c, ev, &pkey);
 	group *g = c->g;
 	if (pk == KIND_TRUNK) {
 		/* A forward outside: the number is what was rung, and names
 		 * whoever answers on that leg. */
 		g->dialed_trunk = true;
-		chan *peer = ct_chan_find(t, ev->peer_id);
 		if (peer && !ct_str_empty(ev->to_num) && !chan_exten0(peer))
 			ct_info_set(peer, INFO_EXTEN0, ev->to_num);
 		if (!ct_str_empty(ev->to_num)) {
@@ -257,8 +266,11 @@ static void on_dial_end(call_tracker *t, chan *c, const call_event *ev)
 	    ev->dial_status < _CALL_DIAL_MAX)
 		c->last_dial = (uint8_t)ev->dial_status;
 	if (ev->dial_status == CALL_DIAL_ANSWER && !ct_str_empty(ev->peer_id)) {
-		c->ans_peer = ct_hash_str(ev->peer_id);
-		merge_peer(t, c, ev); /* a pickup answers from another call */
+		ct_key pkey;
+		ct_key_init(&pkey, ev->peer_id);
+		c->ans_peer = pkey.hash;
+		/* a pickup answers from another call */
+		merge_peer(t, c, ev, &pkey);
 	}
 }
 
@@ -284,19 +296,20 @@ static void on_exten(call_tracker *t, chan *c, const call_event *ev)
 static void on_transfer(call_tracker *t, const call_event *ev)
 {
 	group *g = NULL;
-	const char *ids[1 + CALL_EVENT_MAX_MERGE] = {ev->linked_id};
+	ct_key ids[1 + CALL_EVENT_MAX_MERGE];
 	bool known = false;
+	ct_key_init(&ids[0], ev->linked_id);
 	for (size_t i = 0; i < CALL_EVENT_MAX_MERGE; i++)
-		ids[i + 1] = ev->merge_ids[i];
+		ct_key_init(&ids[i + 1], ev->merge_ids[i]);
 	for (size_t i = 0; i < ELEMENTSOF(ids) && !known; i++)
-		known = !ct_str_empty(ids[i]) && ct_lid_find(t, ids[i]);
+		known = ids[i].len && ct_lid_find_k(t, &ids[i]);
 	if (!known)
 		return; /* calls we never saw (before a restart): nothing to
 			   join */
 	for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
-		if (ct_str_empty(ids[i]) || ct_dead_has(t, ids[i]))
+		if (!ids[i].len || ct_dead_has_k(t, &ids[i]))
 			continue;
-		group *o = ct_group_of_lid(t, ids[i]);
+		group *o = ct_group_of_lid(t, &ids[i]);
 		g = g ? ct_group_merge(t, g, o) : o;
 	}
 	if (g)
@@ -490,9 +503,12 @@ static void feed_chan(call_tracker *t, chan *c, const call_event *ev)
 		}
 		break;
 	case CALL_EV_PICKUP:
-	case CALL_EV_LOCAL_OPTIMIZED:
-		merge_peer(t, c, ev);
+	case CALL_EV_LOCAL_OPTIMIZED: {
+		ct_key pkey;
+		ct_key_init(&pkey, ev->peer_id);
+		merge_peer(t, c, ev, &pkey);
 		break;
+	}
 	case CALL_EV_ANSWERED_BY:
 		ct_info_set(c, INFO_ANSBY,
 			    !ct_str_empty(ev->peer_name) ? ev->peer_name
@@ -624,8 +640,9 @@ void call_tracker_feed(call_tracker *t, const call_event *ev)
 	if (!t || !ev || ev->type < 0 || ev->type >= _CALL_EV_MAX)
 		return;
 	if (!feed_global(t, ev)) {
-		chan *c =
-		    ct_chan_get(t, ev->chan_id, ev->linked_id, ev->chan_name);
+		ct_key id;
+		ct_key_init(&id, ev->chan_id);
+		chan *c = ct_chan_get(t, &id, ev->linked_id, ev->chan_name);
 		if (c)
 			feed_chan(t, c, ev);
 	}

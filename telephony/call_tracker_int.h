@@ -39,6 +39,20 @@ struct event;
  * public ones (call_tracker.h) call_.
  */
 
+/* An event's id with its length and hash, computed once per event and
+ * reused for every table it is looked up in (chans, dead, lids): the
+ * same Uniqueid/Linkedid used to be hashed up to six times per event. */
+typedef struct ct_key {
+	const char *s; /* NULL or "": no id (len 0) */
+	size_t len;
+	uint64_t hash;
+} ct_key;
+
+static inline bool ct_str_empty(const char *s)
+{
+	return !s || !*s;
+}
+
 /* Intrusive hash table keyed by a 64-bit hash: nodes live inside the
  * objects; a lookup compares the hash, the caller compares the key. */
 typedef struct hnode {
@@ -194,10 +208,12 @@ enum decide_why { DECIDE_NORMAL, DECIDE_GAP, DECIDE_EVICT };
 
 /* ---- call_group.c ---- */
 chan *ct_chan_find(const call_tracker *t, const char *id);
-chan *ct_chan_get(call_tracker *t, const char *id, const char *linked_id,
+chan *ct_chan_find_k(const call_tracker *t, const ct_key *id);
+chan *ct_chan_get(call_tracker *t, const ct_key *id, const char *linked_id,
 		  const char *name);
 void ct_dead_expire(call_tracker *t, uint64_t now);
 bool ct_dead_has(const call_tracker *t, const char *id);
+bool ct_dead_has_k(const call_tracker *t, const ct_key *id);
 void ct_endpoint_of(const char *name, char *out, size_t len);
 void ct_ext_add(group *g, const char *ext, uint64_t ts);
 chan *ct_group_caller(const group *g);
@@ -205,25 +221,28 @@ void ct_group_check_due(call_tracker *t, group *g);
 call_direction ct_group_direction(const call_tracker *t, const group *g,
 				  const chan *caller);
 void ct_group_free(call_tracker *t, group *g, bool remember);
+bool ct_group_has_lid(const group *g, const char *key);
 group *ct_group_merge(call_tracker *t, group *a, group *b);
-group *ct_group_of_lid(call_tracker *t, const char *key);
+group *ct_group_of_lid(call_tracker *t, const ct_key *key);
 bool ct_group_over(const group *g);
+uint64_t ct_hash_mem(const void *p, size_t n);
 uint64_t ct_hash_str(const char *s);
 void ct_htab_add(htab *h, hnode *n, uint64_t hash);
 hnode *ct_htab_first(const htab *h, uint64_t hash);
 int ct_htab_init(htab *h);
 const char *ct_info_get(const chan *c, int which);
 void ct_info_set(chan *c, int which, const char *v);
+void ct_key_init(ct_key *k, const char *s);
 chan_kind ct_kind_of(const call_tracker *t, const char *name);
-lid *ct_lid_add(call_tracker *t, group *g, const char *key);
+lid *ct_lid_add(call_tracker *t, group *g, const ct_key *key);
 lid *ct_lid_find(const call_tracker *t, const char *key);
+lid *ct_lid_find_k(const call_tracker *t, const ct_key *key);
 chan *ct_local_twin(const call_tracker *t, const chan *c);
 uint32_t ct_ms_of(call_tracker *t, uint64_t ts);
 bool ct_number_listed(const cfg_strv *list, const char *num);
 bool ct_number_withheld(const char *n);
 void ct_set_str(char **p, const char *v);
 char *ct_text_clean(const char *in, char *out, size_t len);
-bool ct_str_empty(const char *s);
 void ct_strv_clear(cfg_strv *s);
 void ct_strv_copy(cfg_strv *dst, const cfg_strv *src);
 bool ct_strv_has(const cfg_strv *s, const char *v);
