@@ -40,7 +40,7 @@
 #include "sip_dialog.h"
 
 #define CHECKPOINTS 4096
-/* As appeals/store.c: a sequence value no rendered number otherwise
+/* As appeals/store_batch.c: a sequence value no rendered number otherwise
  * contains, to split a number into the text around its digits. */
 #define SEQ_SENTINEL	 987654321987LL
 #define SEQ_SENTINEL_STR "987654321987"
