@@ -171,6 +171,12 @@ char *ct_text_clean(const char *in, char *out, size_t len)
 	const unsigned char *s = (const unsigned char *)in;
 	size_t o = 0;
 	while (*s) {
+		if (*s >= 0x20 && *s < 0x7F) { /* printable ASCII: as is */
+			if (o + 2 > len)
+				break;
+			out[o++] = (char)*s++;
+			continue;
+		}
 		size_t n = utf8_seq(s);
 		const char *put = (const char *)s;
 		size_t plen = n;
@@ -278,6 +284,11 @@ bool ct_number_withheld(const char *n)
 					"withheld",   "0",	 NULL};
 	if (ct_str_empty(n))
 		return true;
+	/* Real numbers (the usual case) start with a digit or '+'. */
+	if (*n == '+' || (*n >= '1' && *n <= '9'))
+		return false;
+	if (*n == '0')
+		return n[1] == '\0';
 	for (size_t i = 0; w[i]; i++)
 		if (strcasecmp(n, w[i]) == 0)
 			return true;
@@ -322,47 +333,61 @@ static void order_key(const char *id, uint64_t arrival, uint64_t *hi,
 	*lo = arrival;
 }
 
-static bool chan_older(const chan *a, const chan *b)
-{
-	uint64_t ah, al, bh, bl;
-	order_key(a->id, a->arrival, &ah, &al);
-	order_key(b->id, b->arrival, &bh, &bl);
-	return ah < bh || (ah == bh && al < bl);
-}
-
+/* info_have answers "is it set?" (asked on every event) without a walk. */
 const char *ct_info_get(const chan *c, int which)
 {
 	const char *p = c->info;
-	if (!p)
+	if (!(c->info_have & INFO_BIT(which)))
 		return NULL;
 	for (int i = 0; i < which; i++)
 		p += strlen(p) + 1;
-	return *p ? p : NULL;
+	return p;
 }
 
-void ct_info_set(chan *c, int which, const char *v)
+/* Replaces the fields in `mask` with v[i] (NULL or "": cleared), in one
+ * allocation however many change (a new channel brings three). */
+void ct_info_update(chan *c, unsigned mask, const char *const v[_INFO_MAX])
 {
 	const char *f[_INFO_MAX];
 	size_t len[_INFO_MAX], total = 0;
-	char buf[256];
-	if (v)
-		v = ct_text_clean(v, buf, sizeof(buf));
+	char buf[_INFO_MAX][256];
+	unsigned have = 0;
+	const char *p = c->info;
 	for (int i = 0; i < _INFO_MAX; i++) {
-		f[i] = i == which ? v : ct_info_get(c, i);
-		len[i] = f[i] ? strlen(f[i]) : 0;
+		size_t old = c->info_have & INFO_BIT(i) ? strlen(p) : 0;
+		if (mask & INFO_BIT(i)) {
+			f[i] = v[i] ? ct_text_clean(v[i], buf[i], sizeof(buf[i]))
+				    : NULL;
+			len[i] = f[i] ? strlen(f[i]) : 0;
+		} else {
+			f[i] = p;
+			len[i] = old;
+		}
+		if (len[i])
+			have |= INFO_BIT(i);
 		total += len[i] + 1;
+		if (p)
+			p += old + 1;
 	}
-	char *n = malloc(total), *p = n;
+	char *n = malloc(total), *o = n;
 	if (!n)
 		return; /* out of memory: keep what we had */
 	for (int i = 0; i < _INFO_MAX; i++) {
 		if (len[i])
-			memcpy(p, f[i], len[i]);
-		p[len[i]] = '\0';
-		p += len[i] + 1;
+			memcpy(o, f[i], len[i]);
+		o[len[i]] = '\0';
+		o += len[i] + 1;
 	}
 	free(c->info);
 	c->info = n;
+	c->info_have = (uint8_t)have;
+}
+
+void ct_info_set(chan *c, int which, const char *v)
+{
+	const char *f[_INFO_MAX] = {NULL};
+	f[which] = v;
+	ct_info_update(c, INFO_BIT(which), f);
 }
 
 /* Does channel `name` belong to trunk `prefix` ("PJSIP/provider" matches
@@ -379,19 +404,31 @@ static bool trunk_match(const char *prefix, const char *name)
 
 chan_kind ct_kind_of(const call_tracker *t, const char *name)
 {
-	static const char *const internal[] = {
-	    "Announcer/", "Snoop/",	   "Recorder/",
-	    "CBAnn/",	  "CBRec/",	   "Message/",
-	    "Bridge/",	  "UnicastRTP/",   "AudioSocket/",
-	    "Multicast/", "MulticastRTP/", "Surrogate/",
-	    NULL};
+#define TECH(s) {s, sizeof(s) - 1}
+	static const struct {
+		const char *s;
+		size_t n;
+	} internal[] = {
+	    TECH("Announcer/"),	  TECH("Snoop/"),	 TECH("Recorder/"),
+	    TECH("CBAnn/"),	  TECH("CBRec/"),	 TECH("Message/"),
+	    TECH("Bridge/"),	  TECH("UnicastRTP/"),	 TECH("AudioSocket/"),
+	    TECH("Multicast/"),	  TECH("MulticastRTP/"), TECH("Surrogate/"),
+	};
+#undef TECH
 	if (ct_str_empty(name))
 		return KIND_INTERNAL;
-	if (strncasecmp(name, "Local/", 6) == 0)
-		return KIND_LOCAL;
-	for (size_t i = 0; internal[i]; i++)
-		if (strncasecmp(name, internal[i], strlen(internal[i])) == 0)
-			return KIND_INTERNAL;
+	/* Every technology prefix ends at the name's first '/': only those
+	 * of that length can match (called for every new leg and dial). */
+	const char *slash = strchr(name, '/');
+	if (slash) {
+		size_t n = (size_t)(slash - name) + 1;
+		if (n == 6 && strncasecmp(name, "Local/", 6) == 0)
+			return KIND_LOCAL;
+		for (size_t i = 0; i < ELEMENTSOF(internal); i++)
+			if (internal[i].n == n &&
+			    strncasecmp(name, internal[i].s, n) == 0)
+				return KIND_INTERNAL;
+	}
 	for (size_t i = 0; i < t->trunks.n; i++)
 		if (trunk_match(t->trunks.v[i], name))
 			return KIND_TRUNK;
@@ -950,10 +987,18 @@ void ct_group_free(call_tracker *t, group *g, bool remember)
 chan *ct_group_caller(const group *g)
 {
 	chan *best = NULL;
-	for (chan *c = g->chans; c; c = c->g_next)
-		if ((c->kind == KIND_HUMAN || c->kind == KIND_TRUNK) &&
-		    (!best || chan_older(c, best)))
+	uint64_t bh = 0, bl = 0, h, l;
+	/* Oldest by order_key; each id parsed once. */
+	for (chan *c = g->chans; c; c = c->g_next) {
+		if (c->kind != KIND_HUMAN && c->kind != KIND_TRUNK)
+			continue;
+		order_key(c->id, c->arrival, &h, &l);
+		if (!best || h < bh || (h == bh && l < bl)) {
 			best = c;
+			bh = h;
+			bl = l;
+		}
+	}
 	return best;
 }
 
@@ -999,15 +1044,17 @@ static bool group_lids_ended(const group *g)
 /* Re-evaluates whether the call is due for a decision. */
 void ct_group_check_due(call_tracker *t, group *g)
 {
+	if (!ct_group_over(g)) {
+		due_unlink(t, g);
+		return;
+	}
 	uint64_t now = mono_usec();
-	if (group_lids_ended(g) && ct_group_over(g))
+	if (group_lids_ended(g))
 		due_set(t, g, now);
-	else if (ct_group_over(g))
+	else
 		due_set(t, g,
 			now + (uint64_t)t->policy.decide_grace_ms *
 				  USEC_PER_MSEC);
-	else
-		due_unlink(t, g);
 }
 
 /* ------------------------------------------------------------------ */

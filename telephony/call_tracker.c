@@ -119,13 +119,35 @@ static void timer_arm(call_tracker *t)
 /* Fields every channel event may carry: names, numbers, contexts. */
 static void chan_note(call_tracker *t, chan *c, const call_event *ev)
 {
+	const char *set[_INFO_MAX] = {NULL};
+	unsigned mask = 0;
 	if (ev->ts_usec && (!c->first_ts || ev->ts_usec < c->first_ts))
 		c->first_ts = ev->ts_usec;
-	if (!ct_str_empty(ev->caller_num) && !chan_num(c))
-		ct_info_set(c, INFO_NUM, ev->caller_num);
+	/* Each field is set once, the first time it is known. */
+	if (!ct_str_empty(ev->caller_num) &&
+	    !(c->info_have & INFO_BIT(INFO_NUM))) {
+		set[INFO_NUM] = ev->caller_num;
+		mask |= INFO_BIT(INFO_NUM);
+	}
 	if (!ct_str_empty(ev->caller_name) &&
-	    strcmp(ev->caller_name, "<unknown>") != 0 && !chan_cname(c))
-		ct_info_set(c, INFO_NAME, ev->caller_name);
+	    !(c->info_have & INFO_BIT(INFO_NAME)) &&
+	    strcmp(ev->caller_name, "<unknown>") != 0) {
+		set[INFO_NAME] = ev->caller_name;
+		mask |= INFO_BIT(INFO_NAME);
+	}
+	/* The DID: the number called, from the leg's first event (or the
+	 * adapter's to_num). A DIAL_BEGIN's to_num is whom *it* dials. */
+	const char *to = ev->type == CALL_EV_DIAL_BEGIN ? NULL : ev->to_num;
+	const char *did = !ct_str_empty(to) ? to : ev->exten;
+	if (!ct_str_empty(did) && !(c->info_have & INFO_BIT(INFO_EXTEN0)) &&
+	    strcmp(did, "s") != 0 &&
+	    (ev->type == CALL_EV_CHANNEL_NEW ||
+	     ev->type == CALL_EV_RESYNC_CHANNEL || !ct_str_empty(to))) {
+		set[INFO_EXTEN0] = did;
+		mask |= INFO_BIT(INFO_EXTEN0);
+	}
+	if (mask)
+		ct_info_update(c, mask, set);
 	if (ev->type == CALL_EV_CHANNEL_NEW || ev->type == CALL_EV_CALLER_ID ||
 	    ev->type == CALL_EV_RESYNC_CHANNEL)
 		c->withheld =
@@ -133,14 +155,6 @@ static void chan_note(call_tracker *t, chan *c, const call_event *ev)
 	if (!ct_str_empty(ev->context) && !c->inbound_ctx &&
 	    ct_strv_has(&t->inbound_contexts, ev->context))
 		c->inbound_ctx = true;
-	/* The DID: the number called, from the leg's first event (or the
-	 * adapter's to_num). A DIAL_BEGIN's to_num is whom *it* dials. */
-	const char *to = ev->type == CALL_EV_DIAL_BEGIN ? NULL : ev->to_num;
-	const char *did = !ct_str_empty(to) ? to : ev->exten;
-	if (!ct_str_empty(did) && strcmp(did, "s") != 0 && !chan_exten0(c) &&
-	    (ev->type == CALL_EV_CHANNEL_NEW ||
-	     ev->type == CALL_EV_RESYNC_CHANNEL || !ct_str_empty(to)))
-		ct_info_set(c, INFO_EXTEN0, did);
 }
 
 static void chan_bridge_enter(call_tracker *t, chan *c, const call_event *ev)

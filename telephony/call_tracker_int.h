@@ -104,6 +104,7 @@ typedef struct chan {
 	uint8_t kind, local_half, state, last_dial, n_br;
 	bool hung_up, in_lnode, inbound_ctx, withheld, resync_seen, name_owned;
 	bool q_left, q_after, q_continued, hangup_req;
+	uint8_t info_have; /* bit i: info field i is not empty */
 	uint16_t dials_pending;
 	chan_bridge br[CHAN_BRIDGES];
 	char id[];
@@ -189,6 +190,7 @@ struct call_tracker {
 /* The caller fields share one allocation (most legs never change them):
  * number, name, first exten / DID, and the ANSWERED_BY peer (SIP). */
 enum { INFO_NUM, INFO_NAME, INFO_EXTEN0, INFO_ANSBY, _INFO_MAX };
+#define INFO_BIT(i) (1u << (i))
 
 #define chan_num(c)    ct_info_get((c), INFO_NUM)
 #define chan_cname(c)  ct_info_get((c), INFO_NAME)
@@ -232,6 +234,7 @@ hnode *ct_htab_first(const htab *h, uint64_t hash);
 int ct_htab_init(htab *h);
 const char *ct_info_get(const chan *c, int which);
 void ct_info_set(chan *c, int which, const char *v);
+void ct_info_update(chan *c, unsigned mask, const char *const v[_INFO_MAX]);
 void ct_key_init(ct_key *k, const char *s);
 chan_kind ct_kind_of(const call_tracker *t, const char *name);
 lid *ct_lid_add(call_tracker *t, group *g, const ct_key *key);
