@@ -1,12 +1,23 @@
 /*
  * ami_parser: the AMI byte stream -> messages. See ami_parser.h.
  *
- * One contiguous buffer holds the message being assembled; lines are found
- * with memchr and parsed as soon as they are complete, so every byte is
- * looked at about twice (memchr for the line end, memchr for the colon)
- * whatever the input split. Headers are NUL-terminated in place and point
- * into the buffer; when the buffer is compacted or grown, the pointers of
- * the message in progress are rebased.
+ * One contiguous buffer holds the message being assembled; lines are parsed
+ * as soon as they are complete. One vector pass per line finds both the
+ * line end and the first colon (16 bytes per step with SSE2, memchr
+ * otherwise), and the key's id is computed from three word loads while the
+ * key is in cache (ami_key_lookup_padded: the buffer keeps PAD readable
+ * bytes past its end for these loads). Headers are NUL-terminated in place
+ * and point into the buffer; when the buffer is compacted or grown, the
+ * pointers of the message in progress are rebased.
+ *
+ * Event filter: when the first header of a message is `Event:` and the
+ * filter declines the name, the rest of the message is only scanned for
+ * its end (skip mode): lines are still classified (header or not) so the
+ * statistics and the header cap stay exact, but nothing is written, keyed
+ * or stored. Anything skip mode cannot decide cheaply -- a `Response:`
+ * line (a Follows body would change the framing) or more headers than the
+ * cap -- sends the message back to the full parse from its second line
+ * (skip mode never modifies the buffer, so the re-parse is exact).
  *
  * Buffer invariants (offsets into buf):
  *     0 <= start <= scan <= len <= cap <= max_cap
@@ -24,11 +35,19 @@
 #include <string.h>
 #include <strings.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #define INITIAL_CAP	8192u
 #define INITIAL_HEADERS 32u
 #define BANNER_MAX	128u
 #define END_COMMAND	"--END COMMAND--"
 #define END_COMMAND_LEN (sizeof(END_COMMAND) - 1)
+/* Readable bytes past cap: 16-byte loads of the line scan and the 24-byte
+ * key loads may run past the data (the excess is masked off). */
+#define PAD 32u
+_Static_assert(PAD >= 16 && PAD >= AMI_KEY_MAX_LEN, "PAD covers every load");
 
 struct ami_parser {
 	char *buf;
@@ -48,6 +67,15 @@ struct ami_parser {
 	bool expect_banner;
 	bool force_discard; /* out of memory while assembling: drop the message
 			     */
+
+	/* Event filter and skip mode (see the top of this file). */
+	ami_parser_event_filter filter;
+	void *filter_ud;
+	bool skipping;	    /* the message in progress was declined */
+	bool no_filter;	    /* back from skip mode: parse in full */
+	size_t skip_from;   /* offset of the line after the Event line */
+	size_t skip_hdrs;   /* header lines seen in skip mode */
+	uint64_t skip_nocolon; /* st.skipped_lines when skip mode began */
 
 	/* Discard mode: skipping an oversized message up to its empty line.
 	 * Only the current line's length (saturated at 2) and first byte are
@@ -77,7 +105,7 @@ ami_parser *ami_parser_new(size_t max_message_size, size_t max_headers)
 	/* Slack past the limit lets a large read land in one feed. */
 	p->max_cap = max_message_size + 1 + 4096;
 	p->cap = MCD_MIN((size_t)INITIAL_CAP, p->max_cap);
-	p->buf = malloc(p->cap);
+	p->buf = calloc(1, p->cap + PAD);
 	p->hdr_cap = MCD_MIN((size_t)INITIAL_HEADERS, p->max_headers);
 	p->hdrs = calloc(p->hdr_cap, sizeof(*p->hdrs));
 	if (!p->buf || !p->hdrs)
@@ -102,6 +130,8 @@ static void msg_clear(ami_parser *p)
 	p->n_hdrs = 0;
 	p->follows = p->in_body = p->body_done = false;
 	p->body_start = p->body_end = 0;
+	p->skipping = p->no_filter = false;
+	p->skip_from = p->skip_hdrs = 0;
 }
 
 void ami_parser_reset(ami_parser *p, bool expect_banner)
@@ -159,13 +189,17 @@ static void move_to(ami_parser *p, char *to)
 		p->body_start -= shift;
 	if (p->body_end >= shift)
 		p->body_end -= shift;
+	if (p->skip_from >= shift)
+		p->skip_from -= shift;
 	p->start = 0;
 }
 
 /* Replaces the buffer by one of ncap bytes holding [start, len). */
 static bool grow_to(ami_parser *p, size_t ncap)
 {
-	char *nbuf = malloc(ncap);
+	/* Zeroed: the pad is read (and masked) by the scans; defined bytes
+	 * keep memory checkers quiet. */
+	char *nbuf = calloc(1, ncap + PAD);
 
 	if (!nbuf)
 		return false;
@@ -270,7 +304,8 @@ static int discard_step(ami_parser *p)
 }
 
 /* Adds one header; false when the header cap is reached. */
-static bool add_header(ami_parser *p, const char *key, const char *value)
+static bool add_header(ami_parser *p, const char *key, size_t klen,
+		       const char *value, size_t vlen, ami_key id)
 {
 	if (p->n_hdrs == p->hdr_cap) {
 		if (p->hdr_cap >= p->max_headers)
@@ -282,10 +317,55 @@ static bool add_header(ami_parser *p, const char *key, const char *value)
 		p->hdrs = nh;
 		p->hdr_cap = ncap;
 	}
-	p->hdrs[p->n_hdrs].key = key;
-	p->hdrs[p->n_hdrs].value = value;
-	p->n_hdrs++;
+	ami_header *h = &p->hdrs[p->n_hdrs++];
+	h->key = key;
+	h->value = value;
+	h->key_len = (uint32_t)MCD_MIN(klen, (size_t)UINT32_MAX);
+	h->value_len = (uint32_t)MCD_MIN(vlen, (size_t)UINT32_MAX);
+	h->id = id;
 	return true;
+}
+
+/*
+ * The first '\n' in [s, end), or NULL; *ret_colon = the first ':' before
+ * it, or NULL. Reads up to 15 bytes past end (the buffer's PAD).
+ */
+static inline char *find_line(char *s, const char *end, char **ret_colon)
+{
+#if defined(__SSE2__)
+	const __m128i vnl = _mm_set1_epi8('\n'), vco = _mm_set1_epi8(':');
+	char *colon = NULL;
+
+	for (char *q = s; q < end; q += 16) {
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)q);
+		unsigned mn = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vnl));
+		unsigned mc = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vco));
+		size_t left = (size_t)(end - q);
+
+		if (left < 16) {
+			unsigned lim = (1u << left) - 1;
+			mn &= lim;
+			mc &= lim;
+		}
+		if (mn) {
+			/* only colons before the line end count */
+			mc &= (mn & (0u - mn)) - 1;
+			if (!colon && mc)
+				colon = q + __builtin_ctz(mc);
+			*ret_colon = colon;
+			return q + __builtin_ctz(mn);
+		}
+		if (!colon && mc)
+			colon = q + __builtin_ctz(mc);
+	}
+	*ret_colon = NULL;
+	return NULL;
+#else
+	char *nl = memchr(s, '\n', (size_t)(end - s));
+
+	*ret_colon = nl ? memchr(s, ':', (size_t)(nl - s)) : NULL;
+	return nl;
+#endif
 }
 
 static bool value_is_follows(const char *v)
@@ -315,13 +395,44 @@ static void body_line(ami_parser *p, char *ls, char *le)
 	p->body_done = true;
 }
 
-/* Parses one non-empty line [ls, le). Returns false when the header cap
- * is exceeded. */
-static bool header_line(ami_parser *p, char *ls, char *le)
-{
-	size_t n = (size_t)(le - ls);
-	char *colon = memchr(ls, ':', n);
 
+/* The filter declined the event whose `Event:` line ends at scan. */
+static void skip_begin(ami_parser *p)
+{
+	p->skipping = true;
+	p->skip_from = p->scan;
+	p->skip_hdrs = p->n_hdrs;
+	p->skip_nocolon = p->st.skipped_lines;
+}
+
+/* One non-empty line [ls, le) of a declined message: counted like the
+ * full parse would count it. Returns false when the message must go back
+ * to the full parse (a Response: line, or over the header cap). */
+static bool skip_line(ami_parser *p, const char *ls, const char *colon)
+{
+	if (!colon) {
+		p->st.skipped_lines++;
+		return true;
+	}
+	if (++p->skip_hdrs > p->max_headers)
+		return false;
+	return !((*ls | 0x20) == 'r' && colon - ls == 8 &&
+		 strncasecmp(ls, "Response", 8) == 0);
+}
+
+/* Back from skip mode: re-parse from the line after `Event:`, in full. */
+static void skip_undo(ami_parser *p)
+{
+	p->skipping = false;
+	p->no_filter = true;
+	p->scan = p->skip_from;
+	p->st.skipped_lines = p->skip_nocolon; /* counted again */
+}
+
+/* Parses one non-empty line [ls, le) whose first colon is `colon` (or
+ * NULL). Returns false when the header cap is exceeded. */
+static bool header_line(ami_parser *p, char *ls, char *le, char *colon)
+{
 	if (p->in_body) {
 		body_line(p, ls, le);
 		return true;
@@ -349,14 +460,20 @@ static bool header_line(ami_parser *p, char *ls, char *le)
 	}
 	if (v < le && *v == ' ')
 		v++;
+	size_t klen = (size_t)(colon - ls);
+	/* The key is followed by the rest of the line and the PAD. */
+	ami_key id = ami_key_lookup_padded(ls, klen);
+
 	*colon = 0;
 	*le = 0;
-	if (!add_header(p, ls, v))
+	if (!add_header(p, ls, klen, v, (size_t)(le - v), id))
 		return false;
-	/* Cheap first-byte test: this runs for every header. */
-	if ((*v | 0x20) == 'f' && (*ls | 0x20) == 'r' && !p->follows &&
-	    value_is_follows(v) && strcasecmp(ls, "Response") == 0)
+	if (id == AMI_KEY_RESPONSE && !p->follows && value_is_follows(v))
 		p->follows = true;
+	else if (id == AMI_KEY_EVENT && p->n_hdrs == 1 && p->filter &&
+		 !p->no_filter && !p->follows &&
+		 !p->filter(p->filter_ud, v, (size_t)(le - v)))
+		skip_begin(p);
 	return true;
 }
 
@@ -373,8 +490,11 @@ static int msg_emit(ami_parser *p, ami_msg *ret)
 		ret->body_len = 0;
 	}
 	ret->raw_len = p->scan - p->start;
+	ret->filtered = p->skipping;
 	p->msg_out = true;
 	p->st.messages++;
+	if (p->skipping)
+		p->st.filtered++;
 	return AMI_PARSE_MSG;
 }
 
@@ -389,6 +509,50 @@ static int banner_emit(ami_parser *p, const char *ls, const char *le,
 	p->has_banner = true;
 	p->scan = p->start = next;
 	return AMI_PARSE_BANNER;
+}
+
+
+void ami_parser_set_event_filter(ami_parser *p, ami_parser_event_filter fn,
+				 void *ud)
+{
+	p->filter = fn;
+	p->filter_ud = ud;
+}
+
+/* The states a line may need more than the common header handling for. */
+static inline bool line_special(const ami_parser *p)
+{
+	return p->first_line | p->in_body | p->follows | p->skipping;
+}
+
+/*
+ * The common case of header_line(), inlined into the line loop: "Key: v"
+ * outside any special state. Returns false for anything else, which then
+ * takes header_line() (the result is the same either way).
+ */
+static inline bool header_fast(ami_parser *p, char *ls, char *le,
+			       char *colon)
+{
+	char *v = colon + 1;
+
+	if (v >= le || *v != ' ' || p->n_hdrs == p->hdr_cap)
+		return false;
+	size_t klen = (size_t)(colon - ls);
+	ami_key id = ami_key_lookup_padded(ls, klen);
+
+	/* Event and Response have work to do at their first sight. */
+	if ((unsigned)id - AMI_KEY_EVENT <= AMI_KEY_RESPONSE - AMI_KEY_EVENT &&
+	    (id == AMI_KEY_RESPONSE || p->n_hdrs == 0))
+		return false;
+	*colon = 0;
+	*le = 0;
+	ami_header *h = &p->hdrs[p->n_hdrs++];
+	h->key = ls;
+	h->value = v + 1;
+	h->key_len = (uint32_t)klen;
+	h->value_len = (uint32_t)(le - v - 1);
+	h->id = id;
+	return true;
 }
 
 int ami_parser_next(ami_parser *p, ami_msg *ret_msg)
@@ -406,8 +570,8 @@ int ami_parser_next(ami_parser *p, ami_msg *ret_msg)
 				return -EAGAIN;
 			continue;
 		}
-		char *ls = p->buf + p->scan;
-		char *nl = memchr(ls, '\n', p->len - p->scan);
+		char *ls = p->buf + p->scan, *colon;
+		char *nl = find_line(ls, p->buf + p->len, &colon);
 
 		if (!nl) {
 			if (p->len - p->start <= p->max_message)
@@ -425,12 +589,11 @@ int ami_parser_next(ami_parser *p, ami_msg *ret_msg)
 		char *le = nl;
 		if (le > ls && le[-1] == '\r')
 			le--;
-		bool empty = le == ls && !p->in_body;
 
 		if (next - p->start > p->max_message) {
 			p->scan = next;
 			p->st.oversized++;
-			if (empty) {
+			if (le == ls && !p->in_body) {
 				p->start = next;
 				msg_clear(p);
 			} else {
@@ -438,22 +601,41 @@ int ami_parser_next(ami_parser *p, ami_msg *ret_msg)
 			}
 			return -EMSGSIZE;
 		}
-		if (p->first_line && le != ls) {
-			p->first_line = false;
-			if (p->expect_banner &&
-			    !memchr(ls, ':', (size_t)(le - ls)))
-				return banner_emit(p, ls, le, next);
+		if (!line_special(p)) {
+			p->scan = next;
+			if (le == ls) {
+				if (p->n_hdrs > 0 || p->body_done)
+					return msg_emit(p, ret_msg);
+				p->start = next;
+				msg_clear(p);
+				continue;
+			}
+			if (colon && header_fast(p, ls, le, colon))
+				continue;
+		} else {
+			bool empty = le == ls && !p->in_body;
+
+			if (p->first_line && le != ls) {
+				p->first_line = false;
+				if (p->expect_banner && !colon)
+					return banner_emit(p, ls, le, next);
+			}
+			p->scan = next;
+			if (empty) {
+				if (p->n_hdrs > 0 || p->body_done)
+					return msg_emit(p, ret_msg);
+				/* Empty message, or garbage lines only. */
+				p->start = next;
+				msg_clear(p);
+				continue;
+			}
+			if (p->skipping) {
+				if (!skip_line(p, ls, colon))
+					skip_undo(p);
+				continue;
+			}
 		}
-		p->scan = next;
-		if (empty) {
-			if (p->n_hdrs > 0 || p->body_done)
-				return msg_emit(p, ret_msg);
-			/* Empty message, or garbage lines only: skip. */
-			p->start = next;
-			msg_clear(p);
-			continue;
-		}
-		if (!header_line(p, ls, le)) {
+		if (!header_line(p, ls, le, colon)) {
 			p->st.too_many_headers++;
 			discard_begin(p);
 			return -EMSGSIZE;

@@ -17,6 +17,17 @@
  * continues with the next message. Which messages come out never depends
  * on how the input was split.
  *
+ * Headers carry their key and value lengths and the key's id (ami_key,
+ * see ami_msg.h).
+ *
+ * Event filter (optional, ami_parser_set_event_filter()): a message whose
+ * first header is `Event:` is offered to the filter by name; a declined
+ * one is returned with that header only (ami_msg.filtered) and its other
+ * lines are merely scanned for the message end. Everything else stays as
+ * without a filter: the same messages come out with the same raw_len, the
+ * same -EMSGSIZE results (oversized or over max_headers, counting the
+ * declined lines), the same statistics.
+ *
  * Memory: one buffer that grows on demand up to max_message_size plus a
  * little slack, and one header array reused for every message. Headers
  * point into the buffer (NUL-terminated in place): a message is valid only
@@ -51,12 +62,24 @@ typedef struct ami_parser_stats {
 	uint64_t oversized;	   /* discarded: over max_message_size */
 	uint64_t too_many_headers; /* discarded: over max_headers */
 	uint64_t skipped_lines;	   /* lines without a colon outside bodies */
+	uint64_t filtered;	   /* messages returned, declined by the filter */
 } ami_parser_stats;
+
+/* Does the consumer want the event `name` (len bytes, NUL-terminated) in
+ * full? Called once per message whose first header is `Event:` (not for
+ * responses), while it is parsed; must not touch the parser. */
+typedef bool (*ami_parser_event_filter)(void *ud, const char *name,
+					size_t len);
 
 /* max_message_size 0: default; values below AMI_PARSER_MIN_MAX_MESSAGE are
  * raised to it. max_headers 0: default. NULL on allocation failure. */
 ami_parser *ami_parser_new(size_t max_message_size, size_t max_headers);
 ami_parser *ami_parser_free(ami_parser *p);
+
+/* Installs (fn non-NULL) or removes the event filter; kept across
+ * ami_parser_reset(). Takes effect from the next message. */
+void ami_parser_set_event_filter(ami_parser *p, ami_parser_event_filter fn,
+				 void *ud);
 
 /* Forgets all buffered input (a new connection). expect_banner: the first
  * line, when it has no colon, is the banner. */
