@@ -541,18 +541,26 @@ static uint64_t dead_ttl(const call_tracker *t)
 			   USEC_PER_MSEC);
 }
 
-static void dead_add(call_tracker *t, const char *id, uint64_t now)
+/* `hash`: of the id (the chan's or lid's table hash is the same). */
+static void dead_add(call_tracker *t, uint64_t hash, uint64_t now)
 {
-	dead *d = calloc(1, sizeof(*d));
-	if (!d)
-		return;
+	if (!t->dead_tail || t->dead_end == DEAD_CHUNK) {
+		dead_chunk *k = malloc(sizeof(*k));
+		if (!k)
+			return;
+		k->next = NULL;
+		if (t->dead_tail)
+			t->dead_tail->next = k;
+		else {
+			t->dead_head = k;
+			t->dead_first = 0;
+		}
+		t->dead_tail = k;
+		t->dead_end = 0;
+	}
+	dead *d = &t->dead_tail->d[t->dead_end++];
 	d->expire = now + dead_ttl(t);
-	ct_htab_add(&t->dead, &d->node, ct_hash_str(id));
-	if (t->dead_tail)
-		t->dead_tail->fifo_next = d;
-	else
-		t->dead_head = d;
-	t->dead_tail = d;
+	ct_htab_add(&t->dead, &d->node, hash);
 }
 
 bool ct_dead_has_k(const call_tracker *t, const ct_key *id)
@@ -567,15 +575,37 @@ bool ct_dead_has(const call_tracker *t, const char *id)
 	return ct_dead_has_k(t, &k);
 }
 
+static bool dead_empty(const call_tracker *t)
+{
+	return !t->dead_head ||
+	       (t->dead_head == t->dead_tail && t->dead_first == t->dead_end);
+}
+
+uint64_t ct_dead_next_expiry(const call_tracker *t)
+{
+	return dead_empty(t) ? UINT64_MAX
+			     : t->dead_head->d[t->dead_first].expire;
+}
+
+/* Forgets ids past their time; now = UINT64_MAX frees every chunk. */
 void ct_dead_expire(call_tracker *t, uint64_t now)
 {
-	while (t->dead_head && t->dead_head->expire <= now) {
-		dead *d = t->dead_head;
-		t->dead_head = d->fifo_next;
-		if (!t->dead_head)
-			t->dead_tail = NULL;
-		htab_del(&t->dead, &d->node);
-		free(d);
+	while (!dead_empty(t) && t->dead_head->d[t->dead_first].expire <= now) {
+		htab_del(&t->dead, &t->dead_head->d[t->dead_first].node);
+		if (++t->dead_first == DEAD_CHUNK && t->dead_head != t->dead_tail) {
+			dead_chunk *k = t->dead_head;
+			t->dead_head = k->next;
+			t->dead_first = 0;
+			free(k);
+		}
+	}
+	if (dead_empty(t) && t->dead_head) {
+		/* all gone: reuse the last chunk from its start, or free it */
+		t->dead_first = t->dead_end = 0;
+		if (now == UINT64_MAX) {
+			free(t->dead_head);
+			t->dead_head = t->dead_tail = NULL;
+		}
 	}
 }
 
@@ -737,6 +767,7 @@ static void group_absorb(call_tracker *t, group *s, group *v)
 		c->g_next = s->chans;
 		s->chans = c;
 	}
+	s->caller_known = false;
 	for (lid *l = v->lids, *next; l; l = next) {
 		next = l->g_next;
 		l->g = s;
@@ -866,6 +897,7 @@ static void chan_classify(call_tracker *t, chan *c)
 	uint64_t h;
 	uint8_t half;
 	c->kind = (uint8_t)ct_kind_of(t, c->name);
+	c->g->caller_known = false;
 	if (c->in_lnode) {
 		htab_del(&t->locals, &c->lnode);
 		c->in_lnode = false;
@@ -932,6 +964,7 @@ chan *ct_chan_get(call_tracker *t, const ct_key *id, const char *linked_id,
 	c->g = g;
 	c->g_next = g->chans;
 	g->chans = c;
+	g->caller_known = false;
 	ct_htab_add(&t->chans, &c->node, id->hash);
 	if (nl) {
 		c->name = c->id + n + 1;
@@ -962,13 +995,13 @@ void ct_group_free(call_tracker *t, group *g, bool remember)
 	for (chan *c = g->chans, *next; c; c = next) {
 		next = c->g_next;
 		if (remember)
-			dead_add(t, c->id, now);
+			dead_add(t, c->node.hash, now);
 		chan_free(t, c);
 	}
 	for (lid *l = g->lids, *next; l; l = next) {
 		next = l->g_next;
 		if (remember)
-			dead_add(t, l->key, now);
+			dead_add(t, l->node.hash, now);
 		htab_del(&t->lids, &l->node);
 		free(l);
 	}
@@ -983,13 +1016,21 @@ void ct_group_free(call_tracker *t, group *g, bool remember)
 	free(g);
 }
 
-/* The caller: the oldest channel that is a phone or a trunk. */
-chan *ct_group_caller(const group *g)
+/* The caller: the oldest channel that is a phone or a trunk. Asked at
+ * every ring, answer and decision, so remembered (in a spare byte of
+ * the chans) until a channel joins the group or changes kind. */
+chan *ct_group_caller(group *g)
 {
 	chan *best = NULL;
 	uint64_t bh = 0, bl = 0, h, l;
-	/* Oldest by order_key; each id parsed once. */
+	if (g->caller_known) {
+		for (chan *c = g->chans; c; c = c->g_next)
+			if (c->is_caller)
+				return c;
+		return NULL;
+	}
 	for (chan *c = g->chans; c; c = c->g_next) {
+		c->is_caller = false;
 		if (c->kind != KIND_HUMAN && c->kind != KIND_TRUNK)
 			continue;
 		order_key(c->id, c->arrival, &h, &l);
@@ -999,6 +1040,9 @@ chan *ct_group_caller(const group *g)
 			bl = l;
 		}
 	}
+	if (best)
+		best->is_caller = true;
+	g->caller_known = true;
 	return best;
 }
 

@@ -95,8 +95,7 @@ static void timer_arm(call_tracker *t)
 		at = MCD_MIN(at, t->age_head->created_mono +
 				     (uint64_t)t->policy.max_call_age *
 					 USEC_PER_SEC);
-	if (t->dead_head)
-		at = MCD_MIN(at, t->dead_head->expire);
+	at = MCD_MIN(at, ct_dead_next_expiry(t));
 	if (at == UINT64_MAX) {
 		if (t->timer_at)
 			event_del(t->timer);

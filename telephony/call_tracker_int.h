@@ -105,6 +105,7 @@ typedef struct chan {
 	bool hung_up, in_lnode, inbound_ctx, withheld, resync_seen, name_owned;
 	bool q_left, q_after, q_continued, hangup_req;
 	uint8_t info_have; /* bit i: info field i is not empty */
+	bool is_caller;	   /* ct_group_caller's answer, if caller_known */
 	uint16_t dials_pending;
 	chan_bridge br[CHAN_BRIDGES];
 	char id[];
@@ -135,12 +136,20 @@ typedef struct vmbox {
 	struct chan *c; /* the leg running VoiceMail */
 } vmbox;
 
-/* A decided id (hash only), kept until `expire`. */
+/* A decided id (hash only), kept until `expire`. Expiry is first in,
+ * first out, so they live in chunks appended at the tail and freed from
+ * the head: no allocation per id (a call leaves ~4). */
 typedef struct dead {
 	hnode node;
-	struct dead *fifo_next;
 	uint64_t expire;
 } dead;
+
+#define DEAD_CHUNK 64
+
+typedef struct dead_chunk {
+	struct dead_chunk *next;
+	dead d[DEAD_CHUNK];
+} dead_chunk;
 
 /*
  * One call: the merged group of channels. Invariants: every group has at
@@ -164,6 +173,7 @@ struct group {
 	bool due, q_joined, q_abandoned, q_connected, q_left;
 	bool vm_reached, vm_left, gap, gap_candidate, resync_seen;
 	bool live_ringing, live_answered, dialed_trunk;
+	bool caller_known; /* a chan's is_caller is set, or none is a caller */
 };
 
 struct call_tracker {
@@ -175,7 +185,8 @@ struct call_tracker {
 	cfg_strv trunks, inbound_contexts, dids;
 	call_sink sink;
 	htab chans, lids, bridges, locals, vmboxes, dead;
-	dead *dead_head, *dead_tail;
+	dead_chunk *dead_head, *dead_tail; /* oldest .. newest */
+	unsigned dead_first, dead_end; /* used: head[first..], tail[..end) */
 	group *age_head, *age_tail;
 	group *due_head, *due_tail;
 	size_t n_groups;
@@ -214,11 +225,12 @@ chan *ct_chan_find_k(const call_tracker *t, const ct_key *id);
 chan *ct_chan_get(call_tracker *t, const ct_key *id, const char *linked_id,
 		  const char *name);
 void ct_dead_expire(call_tracker *t, uint64_t now);
+uint64_t ct_dead_next_expiry(const call_tracker *t);
 bool ct_dead_has(const call_tracker *t, const char *id);
 bool ct_dead_has_k(const call_tracker *t, const ct_key *id);
 void ct_endpoint_of(const char *name, char *out, size_t len);
 void ct_ext_add(group *g, const char *ext, uint64_t ts);
-chan *ct_group_caller(const group *g);
+chan *ct_group_caller(group *g);
 void ct_group_check_due(call_tracker *t, group *g);
 call_direction ct_group_direction(const call_tracker *t, const group *g,
 				  const chan *caller);

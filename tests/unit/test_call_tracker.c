@@ -1009,6 +1009,61 @@ static void test_many_calls(void **state)
 	cfg_free(&call_policy_cfg_section, &p);
 }
 
+/* Decided ids stay dead (late events resurrect nothing) for a while,
+ * across the chunks they are kept in, then are forgotten; the chunks are
+ * reused. */
+static void test_dead_ids(void **state)
+{
+	call_policy p;
+	collector c;
+	char id[64], id2[64];
+	default_policy(&p);
+	p.decide_grace_ms = 0;
+	call_tracker *t = tracker(&p, &c);
+	const int n = 150; /* 2 ids each: several chunks */
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < n; i++) {
+			snprintf(id, sizeof(id), "1781900000.%d", 2 * i);
+			snprintf(id2, sizeof(id2), "1781900000.%d", 2 * i + 1);
+			call_event ev[] = {
+				NEWCH(0, id, id, TRUNK, CALLER, "from-pstn", DID),
+				NEWCH(0.1, id2, id, "PJSIP/7001-00000001", "7001",
+				      "from-internal", "s"),
+				HANG(9, id2, id, 16),
+				HANG(9, id, id, 16),
+			};
+			feed_all(t, ev, ELEMENTSOF(ev));
+			call_tracker_tick(t, mono_usec());
+			c.n_out = 0;
+		}
+		assert_int_equal(call_tracker_live_calls(t), 0);
+		/* Late events of every decided call, first and last: ignored. */
+		for (int i = 0; i < n; i++) {
+			snprintf(id, sizeof(id), "1781900000.%d", 2 * i);
+			snprintf(id2, sizeof(id2), "1781900000.%d", 2 * i + 1);
+			call_event late[] = {
+				HANG(10, id2, id, 16),
+				STATE(10, id, id, CALL_CHAN_UP),
+			};
+			feed_all(t, late, ELEMENTSOF(late));
+		}
+		assert_int_equal(call_tracker_live_calls(t), 0);
+		/* Long after: forgotten, the same id is a new call. */
+		call_tracker_tick(t, mono_usec() + 61 * USEC_PER_SEC);
+		call_event again = NEWCH(20, "1781900000.0", "1781900000.0",
+					 TRUNK, CALLER, "from-pstn", DID);
+		call_tracker_feed(t, &again);
+		assert_int_equal(call_tracker_live_calls(t), 1);
+		call_event bye = HANG(21, "1781900000.0", "1781900000.0", 16);
+		call_tracker_feed(t, &bye);
+		call_tracker_tick(t, mono_usec() + 200 * USEC_PER_SEC);
+		assert_int_equal(call_tracker_live_calls(t), 0);
+		c.n_out = 0;
+	}
+	call_tracker_free(t);
+	cfg_free(&call_policy_cfg_section, &p);
+}
+
 /* ------------------------------------------------------------------ */
 /* Reconnect: resync from the live channel list                         */
 
@@ -1319,6 +1374,7 @@ int main(void)
 		cmocka_unit_test(test_not_decided_while_live),
 		cmocka_unit_test(test_eviction),
 		cmocka_unit_test(test_many_calls),
+		cmocka_unit_test(test_dead_ids),
 		cmocka_unit_test(test_resync_gap),
 		cmocka_unit_test(test_sip_style),
 		cmocka_unit_test(test_legacy_no_linkedid),
