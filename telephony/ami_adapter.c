@@ -29,13 +29,18 @@ typedef void (*ev_handler)(ami_adapter *a, const ami_msg *m, call_event *ev);
 /* ------------------------------------------------------------------ */
 /* Field helpers                                                        */
 
-static const char *get(const ami_msg *m, const char *key)
+/* First value of a known key (by the parser's key id), NULL when absent
+ * or empty. An integer compare per header. */
+static const char *get(const ami_msg *m, ami_key key)
 {
-	const char *v = ami_msg_get(m, key);
-	return v && *v ? v : NULL;
+	for (size_t i = 0; i < m->n_headers; i++)
+		if (m->headers[i].id == key)
+			return m->headers[i].value_len ? m->headers[i].value
+						       : NULL;
+	return NULL;
 }
 
-static int get_int(const ami_msg *m, const char *key, int def)
+static int get_int(const ami_msg *m, ami_key key, int def)
 {
 	const char *v = get(m, key);
 	char *end;
@@ -100,13 +105,12 @@ static call_chan_state state_of(const char *v, const char *desc)
  * the presentation bits say so (Q.931 octet 3a). */
 static bool pres_restricted(const ami_msg *m)
 {
-	const char *v = get(m, "CID-CallingPres");
+	const char *v = get(m, AMI_KEY_CID_CALLINGPRES);
 	if (!v || *v < '0' || *v > '9')
 		return false;
 	return (atoi(v) & 0x60) == 0x20;
 }
 
-/* Takes the first non-empty value only, as ami_msg_get() would. */
 /* ASCII case-insensitive equality; `lit` is a literal of the same length
  * class, so a mismatch on the first byte costs almost nothing. */
 static inline bool keq(const char *k, const char *lit)
@@ -117,71 +121,71 @@ static inline bool keq(const char *k, const char *lit)
 	return *k == '\0';
 }
 
-/* "<unknown>" is Asterisk's way of saying "not set". */
-static void take(const char **field, const char *v)
+/* The first non-empty value that is not "<unknown>" (Asterisk's way of
+ * saying "not set"). */
+static inline void take(const char **field, const ami_header *h)
 {
-	if (!*field && *v && strcmp(v, "<unknown>") != 0)
-		*field = v;
+	if (!*field && h->value_len &&
+	    !(h->value_len == 9 && memcmp(h->value, "<unknown>", 9) == 0))
+		*field = h->value;
 }
 
 /*
  * The channel snapshot every Asterisk 12+ channel event carries, the
  * Dest* snapshot of dial events and the Timestamp, in ONE pass over the
- * headers: a dozen ami_msg_get() calls would walk 20-40 headers each, and
- * this runs for every event of every call.
+ * headers: a switch on the key id the parser computed (no string compare
+ * here), and this runs for every event of every call.
  */
 static void snapshot(const ami_msg *m, call_event *ev, const char **ret_ts)
 {
 	const char *state = NULL, *desc = NULL;
 	for (size_t i = 0; i < m->n_headers; i++) {
-		const char *k = m->headers[i].key, *v = m->headers[i].value;
-		/* (length, first letter) leaves one candidate to compare */
-		switch (strlen(k)) {
-		case 7:
-			if (keq(k, "Channel"))
-				take(&ev->chan_name, v);
-			else if (keq(k, "Context"))
-				take(&ev->context, v);
+		const ami_header *h = &m->headers[i];
+		switch (h->id) {
+		case AMI_KEY_CHANNEL:
+			take(&ev->chan_name, h);
 			break;
-		case 5:
-			if (keq(k, "Exten"))
-				take(&ev->exten, v);
+		case AMI_KEY_CONTEXT:
+			take(&ev->context, h);
 			break;
-		case 8:
-			if (keq(k, "Uniqueid"))
-				take(&ev->chan_id, v);
-			else if (keq(k, "Linkedid"))
-				take(&ev->linked_id, v);
+		case AMI_KEY_EXTEN:
+			take(&ev->exten, h);
 			break;
-		case 9:
-			if (keq(k, "Timestamp"))
-				take(ret_ts, v);
+		case AMI_KEY_UNIQUEID:
+			take(&ev->chan_id, h);
 			break;
-		case 11:
-			if (keq(k, "CallerIDNum"))
-				take(&ev->caller_num, v);
-			else if (keq(k, "DestChannel"))
-				take(&ev->peer_name, v);
+		case AMI_KEY_LINKEDID:
+			take(&ev->linked_id, h);
 			break;
-		case 12:
-			if (keq(k, "ChannelState"))
-				take(&state, v);
-			else if (keq(k, "CallerIDName"))
-				take(&ev->caller_name, v);
-			else if (keq(k, "DestUniqueid"))
-				take(&ev->peer_id, v);
-			else if (keq(k, "DestLinkedid"))
-				take(&ev->peer_linked_id, v);
+		case AMI_KEY_TIMESTAMP:
+			take(ret_ts, h);
 			break;
-		case 16:
-			if (keq(k, "ChannelStateDesc"))
-				take(&desc, v);
-			else if (keq(k, "ConnectedLineNum"))
-				take(&ev->connected_num, v);
+		case AMI_KEY_CALLERIDNUM:
+			take(&ev->caller_num, h);
 			break;
-		case 17:
-			if (keq(k, "ConnectedLineName"))
-				take(&ev->connected_name, v);
+		case AMI_KEY_DESTCHANNEL:
+			take(&ev->peer_name, h);
+			break;
+		case AMI_KEY_CHANNELSTATE:
+			take(&state, h);
+			break;
+		case AMI_KEY_CALLERIDNAME:
+			take(&ev->caller_name, h);
+			break;
+		case AMI_KEY_DESTUNIQUEID:
+			take(&ev->peer_id, h);
+			break;
+		case AMI_KEY_DESTLINKEDID:
+			take(&ev->peer_linked_id, h);
+			break;
+		case AMI_KEY_CHANNELSTATEDESC:
+			take(&desc, h);
+			break;
+		case AMI_KEY_CONNECTEDLINENUM:
+			take(&ev->connected_num, h);
+			break;
+		case AMI_KEY_CONNECTEDLINENAME:
+			take(&ev->connected_name, h);
 			break;
 		default:
 			break;
@@ -206,11 +210,11 @@ static void on_newstate(ami_adapter *a, const ami_msg *m, call_event *ev)
 static void on_newexten(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_CHANNEL_EXTEN;
-	ev->app = get(m, "Application");
-	ev->app_data = get(m, "AppData");
+	ev->app = get(m, AMI_KEY_APPLICATION);
+	ev->app_data = get(m, AMI_KEY_APPDATA);
 	/* Asterisk 11 names the extension `Extension`. */
 	if (!ev->exten)
-		ev->exten = get(m, "Extension");
+		ev->exten = get(m, AMI_KEY_EXTENSION);
 }
 
 /* FreePBX records the dialled number in FROM_DID when the trunk sends the
@@ -218,7 +222,7 @@ static void on_newexten(ami_adapter *a, const ami_msg *m, call_event *ev)
  * most frequent event of all) are ignored. */
 static bool varset_wanted(const ami_msg *m)
 {
-	const char *var = get(m, "Variable");
+	const char *var = get(m, AMI_KEY_VARIABLE);
 	return var && (strcasecmp(var, "__FROM_DID") == 0 ||
 		       strcasecmp(var, "FROM_DID") == 0);
 }
@@ -226,7 +230,7 @@ static bool varset_wanted(const ami_msg *m)
 static void on_varset(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_CALLER_ID;
-	ev->to_num = get(m, "Value");
+	ev->to_num = get(m, AMI_KEY_VALUE);
 }
 
 static void on_callerid(ami_adapter *a, const ami_msg *m, call_event *ev)
@@ -262,14 +266,14 @@ static void on_dial_begin(ami_adapter *a, const ami_msg *m, call_event *ev)
 	 * the tracker takes the rung extension from DestChannel, and for a
 	 * trunk the number from the dial string. */
 	ev->exten = NULL;
-	ev->to_num = dialled_number(get(m, "DialString"), a->numbuf,
+	ev->to_num = dialled_number(get(m, AMI_KEY_DIALSTRING), a->numbuf,
 				    sizeof(a->numbuf));
 }
 
 static void on_dial_end(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_DIAL_END;
-	ev->dial_status = call_dial_status_from_string(get(m, "DialStatus"));
+	ev->dial_status = call_dial_status_from_string(get(m, AMI_KEY_DIALSTATUS));
 	if (ev->dial_status == _CALL_DIAL_INVALID)
 		ev->dial_status = CALL_DIAL_NONE;
 }
@@ -279,10 +283,10 @@ static void on_dial_end(ami_adapter *a, const ami_msg *m, call_event *ev)
  * join the unrelated calls of their members into one. */
 static void bridge(const ami_msg *m, call_event *ev)
 {
-	const char *tech = get(m, "BridgeTechnology");
-	const char *type = get(m, "BridgeType");
-	const char *creator = get(m, "BridgeCreator");
-	ev->bridge_id = get(m, "BridgeUniqueid");
+	const char *tech = get(m, AMI_KEY_BRIDGETECHNOLOGY);
+	const char *type = get(m, AMI_KEY_BRIDGETYPE);
+	const char *creator = get(m, AMI_KEY_BRIDGECREATOR);
+	ev->bridge_id = get(m, AMI_KEY_BRIDGEUNIQUEID);
 	ev->bridge_type = type;
 	ev->bridge_holding =
 	    (tech && strcasecmp(tech, "holding_bridge") == 0) ||
@@ -306,19 +310,19 @@ static void on_bridge_leave(ami_adapter *a, const ami_msg *m, call_event *ev)
 static void on_hangup(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_HANGUP;
-	ev->cause = get_int(m, "Cause", -1);
+	ev->cause = get_int(m, AMI_KEY_CAUSE, -1);
 }
 
 static void on_hangup_request(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_HANGUP_REQUEST;
-	ev->cause = get_int(m, "Cause", -1);
+	ev->cause = get_int(m, AMI_KEY_CAUSE, -1);
 }
 
 static void queue_fields(const ami_msg *m, call_event *ev)
 {
-	ev->queue = get(m, "Queue");
-	ev->hold_seconds = get_int(m, "HoldTime", -1);
+	ev->queue = get(m, AMI_KEY_QUEUE);
+	ev->hold_seconds = get_int(m, AMI_KEY_HOLDTIME, -1);
 }
 
 static void on_queue_join(ami_adapter *a, const ami_msg *m, call_event *ev)
@@ -349,13 +353,13 @@ static void on_agent_connect(ami_adapter *a, const ami_msg *m, call_event *ev)
  * in VoiceMail for it. Waiting: 0 is a mailbox emptied, not a message. */
 static void on_message_waiting(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
-	const char *w = get(m, "Waiting");
+	const char *w = get(m, AMI_KEY_WAITING);
 	if (!w || strcasecmp(w, "no") == 0 || strcmp(w, "0") == 0)
 		return;
-	if (get_int(m, "New", 1) == 0)
+	if (get_int(m, AMI_KEY_NEW, 1) == 0)
 		return;
 	ev->type = CALL_EV_VOICEMAIL_LEFT;
-	ev->mailbox = get(m, "Mailbox");
+	ev->mailbox = get(m, AMI_KEY_MAILBOX);
 }
 
 /* Blind and attended transfers carry the linked ids of every party in
@@ -369,7 +373,7 @@ static void on_transfer(ami_adapter *a, const ami_msg *m, call_event *ev,
 	ev->linked_id = NULL;
 	for (size_t i = 0; i < m->n_headers; i++) {
 		const char *k = m->headers[i].key, *v = m->headers[i].value;
-		size_t kl = strlen(k);
+		size_t kl = m->headers[i].key_len;
 		if (kl < 8 || strcasecmp(k + kl - 8, "Linkedid") != 0 || !*v)
 			continue;
 		if (!ev->linked_id) {
@@ -398,31 +402,31 @@ static void on_attended_transfer(ami_adapter *a, const ami_msg *m,
 static void on_pickup(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 	ev->type = CALL_EV_PICKUP;
-	ev->peer_id = get(m, "TargetUniqueid");
-	ev->peer_name = get(m, "TargetChannel");
-	ev->peer_linked_id = get(m, "TargetLinkedid");
+	ev->peer_id = get(m, AMI_KEY_TARGETUNIQUEID);
+	ev->peer_name = get(m, AMI_KEY_TARGETCHANNEL);
+	ev->peer_linked_id = get(m, AMI_KEY_TARGETLINKEDID);
 }
 
 static void on_local_optimization(ami_adapter *a, const ami_msg *m,
 				  call_event *ev)
 {
 	ev->type = CALL_EV_LOCAL_OPTIMIZED;
-	ev->chan_id = get(m, "LocalOneUniqueid");
-	ev->linked_id = get(m, "LocalOneLinkedid");
-	ev->chan_name = get(m, "LocalOneChannel");
-	ev->peer_id = get(m, "LocalTwoUniqueid");
-	ev->peer_name = get(m, "LocalTwoChannel");
-	ev->peer_linked_id = get(m, "LocalTwoLinkedid");
+	ev->chan_id = get(m, AMI_KEY_LOCALONEUNIQUEID);
+	ev->linked_id = get(m, AMI_KEY_LOCALONELINKEDID);
+	ev->chan_name = get(m, AMI_KEY_LOCALONECHANNEL);
+	ev->peer_id = get(m, AMI_KEY_LOCALTWOUNIQUEID);
+	ev->peer_name = get(m, AMI_KEY_LOCALTWOCHANNEL);
+	ev->peer_linked_id = get(m, AMI_KEY_LOCALTWOLINKEDID);
 }
 
 /* CEL over AMI: only LINKEDID_END matters (spelled LinkedID here). */
 static void on_cel(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
-	const char *name = get(m, "EventName");
+	const char *name = get(m, AMI_KEY_EVENTNAME);
 	if (!name || strcasecmp(name, "LINKEDID_END") != 0)
 		return;
 	ev->type = CALL_EV_LINKEDID_END;
-	ev->linked_id = get(m, "LinkedID");
+	ev->linked_id = get(m, AMI_KEY_LINKEDID);
 }
 
 /* "00:01:23" -> 83 s; -1 when unparseable. */
@@ -441,10 +445,10 @@ static void on_core_show_channel(ami_adapter *a, const ami_msg *m,
 	if (!a->resyncing)
 		return; /* somebody else's CoreShowChannels */
 	ev->type = CALL_EV_RESYNC_CHANNEL;
-	ev->app = get(m, "Application");
-	ev->app_data = get(m, "ApplicationData");
-	ev->bridge_id = get(m, "BridgeId");
-	int64_t d = hms(get(m, "Duration"));
+	ev->app = get(m, AMI_KEY_APPLICATION);
+	ev->app_data = get(m, AMI_KEY_APPLICATIONDATA);
+	ev->bridge_id = get(m, AMI_KEY_BRIDGEID);
+	int64_t d = hms(get(m, AMI_KEY_DURATION));
 	if (d >= 0 && ev->ts_usec > (uint64_t)d * USEC_PER_SEC)
 		ev->ts_usec -= (uint64_t)d * USEC_PER_SEC;
 }
@@ -458,18 +462,18 @@ static void on_core_show_complete(ami_adapter *a, const ami_msg *m,
 /* Asterisk 11: `Event: Dial` with SubEvent Begin/End. */
 static void on_legacy_dial(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
-	const char *sub = get(m, "SubEvent");
+	const char *sub = get(m, AMI_KEY_SUBEVENT);
 	a->stats.legacy = true;
 	if (!sub)
 		return;
 	if (strcasecmp(sub, "Begin") == 0) {
 		ev->type = CALL_EV_DIAL_BEGIN;
-		ev->peer_id = get(m, "DestUniqueID");
-		ev->peer_name = get(m, "Destination");
+		ev->peer_id = get(m, AMI_KEY_DESTUNIQUEID);
+		ev->peer_name = get(m, AMI_KEY_DESTINATION);
 	} else if (strcasecmp(sub, "End") == 0) {
 		ev->type = CALL_EV_DIAL_END;
 		ev->dial_status =
-		    call_dial_status_from_string(get(m, "DialStatus"));
+		    call_dial_status_from_string(get(m, AMI_KEY_DIALSTATUS));
 		if (ev->dial_status == _CALL_DIAL_INVALID)
 			ev->dial_status = CALL_DIAL_NONE;
 	}
@@ -488,49 +492,88 @@ static void on_legacy_leave(ami_adapter *a, const ami_msg *m, call_event *ev)
 	on_queue_leave(a, m, ev);
 }
 
-typedef struct handler_row {
-	const char *event;
-	ev_handler fn;
-} handler_row;
+/* Asterisk 11 `Event: Bridge`: a marker; legacy_bridge() does the work. */
+static void on_legacy_bridge(ami_adapter *a, const ami_msg *m, call_event *ev)
+{
+}
 
-/* Most frequent first: the lookup is a linear scan. */
-static const handler_row handlers[] = {
-    {"VarSet", on_varset},
-    {"Newexten", on_newexten},
-    {"Newstate", on_newstate},
-    {"Newchannel", on_newchannel},
-    {"Hangup", on_hangup},
-    {"DialBegin", on_dial_begin},
-    {"DialEnd", on_dial_end},
-    {"BridgeEnter", on_bridge_enter},
-    {"BridgeLeave", on_bridge_leave},
-    {"NewCallerid", on_callerid},
-    {"NewConnectedLine", on_callerid},
-    {"HangupRequest", on_hangup_request},
-    {"SoftHangupRequest", on_hangup_request},
-    {"QueueCallerJoin", on_queue_join},
-    {"QueueCallerAbandon", on_queue_abandon},
-    {"QueueCallerLeave", on_queue_leave},
-    {"AgentConnect", on_agent_connect},
-    {"MessageWaiting", on_message_waiting},
-    {"BlindTransfer", on_blind_transfer},
-    {"AttendedTransfer", on_attended_transfer},
-    {"Pickup", on_pickup},
-    {"LocalOptimizationEnd", on_local_optimization},
-    {"CEL", on_cel},
-    {"CoreShowChannel", on_core_show_channel},
-    {"CoreShowChannelsComplete", on_core_show_complete},
-    {"Dial", on_legacy_dial},
-    {"Join", on_legacy_join},
-    {"Leave", on_legacy_leave},
-};
+/*
+ * The handler of an event name (len bytes), or NULL for events the adapter
+ * ignores whatever their headers (then the parser's event filter lets them
+ * pass unsplit). A switch on the length leaves one to four names to
+ * compare, most frequent first.
+ */
+static ev_handler find_handler(const char *n, size_t len)
+{
+	switch (len) {
+	case 3:
+		return keq(n, "CEL") ? on_cel : NULL;
+	case 4:
+		return keq(n, "Dial")	? on_legacy_dial
+		       : keq(n, "Join") ? on_legacy_join
+					: NULL;
+	case 5:
+		return keq(n, "Leave") ? on_legacy_leave : NULL;
+	case 6:
+		return keq(n, "VarSet")	  ? on_varset
+		       : keq(n, "Hangup") ? on_hangup
+		       : keq(n, "Pickup") ? on_pickup
+		       : keq(n, "Bridge") ? on_legacy_bridge
+					  : NULL;
+	case 7:
+		return keq(n, "DialEnd") ? on_dial_end : NULL;
+	case 8:
+		return keq(n, "Newexten")   ? on_newexten
+		       : keq(n, "Newstate") ? on_newstate
+					    : NULL;
+	case 9:
+		return keq(n, "DialBegin") ? on_dial_begin : NULL;
+	case 10:
+		return keq(n, "Newchannel") ? on_newchannel : NULL;
+	case 11:
+		return keq(n, "BridgeEnter")   ? on_bridge_enter
+		       : keq(n, "BridgeLeave") ? on_bridge_leave
+		       : keq(n, "NewCallerid") ? on_callerid
+					       : NULL;
+	case 12:
+		return keq(n, "AgentConnect") ? on_agent_connect : NULL;
+	case 13:
+		return keq(n, "HangupRequest")	 ? on_hangup_request
+		       : keq(n, "BlindTransfer") ? on_blind_transfer
+						 : NULL;
+	case 14:
+		return keq(n, "MessageWaiting") ? on_message_waiting : NULL;
+	case 15:
+		return keq(n, "QueueCallerJoin")   ? on_queue_join
+		       : keq(n, "CoreShowChannel") ? on_core_show_channel
+						   : NULL;
+	case 16:
+		return keq(n, "NewConnectedLine")   ? on_callerid
+		       : keq(n, "QueueCallerLeave") ? on_queue_leave
+		       : keq(n, "AttendedTransfer") ? on_attended_transfer
+						    : NULL;
+	case 17:
+		return keq(n, "SoftHangupRequest") ? on_hangup_request : NULL;
+	case 18:
+		return keq(n, "QueueCallerAbandon") ? on_queue_abandon : NULL;
+	case 20:
+		return keq(n, "LocalOptimizationEnd") ? on_local_optimization
+						      : NULL;
+	case 24:
+		return keq(n, "CoreShowChannelsComplete")
+			   ? on_core_show_complete
+			   : NULL;
+	default:
+		return NULL;
+	}
+}
 
 /* Asterisk 11 `Event: Bridge` (Bridgestate Link/Unlink) names both
  * channels in one event: two records, one per channel. */
 static void legacy_bridge(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
-	const char *state = get(m, "Bridgestate");
-	const char *u1 = get(m, "Uniqueid1"), *u2 = get(m, "Uniqueid2");
+	const char *state = get(m, AMI_KEY_BRIDGESTATE);
+	const char *u1 = get(m, AMI_KEY_UNIQUEID1), *u2 = get(m, AMI_KEY_UNIQUEID2);
 	char id[160];
 	a->stats.legacy = true;
 	if (!state || !u1 || !u2) {
@@ -541,13 +584,13 @@ static void legacy_bridge(ami_adapter *a, const ami_msg *m, call_event *ev)
 						  : CALL_EV_BRIDGE_LEAVE;
 	snprintf(id, sizeof(id), "legacy:%s+%s", u1, u2);
 	ev->bridge_id = id;
-	ev->bridge_type = get(m, "Bridgetype");
+	ev->bridge_type = get(m, AMI_KEY_BRIDGETYPE);
 	ev->linked_id = NULL;
 	ev->chan_id = u1;
-	ev->chan_name = get(m, "Channel1");
+	ev->chan_name = get(m, AMI_KEY_CHANNEL1);
 	call_tracker_feed(a->tracker, ev);
 	ev->chan_id = u2;
-	ev->chan_name = get(m, "Channel2");
+	ev->chan_name = get(m, AMI_KEY_CHANNEL2);
 	call_tracker_feed(a->tracker, ev);
 	a->stats.translated += 2;
 }
@@ -584,24 +627,28 @@ static bool needs_channel(call_event_type t)
 	}
 }
 
+bool ami_adapter_wants_event(void *adapter, const char *name, size_t len)
+{
+	(void)adapter;
+	return find_handler(name, len) != NULL;
+}
+
 void ami_adapter_feed(ami_adapter *a, const ami_msg *m, uint64_t recv_usec)
 {
-	const char *name;
+	const ami_header *evh;
 	call_event ev;
 	ev_handler fn = NULL;
 
 	if (!a || !m)
 		return;
 	a->stats.messages++;
-	if (!(name = get(m, "Event")))
+	if (!(evh = ami_msg_find(m, AMI_KEY_EVENT)) || !evh->value_len)
 		return; /* a response: the client's business */
 	a->stats.events++;
-	for (size_t i = 0; i < ELEMENTSOF(handlers) && !fn; i++)
-		if (keq(name, handlers[i].event))
-			fn = handlers[i].fn;
-	bool legacy_br = !fn && keq(name, "Bridge");
+	fn = find_handler(evh->value, evh->value_len);
+	bool legacy_br = fn == on_legacy_bridge;
 	/* Cheap exits before the snapshot: most VarSets are not wanted. */
-	if ((!fn && !legacy_br) || (fn == on_varset && !varset_wanted(m))) {
+	if (!fn || (fn == on_varset && !varset_wanted(m))) {
 		a->stats.ignored++;
 		return;
 	}

@@ -74,8 +74,7 @@ struct ami_parser {
 	bool skipping;	    /* the message in progress was declined */
 	bool no_filter;	    /* back from skip mode: parse in full */
 	size_t skip_from;   /* offset of the line after the Event line */
-	size_t skip_hdrs;   /* header lines seen in skip mode */
-	uint64_t skip_nocolon; /* st.skipped_lines when skip mode began */
+	size_t skip_lines;  /* headers before it + lines seen since */
 
 	/* Discard mode: skipping an oversized message up to its empty line.
 	 * Only the current line's length (saturated at 2) and first byte are
@@ -131,7 +130,7 @@ static void msg_clear(ami_parser *p)
 	p->follows = p->in_body = p->body_done = false;
 	p->body_start = p->body_end = 0;
 	p->skipping = p->no_filter = false;
-	p->skip_from = p->skip_hdrs = 0;
+	p->skip_from = p->skip_lines = 0;
 }
 
 void ami_parser_reset(ami_parser *p, bool expect_banner)
@@ -401,22 +400,18 @@ static void skip_begin(ami_parser *p)
 {
 	p->skipping = true;
 	p->skip_from = p->scan;
-	p->skip_hdrs = p->n_hdrs;
-	p->skip_nocolon = p->st.skipped_lines;
+	p->skip_lines = p->n_hdrs;
 }
 
-/* One non-empty line [ls, le) of a declined message: counted like the
- * full parse would count it. Returns false when the message must go back
- * to the full parse (a Response: line, or over the header cap). */
-static bool skip_line(ami_parser *p, const char *ls, const char *colon)
+/* One non-empty line [ls, le) of a declined message. Returns false when
+ * the message must go back to the full parse: a line starting with
+ * "Response:" (a Follows body changes the framing), or more lines than
+ * max_headers (the full parse decides whether they are headers). */
+static inline bool skip_line(ami_parser *p, const char *ls, const char *le)
 {
-	if (!colon) {
-		p->st.skipped_lines++;
-		return true;
-	}
-	if (++p->skip_hdrs > p->max_headers)
+	if (++p->skip_lines > p->max_headers)
 		return false;
-	return !((*ls | 0x20) == 'r' && colon - ls == 8 &&
+	return !((*ls | 0x20) == 'r' && le - ls >= 9 && ls[8] == ':' &&
 		 strncasecmp(ls, "Response", 8) == 0);
 }
 
@@ -426,7 +421,61 @@ static void skip_undo(ami_parser *p)
 	p->skipping = false;
 	p->no_filter = true;
 	p->scan = p->skip_from;
-	p->st.skipped_lines = p->skip_nocolon; /* counted again */
+}
+
+/* The first '\n' in [s, end) or NULL; reads up to 15 bytes past end. */
+static inline char *find_nl(char *s, const char *end)
+{
+#if defined(__SSE2__)
+	const __m128i vnl = _mm_set1_epi8('\n');
+
+	for (char *q = s; q < end; q += 16) {
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)q);
+		unsigned mn = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vnl));
+		size_t left = (size_t)(end - q);
+
+		if (left < 16)
+			mn &= (1u << left) - 1;
+		if (mn)
+			return q + __builtin_ctz(mn);
+	}
+	return NULL;
+#else
+	return memchr(s, '\n', (size_t)(end - s));
+#endif
+}
+
+/*
+ * Skip mode's loop: from scan (a line start) to the blank line that ends
+ * the declined message, looking at nothing but line ends and line starts.
+ * Returns 1 with scan past the blank line, -1 when the message must go
+ * back to the full parse, 0 when the line at scan needs the general path
+ * (incomplete, or over max_message: that path reports it).
+ */
+static int skip_scan(ami_parser *p)
+{
+	char *buf = p->buf, *end = buf + p->len, *ls = buf + p->scan;
+	const char *limit = buf + p->start + p->max_message; /* last byte */
+	int r = 0;
+
+	for (;;) {
+		char *nl = find_nl(ls, end);
+		if (!nl || nl >= limit)
+			break;
+		char *le = nl > ls && nl[-1] == '\r' ? nl - 1 : nl;
+		if (le == ls) {
+			ls = nl + 1;
+			r = 1;
+			break;
+		}
+		if (!skip_line(p, ls, le)) {
+			r = -1;
+			break;
+		}
+		ls = nl + 1;
+	}
+	p->scan = (size_t)(ls - buf);
+	return r;
 }
 
 /* Parses one non-empty line [ls, le) whose first colon is `colon` (or
@@ -519,6 +568,58 @@ void ami_parser_set_event_filter(ami_parser *p, ami_parser_event_filter fn,
 	p->filter_ud = ud;
 }
 
+/*
+ * The common case, in one tight loop: complete "Key: value" lines of a
+ * message outside any special state, stored as headers. Stops (leaving
+ * scan at the line) at anything else -- no complete line, over
+ * max_message, a line without ": ", the header array full, the first
+ * header, a Response: header -- which the general path of
+ * ami_parser_next() then handles exactly as before. Returns 1 when the
+ * message ended (scan past its blank line), else 0.
+ */
+static int lines_fast(ami_parser *p)
+{
+	char *buf = p->buf, *end = buf + p->len, *ls = buf + p->scan;
+	const char *limit = buf + p->start + p->max_message; /* last byte */
+	ami_header *hdrs = p->hdrs;
+	size_t n = p->n_hdrs, cap = p->hdr_cap;
+	int r = 0;
+
+	if (n == 0)
+		return 0;
+	for (;;) {
+		char *colon;
+		char *nl = find_line(ls, end, &colon);
+		if (!nl || nl >= limit)
+			break;
+		char *le = nl > ls && nl[-1] == '\r' ? nl - 1 : nl;
+		if (le == ls) {
+			ls = nl + 1;
+			r = 1;
+			break;
+		}
+		if (!colon || colon + 1 >= le || colon[1] != ' ' || n == cap)
+			break;
+		size_t klen = (size_t)(colon - ls);
+		/* the key is followed by the rest of the line and the PAD */
+		ami_key id = ami_key_lookup_padded(ls, klen);
+		if (id == AMI_KEY_RESPONSE)
+			break;
+		*colon = 0;
+		*le = 0;
+		ami_header *h = &hdrs[n++];
+		h->key = ls;
+		h->value = colon + 2;
+		h->key_len = (uint32_t)klen;
+		h->value_len = (uint32_t)(le - colon - 2);
+		h->id = id;
+		ls = nl + 1;
+	}
+	p->n_hdrs = n;
+	p->scan = (size_t)(ls - buf);
+	return r;
+}
+
 /* The states a line may need more than the common header handling for. */
 static inline bool line_special(const ami_parser *p)
 {
@@ -569,6 +670,17 @@ int ami_parser_next(ami_parser *p, ami_msg *ret_msg)
 			if (discard_step(p) < 0)
 				return -EAGAIN;
 			continue;
+		}
+		if (p->skipping) {
+			int r = skip_scan(p);
+			if (r > 0)
+				return msg_emit(p, ret_msg);
+			if (r < 0) {
+				skip_undo(p);
+				continue;
+			}
+		} else if (!line_special(p) && lines_fast(p)) {
+			return msg_emit(p, ret_msg);
 		}
 		char *ls = p->buf + p->scan, *colon;
 		char *nl = find_line(ls, p->buf + p->len, &colon);
@@ -630,7 +742,7 @@ int ami_parser_next(ami_parser *p, ami_msg *ret_msg)
 				continue;
 			}
 			if (p->skipping) {
-				if (!skip_line(p, ls, colon))
+				if (!skip_line(p, ls, le))
 					skip_undo(p);
 				continue;
 			}
