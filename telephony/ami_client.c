@@ -875,6 +875,10 @@ int ami_client_new(struct event_base *base, struct evdns_base *dns,
 		ami_client_free(c);
 		return -ENOMEM;
 	}
+	/* Every message goes to the adapter: events it ignores need not be
+	 * split into headers (the client reads only Event and responses). */
+	ami_parser_set_event_filter(c->parser, ami_adapter_wants_event,
+				    c->adapter);
 	if (cfg->record_dir) {
 		int r = recorder_new(base, cfg->record_dir, cfg->name,
 				     RECORDER_PROTO_AMI,
