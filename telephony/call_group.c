@@ -302,6 +302,9 @@ static bool parse_u64(const char **s, uint64_t *ret)
 {
 	const char *p = *s;
 	uint64_t v = 0;
+	/* 19 digits cannot overflow: check only beyond */
+	for (int n = 0; n < 19 && *p >= '0' && *p <= '9'; n++, p++)
+		v = v * 10 + (unsigned)(*p - '0');
 	for (; *p >= '0' && *p <= '9'; p++) {
 		unsigned d = (unsigned)(*p - '0');
 		if (v > (UINT64_MAX - d) / 10)
@@ -333,6 +336,24 @@ static void order_key(const char *id, uint64_t arrival, uint64_t *hi,
 	*lo = arrival;
 }
 
+/* ct_text_clean(in, out, len) without the copy when `in` is printable
+ * ASCII that fits (nearly always): returns in or out, its length in
+ * *ret_len. */
+static const char *text_clean_len(const char *in, char *out, size_t len,
+				  size_t *ret_len)
+{
+	size_t n = 0;
+	while ((unsigned char)in[n] >= 0x20 && (unsigned char)in[n] < 0x7F)
+		n++;
+	if (!in[n] && n < len) {
+		*ret_len = n;
+		return in;
+	}
+	ct_text_clean(in, out, len);
+	*ret_len = strlen(out);
+	return out;
+}
+
 /* info_have answers "is it set?" (asked on every event) without a walk. */
 const char *ct_info_get(const chan *c, int which)
 {
@@ -356,9 +377,10 @@ void ct_info_update(chan *c, unsigned mask, const char *const v[_INFO_MAX])
 	for (int i = 0; i < _INFO_MAX; i++) {
 		size_t old = c->info_have & INFO_BIT(i) ? strlen(p) : 0;
 		if (mask & INFO_BIT(i)) {
-			f[i] = v[i] ? ct_text_clean(v[i], buf[i], sizeof(buf[i]))
+			len[i] = 0;
+			f[i] = v[i] ? text_clean_len(v[i], buf[i],
+						     sizeof(buf[i]), &len[i])
 				    : NULL;
-			len[i] = f[i] ? strlen(f[i]) : 0;
 		} else {
 			f[i] = p;
 			len[i] = old;
@@ -426,6 +448,7 @@ chan_kind ct_kind_of(const call_tracker *t, const char *name)
 			return KIND_LOCAL;
 		for (size_t i = 0; i < ELEMENTSOF(internal); i++)
 			if (internal[i].n == n &&
+			    (name[0] | 0x20) == (internal[i].s[0] | 0x20) &&
 			    strncasecmp(name, internal[i].s, n) == 0)
 				return KIND_INTERNAL;
 	}
@@ -545,9 +568,10 @@ static uint64_t dead_ttl(const call_tracker *t)
 static void dead_add(call_tracker *t, uint64_t hash, uint64_t now)
 {
 	if (!t->dead_tail || t->dead_end == DEAD_CHUNK) {
-		dead_chunk *k = malloc(sizeof(*k));
+		dead_chunk *k = t->dead_spare ? t->dead_spare : malloc(sizeof(*k));
 		if (!k)
 			return;
+		t->dead_spare = NULL;
 		k->next = NULL;
 		if (t->dead_tail)
 			t->dead_tail->next = k;
@@ -596,16 +620,18 @@ void ct_dead_expire(call_tracker *t, uint64_t now)
 			dead_chunk *k = t->dead_head;
 			t->dead_head = k->next;
 			t->dead_first = 0;
-			free(k);
+			free(t->dead_spare); /* steady state: no malloc/free */
+			t->dead_spare = k;
 		}
 	}
 	if (dead_empty(t) && t->dead_head) {
-		/* all gone: reuse the last chunk from its start, or free it */
+		/* all gone: reuse the last chunk from its start */
 		t->dead_first = t->dead_end = 0;
-		if (now == UINT64_MAX) {
-			free(t->dead_head);
-			t->dead_head = t->dead_tail = NULL;
-		}
+	}
+	if (now == UINT64_MAX) {
+		free(t->dead_head);
+		free(t->dead_spare);
+		t->dead_head = t->dead_tail = t->dead_spare = NULL;
 	}
 }
 

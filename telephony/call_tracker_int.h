@@ -186,6 +186,7 @@ struct call_tracker {
 	call_sink sink;
 	htab chans, lids, bridges, locals, vmboxes, dead;
 	dead_chunk *dead_head, *dead_tail; /* oldest .. newest */
+	dead_chunk *dead_spare; /* one drained chunk kept for reuse */
 	unsigned dead_first, dead_end; /* used: head[first..], tail[..end) */
 	group *age_head, *age_tail;
 	group *due_head, *due_tail;
