@@ -243,7 +243,7 @@ bool ct_strv_has(const cfg_strv *s, const char *v)
 	if (ct_str_empty(v))
 		return false;
 	for (size_t i = 0; i < s->n; i++)
-		if (streq(s->v[i], v))
+		if (s->v[i][0] == v[0] && strcmp(s->v[i], v) == 0)
 			return true;
 	return false;
 }
