@@ -264,21 +264,17 @@ const char *ami_msg_get_nth(const ami_msg *m, const char *key, size_t n)
 	if (!m || !key)
 		return NULL;
 	ami_key id = ami_key_lookup(key, strlen(key));
-
-	if (id != AMI_KEY_UNKNOWN) {
-		for (size_t i = 0; i < m->n_headers; i++)
-			if (m->headers[i].id == id && n-- == 0)
-				return m->headers[i].value;
-		return NULL;
-	}
-	/* A key without an id can only be a header without one. */
 	unsigned char k0 = lower1(key);
 
+	/* A header with an id matches by id. One without can still match as
+	 * a string when its key holds a NUL byte ("Event\0x" has no id, but
+	 * reads as "Event"). */
 	for (size_t i = 0; i < m->n_headers; i++) {
 		const ami_header *h = &m->headers[i];
 
-		if (h->id != AMI_KEY_UNKNOWN || lower1(h->key) != k0 ||
-		    !key_eq(h->key, key))
+		if (h->id == AMI_KEY_UNKNOWN
+			? lower1(h->key) != k0 || !key_eq(h->key, key)
+			: h->id != id)
 			continue;
 		if (n-- == 0)
 			return h->value;

@@ -24,9 +24,12 @@
  * first header is `Event:` is offered to the filter by name; a declined
  * one is returned with that header only (ami_msg.filtered) and its other
  * lines are merely scanned for the message end. Everything else stays as
- * without a filter: the same messages come out with the same raw_len, the
- * same -EMSGSIZE results (oversized or over max_headers, counting the
- * declined lines), the same statistics.
+ * without a filter: the same messages come out with the same raw_len and
+ * the same -EMSGSIZE results (oversized, or over max_headers). A declined
+ * event the scan cannot vouch for -- more lines than max_headers, or a
+ * line starting "Response:" -- is parsed in full after all and returned
+ * unfiltered. Statistics are the same except skipped_lines, which does
+ * not count the lines of declined events.
  *
  * Memory: one buffer that grows on demand up to max_message_size plus a
  * little slack, and one header array reused for every message. Headers
@@ -61,7 +64,8 @@ typedef struct ami_parser_stats {
 	uint64_t bytes;		   /* bytes accepted by feed */
 	uint64_t oversized;	   /* discarded: over max_message_size */
 	uint64_t too_many_headers; /* discarded: over max_headers */
-	uint64_t skipped_lines;	   /* lines without a colon outside bodies */
+	uint64_t skipped_lines;	   /* lines without a colon outside bodies
+				      (declined events' lines not counted) */
 	uint64_t filtered;	   /* messages returned, declined by the filter */
 } ami_parser_stats;
 

@@ -2,6 +2,9 @@
  * test_ami_adapter: AMI transcripts through the real parser, the adapter
  * and the call tracker; verdicts compared with tests/data/ami/expected.tsv
  * and with the verdicts the README of the public pyfreepbx captures states.
+ * Streams run with and without the adapter's parser event filter
+ * (ami_adapter_wants_event, as ami_client installs it): outcomes, live
+ * events and adapter statistics must be the same.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -129,6 +132,11 @@ static void default_policy(call_policy *p)
 	cfg_report_free(r);
 }
 
+/* Whether run_stream installs the adapter's event filter on its parser;
+ * the adapter statistics of its last run. */
+static bool g_filter_on;
+static ami_adapter_stats g_last_stats;
+
 /* Runs one transcript, fed in chunks of `chunk` bytes (0: all at once). */
 static void run_stream(const char *text, size_t len, size_t chunk,
 		       const char *const *trunks, size_t n_trunks,
@@ -147,6 +155,8 @@ static void run_stream(const char *text, size_t len, size_t chunk,
 	assert_non_null(t);
 	assert_non_null(a);
 	assert_non_null(p);
+	if (g_filter_on)
+		ami_parser_set_event_filter(p, ami_adapter_wants_event, a);
 	ami_parser_reset(p, false);
 	ami_adapter_resync_begin(a);
 	ami_adapter_resync_end(a);
@@ -165,6 +175,9 @@ static void run_stream(const char *text, size_t len, size_t chunk,
 	call_tracker_tick(t, mono_usec());
 	call_tracker_tick(t, mono_usec() + 60 * USEC_PER_SEC);
 	assert_int_equal(call_tracker_live_calls(t), 0);
+	ami_adapter_get_stats(a, &g_last_stats);
+	if (!g_filter_on)
+		assert_int_equal(ami_parser_get_stats(p)->filtered, 0);
 	ami_parser_free(p);
 	ami_adapter_free(a);
 	call_tracker_free(t);
@@ -246,6 +259,10 @@ static void test_transcripts(void **state)
 		check_row(fields, 0);
 		check_row(fields, 7);
 		check_row(fields, 1);
+		g_filter_on = true;
+		check_row(fields, 0);
+		check_row(fields, 1);
+		g_filter_on = false;
 		rows++;
 	}
 	fclose(f);
@@ -278,6 +295,8 @@ static void rig_init(rig *r, const char *trunk)
 	assert_non_null(r->t);
 	assert_non_null(r->a);
 	assert_non_null(r->p);
+	/* as ami_client does */
+	ami_parser_set_event_filter(r->p, ami_adapter_wants_event, r->a);
 	ami_parser_reset(r->p, false);
 }
 
@@ -606,6 +625,93 @@ static void run_capture(const char *name, collector *col)
 	free(rel);
 }
 
+/* Outcomes of two collectors, compared field by field. */
+static void assert_same_outcomes(const collector *x, const collector *y)
+{
+	assert_int_equal(x->n_out, y->n_out);
+	for (size_t i = 0; i < x->n_out; i++) {
+		const rec_outcome *a = &x->out[i], *b = &y->out[i];
+		assert_int_equal(a->direction, b->direction);
+		assert_int_equal(a->verdict, b->verdict);
+		assert_int_equal(a->reason, b->reason);
+		assert_string_equal(a->answered_by, b->answered_by);
+		assert_string_equal(a->exts, b->exts);
+		assert_string_equal(a->queue, b->queue);
+		assert_string_equal(a->caller, b->caller);
+		assert_string_equal(a->call_key, b->call_key);
+		assert_int_equal(a->withheld, b->withheld);
+		assert_int_equal(a->vm_left, b->vm_left);
+		assert_true(a->wait_seconds == b->wait_seconds);
+	}
+	assert_memory_equal(x->n_live, y->n_live, sizeof(x->n_live));
+}
+
+/* The public captures with the event filter: identical outcomes, live
+ * events and adapter statistics; the filter declined something. */
+static void test_capture_filter_same(void **state)
+{
+	static const char *const caps[] = {
+	    "answered.txt", "missed.txt", "abandoned_abridged.txt",
+	    "queue_answered_abridged.txt"};
+	for (size_t i = 0; i < ELEMENTSOF(caps); i++) {
+		collector plain, filtered;
+		ami_adapter_stats sp, sf;
+		run_capture(caps[i], &plain);
+		sp = g_last_stats;
+		g_filter_on = true;
+		run_capture(caps[i], &filtered);
+		g_filter_on = false;
+		sf = g_last_stats;
+		assert_same_outcomes(&plain, &filtered);
+		assert_int_equal(sp.messages, sf.messages);
+		assert_int_equal(sp.events, sf.events);
+		assert_int_equal(sp.translated, sf.translated);
+		assert_int_equal(sp.ignored, sf.ignored);
+		assert_int_equal(sp.malformed, sf.malformed);
+		assert_true(sp.ignored > 0);
+	}
+}
+
+/* The filter declines exactly the events without a handler; the adapter
+ * counts a declined event as ignored, as it would the full one. */
+static void test_event_filter(void **state)
+{
+	static const char *const wanted[] = {
+	    "Newchannel", "newchannel", "NEWEXTEN", "VarSet", "Hangup",
+	    "DialBegin", "DialEnd", "BridgeEnter", "BridgeLeave", "Bridge",
+	    "Dial", "Join", "Leave", "CEL", "CoreShowChannel",
+	    "CoreShowChannelsComplete", "MessageWaiting", "AgentConnect",
+	    "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon",
+	    "LocalOptimizationEnd", "Pickup", "BlindTransfer",
+	    "AttendedTransfer", "NewCallerid", "NewConnectedLine",
+	    "HangupRequest", "SoftHangupRequest"};
+	static const char *const declined[] = {
+	    "DeviceStateChange", "Cdr", "BridgeCreate", "BridgeDestroy",
+	    "AgentCalled", "AgentRingNoAnswer", "AgentComplete", "RTCPSent",
+	    "FullyBooted", "Newchannel2", "Hangu", "", "CoreShowChannels"};
+	for (size_t i = 0; i < ELEMENTSOF(wanted); i++)
+		assert_true(ami_adapter_wants_event(NULL, wanted[i],
+						    strlen(wanted[i])));
+	for (size_t i = 0; i < ELEMENTSOF(declined); i++)
+		assert_false(ami_adapter_wants_event(NULL, declined[i],
+						     strlen(declined[i])));
+
+	rig r;
+	ami_adapter_stats st;
+	rig_init(&r, "PJSIP/provider");
+	rig_feed(&r, "Event: DeviceStateChange\nDevice: PJSIP/7001\nState: INUSE\n\n"
+		     "Event: Cdr\nUniqueID: 1.2\nDisposition: ANSWERED\n\n"
+		     "Event: Newchannel\nChannel: PJSIP/provider-1\nUniqueid: 1.2\nLinkedid: 1.2\n\n");
+	ami_adapter_get_stats(r.a, &st);
+	assert_int_equal(st.messages, 3);
+	assert_int_equal(st.events, 3);
+	assert_int_equal(st.ignored, 2);
+	assert_int_equal(st.translated, 1);
+	assert_int_equal(ami_parser_get_stats(r.p)->filtered, 2);
+	assert_int_equal(call_tracker_live_calls(r.t), 1);
+	rig_done(&r);
+}
+
 static void test_capture_answered(void **state)
 {
 	collector col;
@@ -683,6 +789,8 @@ int main(void)
 		cmocka_unit_test(test_capture_missed),
 		cmocka_unit_test(test_capture_abandoned),
 		cmocka_unit_test(test_capture_queue_answered),
+		cmocka_unit_test(test_capture_filter_same),
+		cmocka_unit_test(test_event_filter),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -6,6 +6,9 @@
  * slices, panoramisk LF sessions) and the scenario transcripts of
  * tests/data/ami are parsed whole, split at every byte offset (a sample of
  * offsets for the 129 KB capture), byte by byte, and in CRLF and LF form.
+ * Every such input is checked again with an event filter installed: the
+ * same split property holds, and the same messages (raw_len, -EMSGSIZE)
+ * come out as without it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -45,11 +48,56 @@ static void sb_str(sbuf *b, const char *s)
 	sb_add(b, s, strlen(s));
 }
 
+/* The event filter the parsers of the split checks get (NULL: none), and
+ * whether results are rendered as their skeleton only (kind and raw_len:
+ * what a filter must not change). */
+static ami_parser_event_filter g_filter;
+static bool g_skeleton;
+
+/* Declines events whose name starts with A..M (Hangup, DeviceStateChange,
+ * Cdr, BridgeCreate, FullyBooted, ...), keeps the others. */
+static bool decline_a_to_m(void *ud, const char *name, size_t len)
+{
+	(void)ud;
+	assert_int_equal(strlen(name), len);
+	char c = (char)(name[0] | 0x20);
+	return !(len > 0 && c >= 'a' && c <= 'm');
+}
+
+static ami_parser *new_parser(size_t max_msg, size_t max_hdrs)
+{
+	ami_parser *p = ami_parser_new(max_msg, max_hdrs);
+	assert_non_null(p);
+	ami_parser_set_event_filter(p, g_filter, NULL);
+	return p;
+}
+
 /* Renders one parse result; keys, values and bodies are delimited with
  * bytes that do not occur in the inputs. */
 static void render_msg(sbuf *b, const ami_msg *m)
 {
-	sb_str(b, "M{");
+	char tmp[32];
+
+	/* lengths and ids agree with the strings */
+	for (size_t i = 0; i < m->n_headers; i++) {
+		const ami_header *h = &m->headers[i];
+		assert_int_equal(strlen(h->key), h->key_len);
+		assert_int_equal(strlen(h->value), h->value_len);
+		assert_int_equal(h->id, ami_key_lookup(h->key, h->key_len));
+	}
+	if (m->filtered) {
+		assert_int_equal(m->n_headers, 1);
+		assert_int_equal(m->headers[0].id, AMI_KEY_EVENT);
+		assert_false(decline_a_to_m(NULL, m->headers[0].value,
+					    m->headers[0].value_len));
+		assert_null(m->body);
+	}
+	if (g_skeleton) {
+		snprintf(tmp, sizeof(tmp), "M%zu\n", m->raw_len);
+		sb_str(b, tmp);
+		return;
+	}
+	sb_str(b, m->filtered ? "F{" : "M{");
 	for (size_t i = 0; i < m->n_headers; i++) {
 		sb_str(b, m->headers[i].key);
 		sb_str(b, "\x1f");
@@ -61,7 +109,6 @@ static void render_msg(sbuf *b, const ami_msg *m)
 		sb_add(b, m->body, m->body_len);
 		assert_int_equal(strlen(m->body), m->body_len);
 	}
-	char tmp[32];
 	snprintf(tmp, sizeof(tmp), "}%zu\n", m->raw_len);
 	sb_str(b, tmp);
 }
@@ -239,8 +286,7 @@ static size_t boundaries(ami_parser *p, bool banner, const char *data,
 static void check_splits(const char *name, const char *data, size_t len,
 			 bool banner, size_t max_msg)
 {
-	ami_parser *p = ami_parser_new(max_msg, 0);
-	assert_non_null(p);
+	ami_parser *p = new_parser(max_msg, 0);
 	char *ref = parse_whole(p, banner, data, len);
 	size_t *cuts = calloc(len + 1, sizeof(*cuts));
 	size_t nb = boundaries(p, banner, data, len, cuts, len);
@@ -289,11 +335,47 @@ static void check_splits(const char *name, const char *data, size_t len,
 	ami_parser_free(p);
 }
 
+/* The filter changes headers of declined events only: the skeletons of
+ * the parses with and without it are equal. */
+static void check_filter_skeleton(const char *name, const char *data,
+				  size_t len, bool banner, size_t max_msg,
+				  size_t max_hdrs)
+{
+	ami_parser_event_filter saved = g_filter;
+	ami_parser *p;
+
+	g_skeleton = true;
+	g_filter = NULL;
+	p = new_parser(max_msg, max_hdrs);
+	char *plain = parse_whole(p, banner, data, len);
+	ami_parser_free(p);
+	g_filter = decline_a_to_m;
+	p = new_parser(max_msg, max_hdrs);
+	char *filtered = parse_whole(p, banner, data, len);
+	char *bw = parse_bytewise(p, banner, data, len);
+	ami_parser_free(p);
+	g_filter = saved;
+	g_skeleton = false;
+	if (strcmp(plain, filtered) != 0 || strcmp(plain, bw) != 0)
+		fail_msg("%s: the event filter changed which messages come out",
+			 name);
+	free(plain);
+	free(filtered);
+	free(bw);
+}
+
 /* Every split of `data` and of its other line-ending form, and both forms
- * parse to the same headers. */
+ * parse to the same headers; the same with the event filter. */
 static void check_input(const char *name, const char *data, size_t len,
 			bool banner)
 {
+	check_filter_skeleton(name, data, len, banner, 0, 0);
+	if (!g_filter) {
+		g_filter = decline_a_to_m;
+		check_input(name, data, len, banner);
+		g_filter = NULL;
+	}
+
 	size_t olen;
 	bool crlf = memchr(data, '\r', len) != NULL;
 	char *other = convert_eol(data, len, !crlf, &olen);
@@ -837,6 +919,236 @@ static void test_get_space_commit(void **state)
 	ami_parser_free(p);
 }
 
+/* Key ids: exact, ASCII case-insensitive, for every known name. */
+static void test_key_ids(void **state)
+{
+	for (int k = 1; k < _AMI_KEY_MAX; k++) {
+		const char *name = ami_key_to_string((ami_key)k);
+		char up[64], low[64];
+		size_t n = strlen(name);
+
+		assert_true(n > 0 && n <= AMI_KEY_MAX_LEN);
+		for (size_t i = 0; i <= n; i++) {
+			up[i] = (char)(name[i] >= 'a' && name[i] <= 'z'
+					   ? name[i] - 32 : name[i]);
+			low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z'
+					    ? name[i] + 32 : name[i]);
+		}
+		assert_int_equal(ami_key_lookup(name, n), k);
+		assert_int_equal(ami_key_lookup(up, n), k);
+		assert_int_equal(ami_key_lookup(low, n), k);
+		/* one byte short, one byte more: other keys or none */
+		assert_int_not_equal(ami_key_lookup(name, n - 1), k);
+		low[n] = 'x';
+		assert_int_not_equal(ami_key_lookup(low, n + 1), k);
+	}
+	assert_int_equal(ami_key_lookup("UniqueID", 8), AMI_KEY_UNIQUEID);
+	assert_int_equal(ami_key_lookup("Uniqueid", 8), AMI_KEY_UNIQUEID);
+	assert_int_equal(ami_key_lookup("LinkedID", 8), AMI_KEY_LINKEDID);
+	assert_int_equal(ami_key_lookup("Uniqueid1", 9), AMI_KEY_UNIQUEID1);
+	assert_int_equal(ami_key_lookup("Privilege", 9), AMI_KEY_UNKNOWN);
+	assert_int_equal(ami_key_lookup("", 0), AMI_KEY_UNKNOWN);
+	assert_int_equal(ami_key_lookup("CoreShowChannelsComplete1", 25),
+			 AMI_KEY_UNKNOWN);
+	/* The case fold applies to letters only: '\r' is not '-', '@' not
+	 * '`', '_' not DEL. */
+	assert_int_equal(ami_key_lookup("CID-CallingPres", 15),
+			 AMI_KEY_CID_CALLINGPRES);
+	assert_int_equal(ami_key_lookup("CID\rCallingPres", 15),
+			 AMI_KEY_UNKNOWN);
+	assert_int_equal(ami_key_lookup("Ev\x05nt", 5), AMI_KEY_UNKNOWN);
+	assert_int_equal(ami_key_lookup("Even\x14", 5), AMI_KEY_UNKNOWN);
+	assert_string_equal(ami_key_to_string(AMI_KEY_UNKNOWN), "");
+	assert_null(ami_key_to_string(_AMI_KEY_MAX));
+
+	/* Through the parser, and ami_msg_get() by either spelling. */
+	ami_parser *p = ami_parser_new(0, 0);
+	const char *in = "Event: Hangup\r\nUniqueID: 1.5\r\nuniqueid: 1.6\r\n"
+			 "X-Custom: y\r\nCHANNEL: PJSIP/a\r\n\r\n";
+	ami_msg m;
+	assert_int_equal(ami_parser_feed(p, in, strlen(in)), strlen(in));
+	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+	assert_int_equal(m.n_headers, 5);
+	assert_int_equal(m.headers[1].id, AMI_KEY_UNIQUEID);
+	assert_int_equal(m.headers[2].id, AMI_KEY_UNIQUEID);
+	assert_int_equal(m.headers[3].id, AMI_KEY_UNKNOWN);
+	assert_int_equal(m.headers[3].key_len, 8);
+	assert_int_equal(m.headers[3].value_len, 1);
+	assert_string_equal(ami_msg_get(&m, "Uniqueid"), "1.5");
+	assert_string_equal(ami_msg_get_nth(&m, "UNIQUEID", 1), "1.6");
+	assert_null(ami_msg_get_nth(&m, "Uniqueid", 2));
+	assert_string_equal(ami_msg_get(&m, "x-custom"), "y");
+	assert_string_equal(ami_msg_get(&m, "Channel"), "PJSIP/a");
+	assert_ptr_equal(ami_msg_find(&m, AMI_KEY_CHANNEL), &m.headers[4]);
+	assert_null(ami_msg_find(&m, AMI_KEY_LINKEDID));
+	assert_null(ami_msg_get(&m, "Linkedid"));
+	ami_parser_free(p);
+}
+
+static size_t n_declined;
+
+static bool decline_counting(void *ud, const char *name, size_t len)
+{
+	assert_ptr_equal(ud, &n_declined);
+	bool want = strcmp(name, "Newchannel") == 0 ||
+		    strcmp(name, "Hangup") == 0;
+	if (!want)
+		n_declined++;
+	return want;
+}
+
+/* A declined event: Event header only, raw_len and statistics as without
+ * the filter; responses are never offered to the filter. */
+static void test_filter_declined(void **state)
+{
+	const char *in =
+	    "Response: Success\r\nActionID: 1\r\nMessage: ok\r\n\r\n"
+	    "Event: DeviceStateChange\r\nPrivilege: call,all\r\n"
+	    "Device: PJSIP/7001\r\nno colon here\r\nState: INUSE\r\n\r\n"
+	    "Event: Newchannel\r\nChannel: PJSIP/7001-1\r\nUniqueid: 1.1\r\n\r\n";
+	ami_parser *p = ami_parser_new(0, 0), *q = ami_parser_new(0, 0);
+	ami_msg m, mq;
+
+	n_declined = 0;
+	ami_parser_set_event_filter(p, decline_counting, &n_declined);
+	assert_int_equal(ami_parser_feed(p, in, strlen(in)), strlen(in));
+	assert_int_equal(ami_parser_feed(q, in, strlen(in)), strlen(in));
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+		assert_int_equal(ami_parser_next(q, &mq), AMI_PARSE_MSG);
+		assert_int_equal(m.raw_len, mq.raw_len);
+		assert_false(mq.filtered);
+		if (i == 1) {
+			assert_true(m.filtered);
+			assert_int_equal(m.n_headers, 1);
+			assert_string_equal(m.headers[0].key, "Event");
+			assert_string_equal(ami_msg_get(&m, "Event"),
+					    "DeviceStateChange");
+			assert_null(ami_msg_get(&m, "Device"));
+			assert_int_equal(mq.n_headers, 4);
+		} else {
+			assert_false(m.filtered);
+			assert_int_equal(m.n_headers, mq.n_headers);
+		}
+	}
+	assert_int_equal(ami_parser_next(p, &m), -EAGAIN);
+	assert_int_equal(n_declined, 1);
+	const ami_parser_stats *a = ami_parser_get_stats(p),
+			       *b = ami_parser_get_stats(q);
+	assert_int_equal(a->messages, 3);
+	assert_int_equal(a->messages, b->messages);
+	assert_int_equal(a->bytes, b->bytes);
+	assert_int_equal(a->filtered, 1);
+	assert_int_equal(b->filtered, 0);
+	assert_int_equal(ami_parser_pending(p), 0);
+
+	/* Removing the filter takes effect with the next message. */
+	ami_parser_set_event_filter(p, NULL, NULL);
+	assert_int_equal(ami_parser_feed(p, in, strlen(in)), strlen(in));
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+		assert_false(m.filtered);
+	}
+	ami_parser_free(p);
+	ami_parser_free(q);
+}
+
+/* Declined events split across feeds at every offset, byte by byte, and
+ * in both line-ending forms: see check_input. */
+static void test_filter_splits(void **state)
+{
+	const char *in =
+	    "Event: Cdr\r\nSource: 100\r\nDestination: 200\r\n\r\n"
+	    "Event: VarSet\nChannel: x\nVariable: A\nValue: 1\n\n"
+	    "Event: Agentcalled\r\nR: short\r\nRingTime: 2\r\n\n"
+	    "Event: BridgeCreate\r\n\r\n"
+	    "garbage\nEvent: Bridge\nno colon\n\n"
+	    "Event: Hangup\rX\r\nA: b\r\r\n\r\n"
+	    "Event: Newstate\r\nEvent: Cdr\r\n\r\n";
+	check_input("declined events", in, strlen(in), false);
+}
+
+/* An oversized declined event is reported once with -EMSGSIZE, like any
+ * other, and the next message parses. */
+static void test_filter_oversized(void **state)
+{
+	sbuf in = {0};
+	sb_str(&in, "Event: Cdr\r\n");
+	while (in.n < 1500)
+		sb_str(&in, "UserField: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n");
+	sb_str(&in, "\r\nEvent: Newchannel\r\nUniqueid: 2\r\n\r\n"
+		    "Event: Cdr\r\nUserField: ");
+	while (in.n < 4000)
+		sb_str(&in, "y");
+	sb_str(&in, "\r\n\r\nEvent: Hangup\r\nUniqueid: 2\r\n\r\n");
+
+	g_filter = decline_a_to_m;
+	ami_parser *p = new_parser(1024, 0);
+	char *r = parse_whole(p, false, in.s, in.n);
+	assert_int_equal(count_lines(r, "E"), 2);
+	assert_int_equal(count_lines(r, "M{"), 1);  /* Newchannel */
+	assert_int_equal(count_lines(r, "F{"), 1);  /* Hangup, declined */
+	assert_int_equal(ami_parser_get_stats(p)->oversized, 2);
+	free(r);
+	ami_parser_free(p);
+	check_splits("oversized declined", in.s, in.n, false, 1024);
+	g_filter = NULL;
+	check_filter_skeleton("oversized declined", in.s, in.n, false, 1024, 0);
+	free(in.s);
+}
+
+/* Over max_headers in a declined event: -EMSGSIZE as without the filter
+ * (the message goes back to the full parse, which counts exactly). */
+static void test_filter_header_cap(void **state)
+{
+	sbuf in = {0};
+	sb_str(&in, "Event: Agent\n");
+	for (int i = 0; i < 7; i++)
+		sb_str(&in, "H: 1\n");
+	sb_str(&in, "x\ny\n\nEvent: Busy\n");
+	for (int i = 0; i < 8; i++)
+		sb_str(&in, "H: 2\n");
+	sb_str(&in, "\nEvent: Fine\n\n");
+
+	g_filter = decline_a_to_m;
+	ami_parser *p = new_parser(0, 8);
+	char *r = parse_whole(p, false, in.s, in.n);
+	assert_int_equal(count_lines(r, "E"), 1);
+	/* 7 headers and 2 other lines: over the cap in skip mode, so parsed
+	 * in full (and returned so) to find out */
+	assert_int_equal(count_lines(r, "M{Event\x1f"
+					"Agent"), 1);
+	assert_int_equal(count_lines(r, "F{Event\x1f"
+					"Fine"), 1);
+	assert_int_equal(ami_parser_get_stats(p)->too_many_headers, 1);
+	free(r);
+	ami_parser_free(p);
+	g_filter = NULL;
+	check_filter_skeleton("header cap declined", in.s, in.n, false, 0, 8);
+	free(in.s);
+}
+
+/* `Response: Follows` inside a message that starts with a declined Event
+ * changes the framing: the message is parsed in full, as without the
+ * filter. */
+static void test_filter_follows(void **state)
+{
+	const char *in = "Event: Command\r\nResponse: Follows\r\n"
+			 "Privilege: Command\r\nline one\r\n\r\nline three\r\n"
+			 "--END COMMAND--\r\n\r\n"
+			 "Event: Cdr\r\nresponse: x\r\n\r\n"
+			 "Event: Newchannel\r\n\r\n";
+	g_filter = decline_a_to_m;
+	ami_parser *p = new_parser(0, 0);
+	char *r = parse_whole(p, false, in, strlen(in));
+	assert_non_null(strstr(r, "BODY\x1f"));
+	assert_int_equal(count_lines(r, "M{"), 3);
+	free(r);
+	ami_parser_free(p);
+	g_filter = NULL;
+	check_input("follows declined", in, strlen(in), false);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -857,6 +1169,12 @@ int main(void)
 	    cmocka_unit_test(test_split_pyfreepbx),
 	    cmocka_unit_test(test_split_panoramisk),
 	    cmocka_unit_test(test_split_scenarios),
+	    cmocka_unit_test(test_key_ids),
+	    cmocka_unit_test(test_filter_declined),
+	    cmocka_unit_test(test_filter_splits),
+	    cmocka_unit_test(test_filter_oversized),
+	    cmocka_unit_test(test_filter_header_cap),
+	    cmocka_unit_test(test_filter_follows),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
