@@ -354,6 +354,12 @@ static const char *text_clean_len(const char *in, char *out, size_t len,
 	return out;
 }
 
+/* Where the chan's reserved info room starts (NULL: none). */
+static char *info_inline(chan *c)
+{
+	return c->info_room ? c->id + strlen(c->id) + 1 : NULL;
+}
+
 /* info_have answers "is it set?" (asked on every event) without a walk. */
 const char *ct_info_get(const chan *c, int which)
 {
@@ -391,7 +397,11 @@ void ct_info_update(chan *c, unsigned mask, const char *const v[_INFO_MAX])
 		if (p)
 			p += old + 1;
 	}
-	char *n = malloc(total), *o = n;
+	/* Into the room after the id when it fits (built aside first: the
+	 * kept fields may live there), else a heap copy. */
+	char tmp[256];
+	char *room = info_inline(c);
+	char *n = total <= c->info_room ? tmp : malloc(total), *o = n;
 	if (!n)
 		return; /* out of memory: keep what we had */
 	for (int i = 0; i < _INFO_MAX; i++) {
@@ -400,7 +410,12 @@ void ct_info_update(chan *c, unsigned mask, const char *const v[_INFO_MAX])
 		o[len[i]] = '\0';
 		o += len[i] + 1;
 	}
-	free(c->info);
+	if (c->info != room)
+		free(c->info);
+	if (n == tmp) {
+		memcpy(room, tmp, total);
+		n = room;
+	}
 	c->info = n;
 	c->info_have = (uint8_t)have;
 }
@@ -953,9 +968,9 @@ bool ct_group_has_lid(const group *g, const char *key)
 	return false;
 }
 
-chan *ct_chan_get(call_tracker *t, const ct_key *id, const char *linked_id,
-		  const char *name)
+chan *ct_chan_get(call_tracker *t, const ct_key *id, const call_event *ev)
 {
+	const char *linked_id = ev->linked_id, *name = ev->chan_name;
 	chan *c = ct_chan_find_k(t, id);
 	ct_key lk;
 	group *g;
@@ -979,12 +994,21 @@ chan *ct_chan_get(call_tracker *t, const ct_key *id, const char *linked_id,
 	g = ct_group_of_lid(t, lk.len ? &lk : id);
 	if (!g)
 		return NULL;
-	/* The name lives inline after the id (renames are rare). */
+	/* The caller fields this first event brings and the name live
+	 * inline after the id (one allocation; renames are rare). */
+	const char *set[_INFO_MAX] = {NULL};
+	size_t room = 0;
+	if (ct_event_info(ev, 0, set))
+		for (int i = 0; i < _INFO_MAX; i++)
+			room += (set[i] ? strlen(set[i]) : 0) + 1;
+	if (room > UINT8_MAX)
+		room = 0; /* long or odd text: the heap */
 	size_t n = id->len, nl = ct_str_empty(name) ? 0 : strlen(name) + 1;
-	c = calloc(1, sizeof(*c) + n + 1 + nl);
+	c = calloc(1, sizeof(*c) + n + 1 + room + nl);
 	if (!c)
 		return NULL;
 	memcpy(c->id, id->s, n + 1);
+	c->info_room = (uint8_t)room;
 	c->arrival = (uint32_t)t->arrival++;
 	c->kind = KIND_INTERNAL;
 	c->g = g;
@@ -993,7 +1017,7 @@ chan *ct_chan_get(call_tracker *t, const ct_key *id, const char *linked_id,
 	g->caller_known = false;
 	ct_htab_add(&t->chans, &c->node, id->hash);
 	if (nl) {
-		c->name = c->id + n + 1;
+		c->name = c->id + n + 1 + room;
 		memcpy(c->name, name, nl);
 		chan_classify(t, c);
 	}
@@ -1007,7 +1031,8 @@ static void chan_free(call_tracker *t, chan *c)
 		htab_del(&t->locals, &c->lnode);
 	if (c->name_owned)
 		free(c->name);
-	free(c->info);
+	if (c->info != info_inline(c))
+		free(c->info);
 	free(c);
 }
 

@@ -119,33 +119,10 @@ static void timer_arm(call_tracker *t)
 static void chan_note(call_tracker *t, chan *c, const call_event *ev)
 {
 	const char *set[_INFO_MAX] = {NULL};
-	unsigned mask = 0;
+	unsigned mask;
 	if (ev->ts_usec && (!c->first_ts || ev->ts_usec < c->first_ts))
 		c->first_ts = ev->ts_usec;
-	/* Each field is set once, the first time it is known. */
-	if (!ct_str_empty(ev->caller_num) &&
-	    !(c->info_have & INFO_BIT(INFO_NUM))) {
-		set[INFO_NUM] = ev->caller_num;
-		mask |= INFO_BIT(INFO_NUM);
-	}
-	if (!ct_str_empty(ev->caller_name) &&
-	    !(c->info_have & INFO_BIT(INFO_NAME)) &&
-	    strcmp(ev->caller_name, "<unknown>") != 0) {
-		set[INFO_NAME] = ev->caller_name;
-		mask |= INFO_BIT(INFO_NAME);
-	}
-	/* The DID: the number called, from the leg's first event (or the
-	 * adapter's to_num). A DIAL_BEGIN's to_num is whom *it* dials. */
-	const char *to = ev->type == CALL_EV_DIAL_BEGIN ? NULL : ev->to_num;
-	const char *did = !ct_str_empty(to) ? to : ev->exten;
-	if (!ct_str_empty(did) && !(c->info_have & INFO_BIT(INFO_EXTEN0)) &&
-	    strcmp(did, "s") != 0 &&
-	    (ev->type == CALL_EV_CHANNEL_NEW ||
-	     ev->type == CALL_EV_RESYNC_CHANNEL || !ct_str_empty(to))) {
-		set[INFO_EXTEN0] = did;
-		mask |= INFO_BIT(INFO_EXTEN0);
-	}
-	if (mask)
+	if ((mask = ct_event_info(ev, c->info_have, set)))
 		ct_info_update(c, mask, set);
 	if (ev->type == CALL_EV_CHANNEL_NEW || ev->type == CALL_EV_CALLER_ID ||
 	    ev->type == CALL_EV_RESYNC_CHANNEL)
@@ -655,7 +632,7 @@ void call_tracker_feed(call_tracker *t, const call_event *ev)
 	if (!feed_global(t, ev)) {
 		ct_key id;
 		ct_key_init(&id, ev->chan_id);
-		chan *c = ct_chan_get(t, &id, ev->linked_id, ev->chan_name);
+		chan *c = ct_chan_get(t, &id, ev);
 		if (c)
 			feed_chan(t, c, ev);
 	}

@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "call_tracker.h"
 #include "log.h"
@@ -99,13 +100,15 @@ typedef struct chan {
 	uint64_t ans_peer;  /* hash of the peer of the last DialEnd ANSWER */
 	uint64_t ans_by_ts; /* ANSWERED_BY: when (name in info) */
 	char *name;	    /* inline after id, or malloc'd (name_owned) */
-	char *info; /* caller num, caller name, first exten, answered by */
+	char *info; /* caller num, caller name, first exten, answered by:
+		       inline after the id (info_room bytes) or malloc'd */
 	uint32_t arrival; /* order for ids that are not epoch.seq */
 	uint8_t kind, local_half, state, last_dial, n_br;
 	bool hung_up, in_lnode, inbound_ctx, withheld, resync_seen, name_owned;
 	bool q_left, q_after, q_continued, hangup_req;
 	uint8_t info_have; /* bit i: info field i is not empty */
 	bool is_caller;	   /* ct_group_caller's answer, if caller_known */
+	uint8_t info_room; /* bytes for info reserved after the id */
 	uint16_t dials_pending;
 	chan_bridge br[CHAN_BRIDGES];
 	char id[];
@@ -220,11 +223,41 @@ typedef struct ext_ent {
  * gap (or shutdown), or it was evicted (max_calls, max_call_age). */
 enum decide_why { DECIDE_NORMAL, DECIDE_GAP, DECIDE_EVICT };
 
+/* The caller fields (INFO_*) the event sets on a leg that has `have`:
+ * each is set once, the first time it is known. Returns their mask. */
+static inline unsigned ct_event_info(const call_event *ev, unsigned have,
+				     const char *set[_INFO_MAX])
+{
+	unsigned mask = 0;
+	if (!(have & INFO_BIT(INFO_NUM)) && !ct_str_empty(ev->caller_num)) {
+		set[INFO_NUM] = ev->caller_num;
+		mask |= INFO_BIT(INFO_NUM);
+	}
+	if (!(have & INFO_BIT(INFO_NAME)) && !ct_str_empty(ev->caller_name) &&
+	    strcmp(ev->caller_name, "<unknown>") != 0) {
+		set[INFO_NAME] = ev->caller_name;
+		mask |= INFO_BIT(INFO_NAME);
+	}
+	/* The DID: the number called, from the leg's first event (or the
+	 * adapter's to_num). A DIAL_BEGIN's to_num is whom *it* dials. */
+	if (have & INFO_BIT(INFO_EXTEN0))
+		return mask;
+	const char *to = ev->type == CALL_EV_DIAL_BEGIN ? NULL : ev->to_num;
+	const char *did = !ct_str_empty(to) ? to : ev->exten;
+	if (!ct_str_empty(did) &&
+	    strcmp(did, "s") != 0 &&
+	    (ev->type == CALL_EV_CHANNEL_NEW ||
+	     ev->type == CALL_EV_RESYNC_CHANNEL || !ct_str_empty(to))) {
+		set[INFO_EXTEN0] = did;
+		mask |= INFO_BIT(INFO_EXTEN0);
+	}
+	return mask;
+}
+
 /* ---- call_group.c ---- */
 chan *ct_chan_find(const call_tracker *t, const char *id);
 chan *ct_chan_find_k(const call_tracker *t, const ct_key *id);
-chan *ct_chan_get(call_tracker *t, const ct_key *id, const char *linked_id,
-		  const char *name);
+chan *ct_chan_get(call_tracker *t, const ct_key *id, const call_event *ev);
 void ct_dead_expire(call_tracker *t, uint64_t now);
 uint64_t ct_dead_next_expiry(const call_tracker *t);
 bool ct_dead_has(const call_tracker *t, const char *id);

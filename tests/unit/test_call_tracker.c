@@ -1269,6 +1269,34 @@ static void test_text_clean(void **state)
 	cfg_free(&call_policy_cfg_section, &p);
 }
 
+/* The caller fields are stored with the leg when its first event brings
+ * them, and move to the heap when later events add more than fits. */
+static void test_caller_fields_grow(void **state)
+{
+	call_policy p;
+	collector c;
+	default_policy(&p);
+	call_event ev[ELEMENTSOF(s_cancel) + 1];
+	memcpy(ev, s_cancel, sizeof(s_cancel));
+	ev[0].caller_name = NULL; /* only the number at first */
+	ev[0].exten = NULL;
+	/* the name (and the DID) arrive with a later event */
+	memmove(&ev[2], &ev[1], (ELEMENTSOF(s_cancel) - 1) * sizeof(ev[0]));
+	ev[1] = (call_event)EVB(.type = CALL_EV_CALLER_ID, .ts_usec = T(0.05),
+				.chan_id = L1, .linked_id = L1,
+				.caller_name = "\xcf\xe5\xf2\xf0 Ivanovich "
+					       "Sidorov-Petrovsky",
+				.to_num = DID);
+	run_one(&p, ev, ELEMENTSOF(ev), &c);
+	assert_int_equal(c.n_out, 1);
+	assert_string_equal(c.out[0].caller, CALLER);
+	assert_string_equal(c.out[0].cname,
+			    "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+			    " Ivanovich Sidorov-Petrovsky");
+	assert_int_equal(c.out[0].reason, CALL_REASON_CALLER_CANCEL);
+	cfg_free(&call_policy_cfg_section, &p);
+}
+
 /* With an event_base the tracker runs its own (single) timer. */
 static void test_event_base_timer(void **state)
 {
@@ -1380,6 +1408,7 @@ int main(void)
 		cmocka_unit_test(test_legacy_no_linkedid),
 		cmocka_unit_test(test_event_base_timer),
 		cmocka_unit_test(test_text_clean),
+		cmocka_unit_test(test_caller_fields_grow),
 		cmocka_unit_test(test_voicemail_attribution),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
