@@ -400,7 +400,7 @@ void ct_decide(call_tracker *t, group *g, int why)
 		metric_inc(t->m_other);
 	}
 	ct_group_free(t, g, true);
-	metric_set(t->m_live, (double)t->n_groups);
+	ct_live_metric(t);
 }
 
 void ct_evict(call_tracker *t, group *g, bool by_age)

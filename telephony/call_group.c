@@ -261,7 +261,7 @@ static void digits_of(const char *s, char *out, size_t len)
 bool ct_number_listed(const cfg_strv *list, const char *num)
 {
 	char a[64], b[64];
-	if (ct_str_empty(num))
+	if (ct_str_empty(num) || !list->n)
 		return false;
 	if (ct_strv_has(list, num))
 		return true;

@@ -585,6 +585,7 @@ call_tracker *call_tracker_new(struct event_base *base, const char *pbx,
 	    metric_counter("missedcalld_calls_evicted_total",
 			   "Calls decided early: too many tracked or too old",
 			   "pbx", t->pbx, "cause", "max_call_age", NULL);
+	t->n_groups_shown = SIZE_MAX; /* the first event sets the gauge */
 	t->m_live = metric_gauge("missedcalld_calls_tracked",
 				 "Calls currently followed by the tracker",
 				 "pbx", t->pbx, NULL);
@@ -640,7 +641,7 @@ void call_tracker_feed(call_tracker *t, const call_event *ev)
 	 * a group pointer any more. */
 	while (t->n_groups > (size_t)t->policy.max_calls && t->age_head)
 		ct_evict(t, t->age_head, false);
-	metric_set(t->m_live, (double)t->n_groups);
+	ct_live_metric(t);
 	timer_arm(t);
 }
 

@@ -194,6 +194,7 @@ struct call_tracker {
 	group *age_head, *age_tail;
 	group *due_head, *due_tail;
 	size_t n_groups;
+	size_t n_groups_shown; /* last value given to m_live */
 	uint64_t arrival;
 	uint64_t ts_base; /* wall clock origin of chan_bridge times */
 	bool resyncing; /* a CoreShowChannels list is being fed */
@@ -298,6 +299,14 @@ bool ct_strv_has(const cfg_strv *s, const char *v);
 uint64_t ct_ts_of(const call_tracker *t, uint32_t ms);
 void ct_vm_left(call_tracker *t, const char *mailbox, uint64_t ts);
 void ct_vm_register(call_tracker *t, chan *c, const char *app_data);
+
+static inline void ct_live_metric(call_tracker *t)
+{
+	if (t->n_groups != t->n_groups_shown) {
+		t->n_groups_shown = t->n_groups;
+		metric_set(t->m_live, (double)t->n_groups);
+	}
+}
 
 /* ---- call_decide.c ---- */
 void ct_decide(call_tracker *t, group *g, int why);

@@ -968,6 +968,12 @@ static void test_eviction(void **state)
 	cfg_free(&call_policy_cfg_section, &p);
 }
 
+static double tracked_gauge(void)
+{
+	return metric_value(metric_gauge("missedcalld_calls_tracked", "x",
+					 "pbx", "office", NULL));
+}
+
 /* Many concurrent calls: the tables grow, every call is still found. */
 static void test_many_calls(void **state)
 {
@@ -989,6 +995,7 @@ static void test_many_calls(void **state)
 		feed_all(t, ev, ELEMENTSOF(ev));
 	}
 	assert_int_equal(call_tracker_live_calls(t), n);
+	assert_true(tracked_gauge() == n);
 	for (int i = 0; i < n; i++) {
 		snprintf(id, sizeof(id), "1781900000.%d", 2 * i);
 		snprintf(id2, sizeof(id2), "1781900000.%d", 2 * i + 1);
@@ -1005,6 +1012,7 @@ static void test_many_calls(void **state)
 	}
 	settle(t);
 	assert_int_equal(call_tracker_live_calls(t), 0);
+	assert_true(tracked_gauge() == 0);
 	call_tracker_free(t);
 	cfg_free(&call_policy_cfg_section, &p);
 }
