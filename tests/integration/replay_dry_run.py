@@ -32,7 +32,19 @@ Usage: replay_dry_run.py MISSEDCALLD AMISIM
    (skipping a number typed by hand), and leaves every table as it was. With the
    database unreachable (every other case here: a closed port) one line
    says so and the report comes from the capture alone.
+7. no drift between the dry run and the store: scripts/demo-data.sql's
+   clients plus a seeded appeal history; a simulated capture (amisim
+   --generate, ~120 calls of known clients incl. VIPs and a shared number,
+   unknown and withheld callers, repeats) is dry-run against that database
+   FIRST, then the same capture goes through the real daemon (amisim
+   --replay --realtime) into it. Per call, what the dry run said (new
+   appeal and its number, title, client, manager, urgency; attach to which
+   appeal; already stored) must be what mcd_submit_one() wrote (the
+   appeal_events of the call, appeal_calls), and the appeals table at the
+   end must be the seed plus the dry run's prediction. replay_db.c repeats
+   the SQL rules by hand: a change on one side only fails here.
 """
+import json
 import os
 import re
 import shlex
@@ -125,6 +137,8 @@ def parse_report(text):
         if line.startswith("    appeal:"):
             words = shlex.split(line.split(":", 1)[1])
             ap = {"kind": words[0]}
+            if words[0] == "new":
+                ap["index"] = words[1]
             for w in words[1:]:
                 if "=" in w:
                     k, v = w.split("=", 1)
@@ -223,6 +237,54 @@ def test_transcripts():
         fail("min_ring_seconds = 20 did not drop the caller cancel: %s" % calls)
 
 
+class Daemon:
+    """The real daemon on a config, its log read by a thread: live maps
+    each call key to the verdict, reason and answering party it logged."""
+
+    def __init__(self, conf):
+        env = dict(os.environ)
+        env.pop("JOURNAL_STREAM", None)
+        env.pop("NOTIFY_SOCKET", None)
+        self.p = SCRATCH.spawn([MISSEDCALLD, "-c", conf], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, errors="replace", env=env)
+        self.lines, self.live = [], {}
+        self.cv = threading.Condition()
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        for l in self.p.stderr:
+            with self.cv:
+                self.lines.append(l.rstrip("\n"))
+                m = LIVE_RE.search(l)
+                if m:
+                    self.live[m.group("key")] = m.groupdict()
+                self.cv.notify_all()
+
+    def tail(self, n=30):
+        with self.cv:
+            return "\n".join(self.lines[-n:])
+
+    def wait_decided(self, keys, timeout=60):
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while not all(k in self.live for k in keys):
+                self.cv.wait(1)
+                if time.monotonic() > deadline or self.p.poll() is not None:
+                    missing = [k for k in keys if k not in self.live]
+                    fail("daemon did not decide %d calls, e.g. %s; log tail:\n%s" %
+                         (len(missing), missing[:3], "\n".join(self.lines[-30:])))
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        if self.p.wait(30) != 0:
+            fail("daemon exited %d:\n%s" % (self.p.returncode, self.tail()))
+        self.t.join(5)
+        for l in self.lines:
+            if "AddressSanitizer" in l or "runtime error" in l:
+                fail("sanitizer report in the daemon log:\n" + self.tail(40))
+
+
 def test_live_equals_replay():
     record = os.path.join(TMP, "record")
     truth = os.path.join(TMP, "truth.tsv")
@@ -243,26 +305,7 @@ def test_live_equals_replay():
     # every simulated missed call must come out missed.
     conf = write_conf("live", port=port, record=record,
                       extra_calls="min_ring_seconds = 0; min_ivr_seconds = 0;")
-    env = dict(os.environ)
-    env.pop("JOURNAL_STREAM", None)
-    env.pop("NOTIFY_SOCKET", None)
-    d = subprocess.Popen([MISSEDCALLD, "-c", conf], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True, errors="replace", env=env)
-    PROCS.append(d)
-    lines, live = [], {}
-    cv = threading.Condition()
-
-    def reader():
-        for l in d.stderr:
-            with cv:
-                lines.append(l.rstrip("\n"))
-                m = LIVE_RE.search(l)
-                if m:
-                    live[m.group("key")] = m.groupdict()
-                cv.notify_all()
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
+    d = Daemon(conf)
     # amisim has simulated everything once its truth file lists all calls.
     deadline = time.monotonic() + 120
     while True:
@@ -271,26 +314,14 @@ def test_live_equals_replay():
             break
         if time.monotonic() > deadline or sim.poll() is not None:
             fail("simulation did not finish: %d calls; daemon log:\n%s" %
-                 (len(rows), "\n".join(lines[-30:])))
+                 (len(rows), d.tail()))
         time.sleep(0.2)
     inbound = {r[0]: r for r in rows if r[4] == "inbound"}
-    deadline = time.monotonic() + 60
-    with cv:
-        while not all(k in live for k in inbound):
-            cv.wait(1)
-            if time.monotonic() > deadline:
-                missing = [k for k in inbound if k not in live]
-                fail("daemon did not decide %d calls, e.g. %s; log tail:\n%s" %
-                     (len(missing), missing[:3], "\n".join(lines[-30:])))
-    d.send_signal(signal.SIGTERM)
-    if d.wait(30) != 0:
-        fail("daemon exited %d:\n%s" % (d.returncode, "\n".join(lines[-30:])))
-    t.join(5)
+    d.wait_decided(inbound)
+    d.stop()
     sim.send_signal(signal.SIGTERM)
     sim.wait(10)
-    for l in lines:
-        if "AddressSanitizer" in l or "runtime error" in l:
-            fail("sanitizer report in the daemon log:\n" + "\n".join(lines[-40:]))
+    live = d.live
 
     # Live verdicts against the simulator's truth.
     for key, r in inbound.items():
@@ -454,7 +485,8 @@ def transcript_as(scenario, caller):
     return data.replace(b"79161234567", caller.encode())
 
 
-def test_database():
+def start_pg():
+    """One throwaway PostgreSQL cluster for the database cases: (dir, PG_* env)."""
     pgdir = tempfile.mkdtemp(prefix="replay_dry_run_pg.")
     PGDIR.append(pgdir)
     r = subprocess.run(["bash", PG_CLUSTER, "start", pgdir], capture_output=True,
@@ -466,19 +498,33 @@ def test_database():
         if "=" in line and line.startswith("PG_"):
             k, v = line.split("=", 1)
             env[k] = shlex.split(v)[0] if v else ""
-    conf = write_conf("database", conninfo=env["PG_CONNINFO"],
-                      extra_missed='urgent = { vip_tag = "VIP"; };')
+    return pgdir, env
+
+
+def psql(pgdir, sql=None, db="missedcalld", path=None):
+    """Runs SQL (or the file path) as the superuser; the output, stripped."""
+    r = subprocess.run(["bash", PG_CLUSTER, "psql", pgdir, "-d", db, "-qAt"] +
+                       (["-f", path] if path else ["-c", sql]),
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        fail("psql %s: %s" % (path or sql, r.stderr))
+    return r.stdout.strip()
+
+
+def migrate(conf):
     r = subprocess.run([MISSEDCALLD, "-c", conf, "--migrate"], capture_output=True,
                        text=True, timeout=120)
     if r.returncode != 0:
         fail("--migrate: %s%s" % (r.stdout, r.stderr))
 
+
+def test_database(pgdir, env):
+    conf = write_conf("database", conninfo=env["PG_CONNINFO"],
+                      extra_missed='urgent = { vip_tag = "VIP"; };')
+    migrate(conf)
+
     def q(sql):
-        r = subprocess.run(["bash", PG_CLUSTER, "psql", pgdir, "-qAt", "-c", sql],
-                           capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:
-            fail("psql %s: %s" % (sql, r.stderr))
-        return r.stdout.strip()
+        return psql(pgdir, sql)
 
     # A VIP client with a messy phone, a plain client with an open appeal
     # (and a closed one, never a target), a number two clients share, and
@@ -570,10 +616,333 @@ VALUES (1, 'office', '1781812000.5201', '79161234567', '+79161234567', 'voicemai
           "nothing written")
 
 
+# ---- 7. no drift: the dry run's database decisions == what the store writes ----
+
+T0 = 1781700000  # where amisim --generate's virtual clock starts
+DRIFT_MIX = ("answered=2,cancel=3,noanswer=2,busy=1,queue_abandon=1,queue_timeout_vm=1,"
+             "vm_message=1,vm_nomessage=1,rg_unanswered=1,ivr_hangup=1,repeat=3,unknown=2,"
+             "withheld=1,internal=1,outbound=1")
+
+
+def e164(presented):
+    """A Russian number as amisim presents it (+7…, 7…, 8…) in E.164."""
+    d = re.sub(r"\D", "", presented)
+    return "+7" + d[1:] if len(d) == 11 and d[0] in "78" else "+" + d
+
+
+def pick_phones(q):
+    """Phones of scripts/demo-data.sql's clients for the capture, by role:
+    the number two clients share, two VIPs, a company, an office line, and
+    plain mobiles (the first four get an appeal history in the seed)."""
+    rows = [r.split("|") for r in q(
+        "SELECT cp.phone_e164, c.id, c.name,"
+        " EXISTS (SELECT 1 FROM client_tags t WHERE t.client_id = c.id AND t.tag = 'VIP'),"
+        " (SELECT count(DISTINCT x.client_id) FROM client_phones x"
+        "  WHERE x.phone_e164 = cp.phone_e164)"
+        " FROM client_phones cp JOIN clients c ON c.id = cp.client_id"
+        " ORDER BY c.id, cp.phone_e164").splitlines()]
+    roles, used = {}, set()
+
+    def take(role, n, pred):
+        for phone, cid, name, vip, shared in rows:
+            if n and phone not in used and pred(phone, name, vip == "t", int(shared)):
+                roles.setdefault(role, []).append((phone, int(cid), name))
+                used.add(phone)
+                n -= 1
+        if n:
+            fail("demo-data.sql has no client for the role %s" % role)
+
+    take("shared", 1, lambda p, n, v, s: s > 1)
+    take("vip", 2, lambda p, n, v, s: v and s == 1)
+    take("company", 1, lambda p, n, v, s: "«" in n and not v and s == 1)
+    take("office", 1, lambda p, n, v, s: p.startswith("+7495") and not v and s == 1)
+    take("plain", 7, lambda p, n, v, s: p.startswith("+79") and not v and s == 1)
+    return roles
+
+
+def drift_seed(q, roles, stored):
+    """An appeal history around the capture's start (T0): an open appeal
+    with two recent calls (attach target; with the first new call the
+    repeat count reaches 3), a closed one and a stale open one (never
+    targets), an open appeal that did not come from a missed call (never a
+    target), a number typed by hand where the counter goes next (skipped),
+    and the call `stored` (pbx office) already in appeal_calls."""
+    (r1, r1id, r1name), (r2, r2id, r2name), (r3, r3id, r3name), (r4, r4id, r4name) = \
+        roles["plain"][:4]
+    key, phone, caller, ended = stored
+    r1name, r2name, r3name, r4name = (n.replace("'", "''") for n in
+                                      (r1name, r2name, r3name, r4name))
+    q("""
+INSERT INTO employees (login, name) VALUES ('ivanov', 'Иванов');
+INSERT INTO appeal_number_counters (period, last_value) VALUES ('A-2026-{{seq}}', 700);
+CREATE TEMP TABLE seed (number text, phone text, client_id bigint, client_name text,
+  closed boolean, origin text, last_call bigint, calls integer);
+INSERT INTO seed VALUES
+  ('A-2026-000650', '{r1}', {r1id}, '{r1name}', false, 'missed_call', {t0} - 1800, 2),
+  ('A-2026-000651', '{r2}', {r2id}, '{r2name}', true, 'missed_call', {t0} - 600, 1),
+  ('A-2026-000652', '{r3}', {r3id}, '{r3name}', false, 'missed_call', {t0} - 3 * 86400, 1),
+  ('A-2026-000653', '{r4}', {r4id}, '{r4name}', false, 'manual', {t0} - 60, 0),
+  ('A-2026-000654', '{phone}', NULL, NULL, true, 'missed_call', {ended}, 1),
+  ('A-2026-000702', NULL, NULL, NULL, true, 'manual', {t0} - 7200, 0);
+INSERT INTO appeals (number, title, type_id, status_id, client_id, client_name, phone,
+  origin, calls_count, last_call_at)
+SELECT s.number, 'seeded ' || s.number,
+  (SELECT id FROM appeal_types WHERE name = 'Пропущенный звонок'),
+  (SELECT id FROM appeal_statuses WHERE name = CASE WHEN s.closed THEN 'Перезвонили'
+   ELSE 'Новое' END), s.client_id, s.client_name, s.phone, s.origin, s.calls,
+  to_timestamp(s.last_call) FROM seed s ORDER BY s.number;
+INSERT INTO appeal_calls (appeal_id, pbx, call_key, caller, phone, reason, ended_at)
+SELECT a.id, 'office', c.key, c.caller, a.phone, 'no_answer', to_timestamp(c.ended)
+FROM (VALUES ('A-2026-000650', 'seed-1', '{r1}', {t0} - 2400),
+             ('A-2026-000650', 'seed-2', '{r1}', {t0} - 1800),
+             ('A-2026-000651', 'seed-3', '{r2}', {t0} - 600),
+             ('A-2026-000652', 'seed-4', '{r3}', {t0} - 3 * 86400),
+             ('A-2026-000654', '{key}', '{caller}', {ended})) AS c (number, key, caller, ended)
+JOIN appeals a ON a.number = c.number;
+""".format(t0=T0, r1=r1, r1id=r1id, r1name=r1name, r2=r2, r2id=r2id, r2name=r2name,
+           r3=r3, r3id=r3id, r3name=r3name, r4=r4, r4id=r4id, r4name=r4name,
+           key=key, phone=phone, caller=caller, ended=ended))
+
+
+def store_truth(q, since):
+    """Per call key what the store wrote after appeal_events id `since`:
+    the event's kind and the appeal as it was right after this call."""
+    text = q("""
+SELECT COALESCE(json_agg(json_build_object(
+  'key', e.payload->'call'->>'call_key', 'kind', e.kind,
+  'number', e.payload->'appeal'->>'number', 'title', e.payload->'appeal'->>'title',
+  'urgent', (e.payload->'appeal'->>'urgent')::boolean,
+  'client', e.payload->'appeal'->>'client_name',
+  'manager', e.payload->'appeal'->'manager'->>'login',
+  'candidates', jsonb_array_length(e.payload->'candidates')) ORDER BY e.id), '[]')
+FROM appeal_events e WHERE e.id > %d AND e.kind IN ('appeal.created', 'appeal.updated')
+""" % since)
+    got = {}
+    for ev in json.loads(text):
+        if ev["key"] in got:
+            fail("the store wrote two events for call %s" % ev["key"])
+        got[ev["key"]] = ev
+    return got
+
+
+def drift_coverage(missed, roles, out):
+    """The capture must exercise every rule the comparison is about (a
+    change of amisim's generator must not quietly empty the test)."""
+    plain = [p for p, _, _ in roles["plain"]]
+    by_phone = {}
+    for c in missed:
+        if c["caller"] != "withheld":
+            by_phone.setdefault(e164(c["caller"]), []).append(c["appeal"])
+    aps = [c["appeal"] for c in missed]
+    first = {p: [a for a in v if a["kind"] != "already"][0] for p, v in by_phone.items()
+             if any(a["kind"] != "already" for a in v)}
+    checks = {
+        "a VIP client's first call: new, urgent by the tag":
+            any(first.get(p, {}).get("vip") == "yes" for p, _, _ in roles["vip"]),
+        "the shared number: several clients":
+            any(a.get("client", "").startswith("several clients") for a in aps),
+        "a known client's name in a title":
+            any(a["kind"] == "new" and a.get("client") not in (None, "unknown") and
+                a.get("client") in a.get("title", "") for a in aps),
+        "an unknown caller's number in a title":
+            any(a["kind"] == "new" and a.get("client") == "unknown" and
+                "+7" in a.get("title", "") for a in aps),
+        "a withheld caller": any(c["caller"] == "withheld" for c in missed),
+        "the seeded open appeal: attached, urgent by the stored calls":
+            first.get(plain[0], {}).get("target") == "A-2026-000650" and
+            first[plain[0]].get("urgent") == "yes",
+        "closed, stale and non-missed-call appeals: never targets": all(
+            first.get(p, {}).get("kind") == "new" for p in plain[1:4]),
+        "repeat calls attached within this replay":
+            any(a["kind"] == "attach" and not a.get("database") for a in aps),
+        "urgent and not urgent": {a.get("urgent") for a in aps} >= {"yes", "no"},
+        "the number typed by hand skipped": {"A-2026-000701", "A-2026-000703"} <=
+            {a.get("number") for a in aps} and "A-2026-000702" not in
+            [a.get("number") for a in aps if a["kind"] == "new"],
+        "one call already stored": sum(a["kind"] == "already" for a in aps) == 1,
+    }
+    missing = [k for k, ok in checks.items() if not ok]
+    if missing:
+        fail("drift: the capture does not exercise: %s\n%s" % ("; ".join(missing), out))
+
+
+def test_drift(pgdir, env):
+    """The dry run against the database as it is, then the same capture
+    through the real daemon into that database: per call the same
+    decision (new appeal and its number, title, client, or the appeal it
+    attaches to; urgency; already stored)."""
+    psql(pgdir, "CREATE DATABASE drift OWNER missedcalld")
+    conninfo = env["PG_CONNINFO"].replace("dbname=missedcalld", "dbname=drift")
+
+    def q(sql):
+        return psql(pgdir, sql, db="drift")
+
+    missed_rules = 'urgent = { vip_tag = "VIP"; repeat_count = 3; repeat_window_minutes = 60; };'
+    calls_rules = "min_ring_seconds = 0; min_ivr_seconds = 0;"
+    migrate(write_conf("drift_migrate", conninfo=conninfo))
+    psql(pgdir, db="drift", path=os.path.join(SRC, "scripts", "demo-data.sql"))
+    roles = pick_phones(q)
+    phones = os.path.join(TMP, "drift.phones")
+    with open(phones, "w") as f:
+        for role in sorted(roles):
+            for phone, _, _ in roles[role]:
+                f.write(phone + "\n")
+    cap, truth = os.path.join(TMP, "drift.ami"), os.path.join(TMP, "drift.truth")
+    r = subprocess.run([AMISIM, "--generate", cap, "--events", "3500", "--seed", "11",
+                        "--timestamps", "--time-scale", "0.03", "--rate", "20",
+                        "--phones", phones, "--truth", truth, "--mix", DRIFT_MIX],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        fail("amisim --generate: %s" % r.stderr)
+    rows = [l.rstrip("\n").split("\t") for l in open(truth) if not l.startswith("#")]
+    inbound = {r[0]: r for r in rows if r[4] == "inbound"}
+    known = {p for v in roles.values() for p, _, _ in v}
+    # The call already stored: an early missed call of a known client
+    # without a seeded history.
+    seeded_phones = {p for p, _, _ in roles["plain"][:4]}
+    st = next(r for r in rows if r[4] == "inbound" and r[5] == "missed" and r[2] != "-" and
+              e164(r[2]) in known - seeded_phones)
+    drift_seed(q, roles, (st[0], e164(st[2]), st[2], int(float(st[0])) + 1))
+    state_sql = ("SELECT (SELECT count(*) FROM appeals), (SELECT max(id) FROM appeal_calls),"
+                 " (SELECT COALESCE(max(id), 0) FROM appeal_events),"
+                 " (SELECT string_agg(period || '=' || last_value, ',')"
+                 "  FROM appeal_number_counters)")
+    before = q(state_sql)
+    seeded = appeals_now(q)
+    calls_before, events_before = (int(x) for x in before.split("|")[1:3])
+
+    # The dry run first, against the database before the real run.
+    sim, port = mcdtest.start_amisim(SCRATCH, AMISIM, ["-p", "0", "--replay", cap,
+                                                       "--realtime", "--linger", "-1"],
+                                     SECRET)
+    conf = write_conf("drift", port=port, conninfo=conninfo, extra_calls=calls_rules,
+                      extra_missed=missed_rules)
+    out = dry_run(conf, cap).stdout
+    if not re.search(r"(?m)^# database \S+: client match", out):
+        fail("drift: the dry run did not use the database:\n" + out)
+    if q(state_sql) != before:
+        fail("drift: the dry run changed the database")
+    calls, _, _ = parse_report(out)
+    dry = {c["call"]: c for c in calls}
+    if set(dry) != set(inbound):
+        fail("drift: the dry run decided %s, the capture has %d inbound calls" %
+             (len(dry), len(inbound)))
+    missed = [c for c in calls if c["verdict"] == "missed"]
+    drift_coverage(missed, roles, out)
+
+    # The same capture through the real daemon, into the same database.
+    d = Daemon(conf)
+    d.wait_decided(inbound)
+    n_live_missed = sum(1 for v in d.live.values() if v["verdict"] == "missed")
+    deadline = time.monotonic() + 60
+    while int(q("SELECT count(*) FROM appeal_calls WHERE id > %d" % calls_before)) < \
+            n_live_missed - 1:
+        if time.monotonic() > deadline:
+            fail("drift: the store did not write the calls; log tail:\n" + d.tail())
+        time.sleep(0.2)
+    d.stop()
+    sim.send_signal(signal.SIGTERM)
+    sim.wait(10)
+    got = store_truth(q, events_before)
+    check_drift(calls, d.live, got, seeded, q, out)
+    kinds = [c["appeal"]["kind"] + ("-db" if c["appeal"].get("database") else "")
+             for c in missed]
+    print("no drift: %d missed calls (%s), dry run == store" %
+          (len(missed), ", ".join("%d %s" % (kinds.count(k), k) for k in sorted(set(kinds)))))
+
+
+def appeals_now(q):
+    """number -> the appeal's urgency, client, title, manager, calls."""
+    got = {}
+    for row in q("SELECT a.number, a.urgent, COALESCE(a.client_name, ''), a.title,"
+                 " COALESCE(e.login, ''), a.calls_count FROM appeals a"
+                 " LEFT JOIN employees e ON e.id = a.manager_id").splitlines():
+        n, u, c, t, m, k = row.split("|")
+        got[n] = {"urgent": u == "t", "client": c or None, "title": t, "manager": m or None,
+                  "calls": int(k)}
+    return got
+
+
+def check_drift(calls, live, got, seeded, q, out):
+    """Compares the dry run's report (calls) with the live verdicts and
+    the store's events (got), and the appeals table at the end with the
+    seeded appeals plus what the dry run predicts for them."""
+    state = dict(seeded)  # number -> the appeal as the dry run predicts it
+    new_by_index, errors = {}, []
+    for c in calls:
+        key, ap, ev = c["call"], c.get("appeal"), got.pop(c["call"], None)
+        lv = live.get(key, {})
+        if (lv.get("verdict"), lv.get("reason")) != (c["verdict"], c["reason"]):
+            errors.append("call %s: live %s (%s), dry run %s (%s)" % (
+                key, lv.get("verdict"), lv.get("reason"), c["verdict"], c["reason"]))
+        if c["verdict"] != "missed" or not ap:
+            if ev or c["verdict"] == "missed":
+                errors.append("call %s (%s): dry run appeal %s, store %s" % (
+                    key, c["verdict"], ap, ev))
+            continue
+        if ap["kind"] == "already":
+            where = q("SELECT string_agg(a.number || ' ' || ac.call_key, ',') FROM appeal_calls"
+                      " ac JOIN appeals a ON a.id = ac.appeal_id WHERE ac.pbx = 'office'"
+                      " AND ac.call_key = '%s'" % key)
+            if ev or where != "%s %s" % (ap.get("number"), key):
+                errors.append("call %s: dry run 'already stored' in %s; the store wrote %s"
+                              " and the call is in %s" % (key, ap.get("number"), ev, where))
+            continue
+        if not ev:
+            errors.append("call %s: dry run %s, the store wrote nothing" % (key, ap))
+            continue
+        who = ap.get("client", "")
+        several = re.match(r"several clients \((\d+)\)$", who)
+        name = None if who == "unknown" or several else who
+        urgent = ap.get("urgent") == "yes"
+        if ap["kind"] == "new":
+            number = ap.get("number")
+            new_by_index[ap["index"]] = number
+            a = state[number] = {"urgent": urgent, "client": name, "title": ap.get("title"),
+                                 "manager": ap.get("manager"), "calls": 1}
+            kind = "appeal.created"
+        elif ap["kind"] == "attach":
+            number = ap["target"] if ap.get("database") else new_by_index.get(ap["target"])
+            if number not in state:
+                errors.append("call %s: dry run attaches to %s, which it never numbered" %
+                              (key, ap["target"]))
+                continue
+            a = state[number] = dict(state[number])
+            a["urgent"] = a["urgent"] or urgent
+            a["client"] = a["client"] or name
+            a["calls"] += 1
+            kind = "appeal.updated"
+        else:
+            errors.append("call %s: unknown dry-run appeal kind %s" % (key, ap))
+            continue
+        want = {"kind": kind, "number": number, "title": a["title"], "urgent": a["urgent"],
+                "client": a["client"], "candidates": int(several.group(1)) if several else 0,
+                "manager": a["manager"]}
+        diff = ["%s: dry run %r, store %r" % (k, v, ev[k]) for k, v in want.items()
+                if ev[k] != v]
+        if diff:
+            errors.append("call %s (%s, dry run %s %s): %s" % (
+                key, c.get("caller"), ap["kind"], ap.get("number") or ap.get("target"),
+                "; ".join(diff)))
+    for key, ev in got.items():
+        errors.append("call %s: the store wrote %s %s, the dry run no appeal" %
+                      (key, ev["kind"], ev["number"]))
+    final = appeals_now(q)
+    for n in sorted(set(final) | set(state)):
+        if final.get(n) != state.get(n):
+            errors.append("appeal %s at the end: dry run %s, database %s" %
+                          (n, state.get(n), final.get(n)))
+    if errors:
+        fail("drift between the dry run and the store (%d):\n  %s\n--- dry run:\n%s" %
+             (len(errors), "\n  ".join(errors[:25]), out))
+
+
 def main():
     try:
         test_errors()
-        test_database()
+        pgdir, env = start_pg()
+        test_database(pgdir, env)
+        test_drift(pgdir, env)
         test_hep()
         test_transcripts()
         test_live_equals_replay()
