@@ -18,6 +18,7 @@
  * a loop over the bytes.
  */
 #include "ami_msg.h"
+#include "ami_msg_int.h"
 
 #include <stdbool.h>
 #include <string.h>
@@ -85,57 +86,11 @@ static const char *const key_names[_AMI_KEY_MAX] = {
     [AMI_KEY_CHANNEL2] = "Channel2",
 };
 
-#define SLOTS 512u
-#define FOLD  0x2020202020202020ull
+ami_key_entry ami_key_entries[_AMI_KEY_MAX];
+uint8_t ami_key_slots[AMI_KEY_SLOTS];
+uint64_t ami_key_seed;
 
-typedef struct key_entry {
-	uint64_t lower[3], mask[3]; /* words as key_words() reads them */
-	uint32_t len;
-} key_entry;
-
-static key_entry entries[_AMI_KEY_MAX];
-static uint8_t slots[SLOTS]; /* id; 0 = empty */
-static uint64_t seed;	     /* makes key_slot() collision-free */
-
-/* The first n (< 8) bytes of a little- or big-endian word. */
-static inline uint64_t head_mask(size_t n)
-{
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-	return ~0ull << (8 * (8 - n));
-#else
-	return (1ull << (8 * n)) - 1;
-#endif
-}
-
-static inline uint64_t load64(const char *p)
-{
-	uint64_t w;
-	memcpy(&w, p, sizeof(w));
-	return w;
-}
-
-/* A key of 1..24 bytes with AMI_KEY_MAX_LEN readable bytes as words:
- * w0 = bytes 0..7 (zero past the end), w1 = the LAST 8 bytes (overlapping
- * w0; 0 when len < 8), w2 = bytes 8..15 (only looked at when len > 16). */
-static inline void key_words(const char *k, size_t len, uint64_t w[3])
-{
-	w[0] = load64(k);
-	if (len < 8) {
-		w[0] &= head_mask(len);
-		w[1] = 0;
-	} else {
-		w[1] = load64(k + len - 8);
-	}
-	w[2] = len > 16 ? load64(k + 8) : 0;
-}
-
-static inline unsigned key_slot(uint64_t w0, uint64_t w1, size_t len)
-{
-	uint64_t h = ((w0 | FOLD) + len) * seed ^ (w1 | FOLD);
-	return (unsigned)((h * 0x9e3779b97f4a7c15ull) >> 55);
-}
-
-_Static_assert(_AMI_KEY_MAX < 256 && SLOTS == 512,
+_Static_assert(_AMI_KEY_MAX < 256 && AMI_KEY_SLOTS == 512,
 	       "slots hold ids in a byte; key_slot() returns 9 bits");
 
 /* A seed under which the known keys fall into distinct slots (a perfect
@@ -143,14 +98,14 @@ _Static_assert(_AMI_KEY_MAX < 256 && SLOTS == 512,
  * about one seed in 25 works; the search is deterministic. */
 static bool try_seed(uint64_t s)
 {
-	seed = s;
-	memset(slots, 0, sizeof(slots));
+	ami_key_seed = s;
+	memset(ami_key_slots, 0, sizeof(ami_key_slots));
 	for (int id = 1; id < _AMI_KEY_MAX; id++) {
-		const key_entry *e = &entries[id];
-		unsigned k = key_slot(e->lower[0], e->lower[1], e->len);
-		if (slots[k])
+		const ami_key_entry *e = &ami_key_entries[id];
+		unsigned k = ami_key_slot(e->lower[0], e->lower[1], e->len);
+		if (ami_key_slots[k])
 			return false;
-		slots[k] = (uint8_t)id;
+		ami_key_slots[k] = (uint8_t)id;
 	}
 	return true;
 }
@@ -165,7 +120,7 @@ __attribute__((constructor)) static void key_table_init(void)
 		const char *name = key_names[id];
 		size_t len = strlen(name);
 		char low[AMI_KEY_MAX_LEN * 2] = {0}, mask[AMI_KEY_MAX_LEN * 2] = {0};
-		key_entry *e = &entries[id];
+		ami_key_entry *e = &ami_key_entries[id];
 
 		for (size_t i = 0; i < len; i++) {
 			unsigned char c = (unsigned char)name[i];
@@ -173,8 +128,8 @@ __attribute__((constructor)) static void key_table_init(void)
 			low[i] = (char)(letter ? c | 0x20 : c);
 			mask[i] = (char)(letter ? 0x20 : 0);
 		}
-		key_words(low, len, e->lower);
-		key_words(mask, len, e->mask);
+		ami_key_words(low, len, e->lower);
+		ami_key_words(mask, len, e->mask);
 		e->len = (uint32_t)len;
 	}
 	/* splitmix64 steps; odd multipliers only */
@@ -191,19 +146,7 @@ __attribute__((constructor)) static void key_table_init(void)
 
 ami_key ami_key_lookup_padded(const char *key, size_t len)
 {
-	uint64_t w[3];
-
-	if (len - 1 >= AMI_KEY_MAX_LEN) /* also len == 0 */
-		return AMI_KEY_UNKNOWN;
-	key_words(key, len, w);
-	unsigned id = slots[key_slot(w[0], w[1], len)];
-	/* entries[0] has len 0: an empty slot never matches */
-	const key_entry *e = &entries[id];
-	if (e->len == len && (w[0] | e->mask[0]) == e->lower[0] &&
-	    (w[1] | e->mask[1]) == e->lower[1] &&
-	    (w[2] | e->mask[2]) == e->lower[2])
-		return (ami_key)id;
-	return AMI_KEY_UNKNOWN;
+	return ami_key_id(key, len);
 }
 
 ami_key ami_key_lookup(const char *key, size_t len)

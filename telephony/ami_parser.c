@@ -29,6 +29,7 @@
  * -EAGAIN always has room for at least one byte.
  */
 #include "ami_parser.h"
+#include "ami_msg_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -44,10 +45,11 @@
 #define BANNER_MAX	128u
 #define END_COMMAND	"--END COMMAND--"
 #define END_COMMAND_LEN (sizeof(END_COMMAND) - 1)
-/* Readable bytes past cap: 16-byte loads of the line scan and the 24-byte
- * key loads may run past the data (the excess is masked off). */
-#define PAD 32u
-_Static_assert(PAD >= 16 && PAD >= AMI_KEY_MAX_LEN, "PAD covers every load");
+/* Readable bytes past cap: the 64-byte line index, the 16-byte loads of
+ * the line scan and the key loads may run past the data (the excess is
+ * masked off). */
+#define PAD 64u
+_Static_assert(PAD >= 64 && PAD >= AMI_KEY_MAX_LEN, "PAD covers every load");
 
 struct ami_parser {
 	char *buf;
@@ -367,6 +369,100 @@ static inline char *find_line(char *s, const char *end, char **ret_colon)
 #endif
 }
 
+/*
+ * Line index: 64 bytes from base (64-byte aligned within the buffer); bit i
+ * of nl / co is set when base[i] is '\n' / ':' (bits at or past end
+ * clear). Blocks are indexed once each, in order, and serve the two or
+ * three lines that start in them, so finding a line end and its colon is
+ * a shift and a count-trailing-zeros instead of a scan per line.
+ */
+typedef struct line_idx {
+	char *buf, *base;
+	uint64_t nl, co;
+} line_idx;
+
+static inline void idx_load(line_idx *x, char *base, const char *end)
+{
+	uint64_t nl = 0, co = 0;
+	size_t left = (size_t)(end - base);
+
+	x->base = base;
+#if defined(__SSE2__)
+	const __m128i vnl = _mm_set1_epi8('\n'), vco = _mm_set1_epi8(':');
+	for (unsigned i = 0; i < 4; i++) {
+		__m128i v = _mm_loadu_si128(
+		    (const __m128i *)(const void *)(base + 16 * i));
+		nl |= (uint64_t)(unsigned)_mm_movemask_epi8(
+			  _mm_cmpeq_epi8(v, vnl))
+		      << (16 * i);
+		co |= (uint64_t)(unsigned)_mm_movemask_epi8(
+			  _mm_cmpeq_epi8(v, vco))
+		      << (16 * i);
+	}
+#else
+	for (unsigned i = 0; i < 64; i++) {
+		nl |= (uint64_t)(base[i] == '\n') << i;
+		co |= (uint64_t)(base[i] == ':') << i;
+	}
+#endif
+	if (left < 64) {
+		uint64_t lim = (UINT64_C(1) << left) - 1;
+		nl &= lim;
+		co &= lim;
+	}
+	x->nl = nl;
+	x->co = co;
+}
+
+/* Starts an index at the block holding ls. */
+static inline void idx_start(line_idx *x, char *buf, char *ls,
+			     const char *end)
+{
+	x->buf = buf;
+	idx_load(x, ls - ((size_t)(ls - buf) & 63), end);
+}
+
+/* Like find_line() from ls (which is in or just past the indexed block),
+ * through the index. */
+static inline char *idx_line(line_idx *x, char *ls, const char *end,
+			     char **ret_colon)
+{
+	size_t off = (size_t)(ls - x->base);
+
+	if (off >= 64) {
+		if (off < 128) {
+			idx_load(x, x->base + 64, end);
+			off -= 64;
+		} else { /* after a long line */
+			idx_start(x, x->buf, ls, end);
+			off = (size_t)(ls - x->base);
+		}
+	}
+	uint64_t keep = ~UINT64_C(0) << off;
+	uint64_t m = x->nl & keep, c = x->co & keep;
+	if (m) {
+		uint64_t bit = m & (0 - m);
+		c = (c & (bit - 1)) | bit; /* the line end if no colon */
+		char *nl = x->base + __builtin_ctzll(m);
+		char *colon = x->base + __builtin_ctzll(c);
+		*ret_colon = colon == nl ? NULL : colon;
+		return nl;
+	}
+	/* The line goes on into the next block. */
+	char *colon = c ? x->base + __builtin_ctzll(c) : NULL;
+	if (x->base + 64 >= end)
+		return NULL; /* incomplete */
+	idx_load(x, x->base + 64, end);
+	m = x->nl;
+	if (!m) /* a line longer than the block */
+		return find_line(ls, end, ret_colon);
+	uint64_t bit = m & (0 - m);
+	if (!colon && (c = x->co & (bit - 1)))
+		colon = x->base + __builtin_ctzll(c);
+	*ret_colon = colon;
+	return x->base + __builtin_ctzll(m);
+}
+
 static bool value_is_follows(const char *v)
 {
 	return strcasecmp(v, "Follows") == 0;
@@ -423,28 +519,6 @@ static void skip_undo(ami_parser *p)
 	p->scan = p->skip_from;
 }
 
-/* The first '\n' in [s, end) or NULL; reads up to 15 bytes past end. */
-static inline char *find_nl(char *s, const char *end)
-{
-#if defined(__SSE2__)
-	const __m128i vnl = _mm_set1_epi8('\n');
-
-	for (char *q = s; q < end; q += 16) {
-		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)q);
-		unsigned mn = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vnl));
-		size_t left = (size_t)(end - q);
-
-		if (left < 16)
-			mn &= (1u << left) - 1;
-		if (mn)
-			return q + __builtin_ctz(mn);
-	}
-	return NULL;
-#else
-	return memchr(s, '\n', (size_t)(end - s));
-#endif
-}
-
 /*
  * Skip mode's loop: from scan (a line start) to the blank line that ends
  * the declined message, looking at nothing but line ends and line starts.
@@ -457,9 +531,12 @@ static int skip_scan(ami_parser *p)
 	char *buf = p->buf, *end = buf + p->len, *ls = buf + p->scan;
 	const char *limit = buf + p->start + p->max_message; /* last byte */
 	int r = 0;
+	line_idx x;
 
+	idx_start(&x, buf, ls, end);
 	for (;;) {
-		char *nl = find_nl(ls, end);
+		char *colon;
+		char *nl = idx_line(&x, ls, end, &colon);
 		if (!nl || nl >= limit)
 			break;
 		char *le = nl > ls && nl[-1] == '\r' ? nl - 1 : nl;
@@ -511,7 +588,7 @@ static bool header_line(ami_parser *p, char *ls, char *le, char *colon)
 		v++;
 	size_t klen = (size_t)(colon - ls);
 	/* The key is followed by the rest of the line and the PAD. */
-	ami_key id = ami_key_lookup_padded(ls, klen);
+	ami_key id = ami_key_id(ls, klen);
 
 	*colon = 0;
 	*le = 0;
@@ -585,24 +662,31 @@ static int lines_fast(ami_parser *p)
 	size_t n = p->n_hdrs, cap = p->hdr_cap;
 	int r = 0;
 
+	line_idx x;
+
 	if (n == 0)
 		return 0;
+	idx_start(&x, buf, ls, end);
 	for (;;) {
 		char *colon;
-		char *nl = find_line(ls, end, &colon);
+		char *nl = idx_line(&x, ls, end, &colon);
 		if (!nl || nl >= limit)
 			break;
-		char *le = nl > ls && nl[-1] == '\r' ? nl - 1 : nl;
-		if (le == ls) {
-			ls = nl + 1;
-			r = 1;
+		/* a colon is followed by ' ' only inside the line: [ls, le) is
+		 * then non-empty and colon + 2 <= le */
+		if (!colon || colon[1] != ' ') {
+			if (nl == ls || (nl == ls + 1 && *ls == '\r')) {
+				ls = nl + 1;
+				r = 1;
+			}
 			break;
 		}
-		if (!colon || colon + 1 >= le || colon[1] != ' ' || n == cap)
+		if (n == cap)
 			break;
+		char *le = nl[-1] == '\r' ? nl - 1 : nl;
 		size_t klen = (size_t)(colon - ls);
 		/* the key is followed by the rest of the line and the PAD */
-		ami_key id = ami_key_lookup_padded(ls, klen);
+		ami_key id = ami_key_id(ls, klen);
 		if (id == AMI_KEY_RESPONSE)
 			break;
 		*colon = 0;
@@ -639,7 +723,7 @@ static inline bool header_fast(ami_parser *p, char *ls, char *le,
 	if (v >= le || *v != ' ' || p->n_hdrs == p->hdr_cap)
 		return false;
 	size_t klen = (size_t)(colon - ls);
-	ami_key id = ami_key_lookup_padded(ls, klen);
+	ami_key id = ami_key_id(ls, klen);
 
 	/* Event and Response have work to do at their first sight. */
 	if ((unsigned)id - AMI_KEY_EVENT <= AMI_KEY_RESPONSE - AMI_KEY_EVENT &&
