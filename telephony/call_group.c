@@ -397,11 +397,14 @@ void ct_info_update(chan *c, unsigned mask, const char *const v[_INFO_MAX])
 		if (p)
 			p += old + 1;
 	}
-	/* Into the room after the id when it fits (built aside first: the
-	 * kept fields may live there), else a heap copy. */
+	/* Into the room after the id when it fits (built aside first when
+	 * the kept fields live there), else a heap copy. */
 	char tmp[256];
 	char *room = info_inline(c);
-	char *n = total <= c->info_room ? tmp : malloc(total), *o = n;
+	char *n = total > c->info_room ? malloc(total)
+		  : c->info == room    ? tmp
+				       : room;
+	char *o = n;
 	if (!n)
 		return; /* out of memory: keep what we had */
 	for (int i = 0; i < _INFO_MAX; i++) {
