@@ -1,7 +1,8 @@
 /*
- * call_tracker_int: the call tracker's private types, shared by its three
+ * call_tracker_int: the call tracker's private types, shared by its four
  * files (never included outside telephony/call_*.c):
- *   call_group.c   hash tables, channels, linked ids, merged groups, lists
+ *   call_table.c   id hashing, hash tables, dead ids, text helpers
+ *   call_group.c   channels, linked ids, merged groups, lists
  *   call_decide.c  answered or missed, why, outcome and live records
  *   call_tracker.c the `calls` policy section, event handlers, public API
  *
@@ -66,6 +67,24 @@ typedef struct htab {
 	size_t mask; /* buckets - 1 */
 	size_t n;
 } htab;
+
+/* The first node with `hash`, then the next ones (chains are short: the
+ * tables grow at one node per bucket). Inline: every event probes. */
+static inline hnode *ct_htab_first(const htab *h, uint64_t hash)
+{
+	hnode *n = h->b[hash & h->mask];
+	while (n && n->hash != hash)
+		n = n->next;
+	return n;
+}
+
+static inline hnode *ct_htab_next(hnode *n)
+{
+	uint64_t hash = n->hash;
+	for (n = n->next; n && n->hash != hash; n = n->next)
+		;
+	return n;
+}
 
 #define container_of(p, type, member)                                          \
 	((type *)(void *)((char *)(p)-offsetof(type, member)))
@@ -255,12 +274,13 @@ static inline unsigned ct_event_info(const call_event *ev, unsigned have,
 	return mask;
 }
 
-/* ---- call_group.c ---- */
+/* ---- call_group.c, call_table.c ---- */
 chan *ct_chan_find(const call_tracker *t, const char *id);
 chan *ct_chan_find_k(const call_tracker *t, const ct_key *id);
 chan *ct_chan_get(call_tracker *t, const ct_key *id, const call_event *ev);
 void ct_dead_expire(call_tracker *t, uint64_t now);
 uint64_t ct_dead_next_expiry(const call_tracker *t);
+void ct_dead_add(call_tracker *t, uint64_t hash, uint64_t now);
 bool ct_dead_has(const call_tracker *t, const char *id);
 bool ct_dead_has_k(const call_tracker *t, const ct_key *id);
 void ct_endpoint_of(const char *name, char *out, size_t len);
@@ -277,7 +297,7 @@ bool ct_group_over(const group *g);
 uint64_t ct_hash_mem(const void *p, size_t n);
 uint64_t ct_hash_str(const char *s);
 void ct_htab_add(htab *h, hnode *n, uint64_t hash);
-hnode *ct_htab_first(const htab *h, uint64_t hash);
+void ct_htab_del(htab *h, hnode *n);
 int ct_htab_init(htab *h);
 const char *ct_info_get(const chan *c, int which);
 void ct_info_set(chan *c, int which, const char *v);
