@@ -497,74 +497,144 @@ static void on_legacy_bridge(ami_adapter *a, const ami_msg *m, call_event *ev)
 {
 }
 
+/* Handler ids: what the adapter's parser filter answers (ami_msg.event_tag),
+ * so that feed does not look the name up again. */
+enum {
+	H_NONE = -1,
+	H_CEL,
+	H_DIAL,
+	H_JOIN,
+	H_LEAVE,
+	H_VARSET,
+	H_HANGUP,
+	H_PICKUP,
+	H_BRIDGE,
+	H_DIALEND,
+	H_NEWEXTEN,
+	H_NEWSTATE,
+	H_DIALBEGIN,
+	H_NEWCHANNEL,
+	H_BRIDGEENTER,
+	H_BRIDGELEAVE,
+	H_NEWCALLERID,
+	H_AGENTCONNECT,
+	H_HANGUPREQUEST,
+	H_BLINDTRANSFER,
+	H_MESSAGEWAITING,
+	H_QUEUECALLERJOIN,
+	H_CORESHOWCHANNEL,
+	H_NEWCONNECTEDLINE,
+	H_QUEUECALLERLEAVE,
+	H_ATTENDEDTRANSFER,
+	H_SOFTHANGUPREQUEST,
+	H_QUEUECALLERABANDON,
+	H_LOCALOPTIMIZATIONEND,
+	H_CORESHOWCHANNELSCOMPLETE,
+	H_MAX
+};
+
+static const ev_handler handler_fns[H_MAX] = {
+    [H_CEL] = on_cel,
+    [H_DIAL] = on_legacy_dial,
+    [H_JOIN] = on_legacy_join,
+    [H_LEAVE] = on_legacy_leave,
+    [H_VARSET] = on_varset,
+    [H_HANGUP] = on_hangup,
+    [H_PICKUP] = on_pickup,
+    [H_BRIDGE] = on_legacy_bridge,
+    [H_DIALEND] = on_dial_end,
+    [H_NEWEXTEN] = on_newexten,
+    [H_NEWSTATE] = on_newstate,
+    [H_DIALBEGIN] = on_dial_begin,
+    [H_NEWCHANNEL] = on_newchannel,
+    [H_BRIDGEENTER] = on_bridge_enter,
+    [H_BRIDGELEAVE] = on_bridge_leave,
+    [H_NEWCALLERID] = on_callerid,
+    [H_AGENTCONNECT] = on_agent_connect,
+    [H_HANGUPREQUEST] = on_hangup_request,
+    [H_BLINDTRANSFER] = on_blind_transfer,
+    [H_MESSAGEWAITING] = on_message_waiting,
+    [H_QUEUECALLERJOIN] = on_queue_join,
+    [H_CORESHOWCHANNEL] = on_core_show_channel,
+    [H_NEWCONNECTEDLINE] = on_callerid,
+    [H_QUEUECALLERLEAVE] = on_queue_leave,
+    [H_ATTENDEDTRANSFER] = on_attended_transfer,
+    [H_SOFTHANGUPREQUEST] = on_hangup_request,
+    [H_QUEUECALLERABANDON] = on_queue_abandon,
+    [H_LOCALOPTIMIZATIONEND] = on_local_optimization,
+    [H_CORESHOWCHANNELSCOMPLETE] = on_core_show_complete,
+};
+
 /*
- * The handler of an event name (len bytes), or NULL for events the adapter
- * ignores whatever their headers (then the parser's event filter lets them
- * pass unsplit). A switch on the length leaves one to four names to
- * compare, most frequent first.
+ * The handler id of an event name (len bytes), or H_NONE for events the
+ * adapter ignores whatever their headers (then the parser's event filter
+ * lets them pass unsplit). A switch on the length leaves one to four
+ * names to compare, most frequent first.
  */
-static ev_handler find_handler(const char *n, size_t len)
+static int find_handler(const char *n, size_t len)
 {
 	switch (len) {
 	case 3:
-		return keq(n, "CEL") ? on_cel : NULL;
+		return keq(n, "CEL") ? H_CEL : H_NONE;
 	case 4:
-		return keq(n, "Dial")	? on_legacy_dial
-		       : keq(n, "Join") ? on_legacy_join
-					: NULL;
+		return keq(n, "Dial")	? H_DIAL
+		       : keq(n, "Join") ? H_JOIN
+					: H_NONE;
 	case 5:
-		return keq(n, "Leave") ? on_legacy_leave : NULL;
+		return keq(n, "Leave") ? H_LEAVE : H_NONE;
 	case 6:
-		return keq(n, "VarSet")	  ? on_varset
-		       : keq(n, "Hangup") ? on_hangup
-		       : keq(n, "Pickup") ? on_pickup
-		       : keq(n, "Bridge") ? on_legacy_bridge
-					  : NULL;
+		return keq(n, "VarSet")	  ? H_VARSET
+		       : keq(n, "Hangup") ? H_HANGUP
+		       : keq(n, "Pickup") ? H_PICKUP
+		       : keq(n, "Bridge") ? H_BRIDGE
+					  : H_NONE;
 	case 7:
-		return keq(n, "DialEnd") ? on_dial_end : NULL;
+		return keq(n, "DialEnd") ? H_DIALEND : H_NONE;
 	case 8:
-		return keq(n, "Newexten")   ? on_newexten
-		       : keq(n, "Newstate") ? on_newstate
-					    : NULL;
+		return keq(n, "Newexten")   ? H_NEWEXTEN
+		       : keq(n, "Newstate") ? H_NEWSTATE
+					    : H_NONE;
 	case 9:
-		return keq(n, "DialBegin") ? on_dial_begin : NULL;
+		return keq(n, "DialBegin") ? H_DIALBEGIN : H_NONE;
 	case 10:
-		return keq(n, "Newchannel") ? on_newchannel : NULL;
+		return keq(n, "Newchannel") ? H_NEWCHANNEL : H_NONE;
 	case 11:
-		return keq(n, "BridgeEnter")   ? on_bridge_enter
-		       : keq(n, "BridgeLeave") ? on_bridge_leave
-		       : keq(n, "NewCallerid") ? on_callerid
-					       : NULL;
+		return keq(n, "BridgeEnter")   ? H_BRIDGEENTER
+		       : keq(n, "BridgeLeave") ? H_BRIDGELEAVE
+		       : keq(n, "NewCallerid") ? H_NEWCALLERID
+					       : H_NONE;
 	case 12:
-		return keq(n, "AgentConnect") ? on_agent_connect : NULL;
+		return keq(n, "AgentConnect") ? H_AGENTCONNECT : H_NONE;
 	case 13:
-		return keq(n, "HangupRequest")	 ? on_hangup_request
-		       : keq(n, "BlindTransfer") ? on_blind_transfer
-						 : NULL;
+		return keq(n, "HangupRequest")	 ? H_HANGUPREQUEST
+		       : keq(n, "BlindTransfer") ? H_BLINDTRANSFER
+						 : H_NONE;
 	case 14:
-		return keq(n, "MessageWaiting") ? on_message_waiting : NULL;
+		return keq(n, "MessageWaiting") ? H_MESSAGEWAITING : H_NONE;
 	case 15:
-		return keq(n, "QueueCallerJoin")   ? on_queue_join
-		       : keq(n, "CoreShowChannel") ? on_core_show_channel
-						   : NULL;
+		return keq(n, "QueueCallerJoin")   ? H_QUEUECALLERJOIN
+		       : keq(n, "CoreShowChannel") ? H_CORESHOWCHANNEL
+						   : H_NONE;
 	case 16:
-		return keq(n, "NewConnectedLine")   ? on_callerid
-		       : keq(n, "QueueCallerLeave") ? on_queue_leave
-		       : keq(n, "AttendedTransfer") ? on_attended_transfer
-						    : NULL;
+		return keq(n, "NewConnectedLine")   ? H_NEWCONNECTEDLINE
+		       : keq(n, "QueueCallerLeave") ? H_QUEUECALLERLEAVE
+		       : keq(n, "AttendedTransfer") ? H_ATTENDEDTRANSFER
+						    : H_NONE;
 	case 17:
-		return keq(n, "SoftHangupRequest") ? on_hangup_request : NULL;
+		return keq(n, "SoftHangupRequest") ? H_SOFTHANGUPREQUEST
+						   : H_NONE;
 	case 18:
-		return keq(n, "QueueCallerAbandon") ? on_queue_abandon : NULL;
+		return keq(n, "QueueCallerAbandon") ? H_QUEUECALLERABANDON
+						    : H_NONE;
 	case 20:
-		return keq(n, "LocalOptimizationEnd") ? on_local_optimization
-						      : NULL;
+		return keq(n, "LocalOptimizationEnd") ? H_LOCALOPTIMIZATIONEND
+						      : H_NONE;
 	case 24:
 		return keq(n, "CoreShowChannelsComplete")
-			   ? on_core_show_complete
-			   : NULL;
+			   ? H_CORESHOWCHANNELSCOMPLETE
+			   : H_NONE;
 	default:
-		return NULL;
+		return H_NONE;
 	}
 }
 
@@ -627,10 +697,10 @@ static bool needs_channel(call_event_type t)
 	}
 }
 
-bool ami_adapter_wants_event(void *adapter, const char *name, size_t len)
+int ami_adapter_wants_event(void *adapter, const char *name, size_t len)
 {
 	(void)adapter;
-	return find_handler(name, len) != NULL;
+	return find_handler(name, len);
 }
 
 void ami_adapter_feed(ami_adapter *a, const ami_msg *m, uint64_t recv_usec)
@@ -645,7 +715,11 @@ void ami_adapter_feed(ami_adapter *a, const ami_msg *m, uint64_t recv_usec)
 	if (!(evh = ami_msg_find(m, AMI_KEY_EVENT)) || !evh->value_len)
 		return; /* a response: the client's business */
 	a->stats.events++;
-	fn = find_handler(evh->value, evh->value_len);
+	/* The name was looked up when the parser consulted our filter. */
+	int h = m->event_tag_owner == a
+		    ? m->event_tag
+		    : find_handler(evh->value, evh->value_len);
+	fn = h >= 0 && h < H_MAX ? handler_fns[h] : NULL;
 	bool legacy_br = fn == on_legacy_bridge;
 	/* Cheap exits before the snapshot: most VarSets are not wanted. */
 	if (!fn || (fn == on_varset && !varset_wanted(m))) {

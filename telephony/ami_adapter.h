@@ -59,15 +59,17 @@ void ami_adapter_feed(ami_adapter *a, const ami_msg *m, uint64_t recv_usec);
 
 /*
  * Event filter for the parser that feeds this adapter (signature of
- * ami_parser_event_filter; ud is the adapter): false for events the
+ * ami_parser_event_filter; ud is the adapter): negative for events the
  * adapter ignores whatever their headers (DeviceStateChange, Cdr,
  * BridgeCreate, Agent*, RTCP*, ...), which the parser then passes with
- * their Event header only. Install it with
+ * their Event header only; otherwise the adapter's handler for the event,
+ * which ami_adapter_feed() takes from ami_msg.event_tag instead of looking
+ * the name up again. Install it with
  *   ami_parser_set_event_filter(parser, ami_adapter_wants_event, adapter);
  * when every message of that parser goes to this adapter; translation
  * and statistics are the same with or without it.
  */
-bool ami_adapter_wants_event(void *adapter, const char *name, size_t len);
+int ami_adapter_wants_event(void *adapter, const char *name, size_t len);
 
 /* The connection to the PBX is gone: calls in flight may end unseen. */
 void ami_adapter_connection_lost(ami_adapter *a);

@@ -113,6 +113,11 @@ typedef struct ami_msg {
 	/* The parser's event filter declined this event: headers holds only
 	 * its `Event:` header (see ami_parser_set_event_filter()). */
 	bool filtered;
+	/* What the event filter returned for this message (negative:
+	 * declined) and the ud it was installed with; -1 and NULL when no
+	 * filter was consulted. Lets the filter's owner reuse its verdict. */
+	int event_tag;
+	const void *event_tag_owner;
 } ami_msg;
 
 /* First value of `key` (case-insensitive), or NULL. */

@@ -77,6 +77,8 @@ struct ami_parser {
 	bool no_filter;	    /* back from skip mode: parse in full */
 	size_t skip_from;   /* offset of the line after the Event line */
 	size_t skip_lines;  /* headers before it + lines seen since */
+	int event_tag;	    /* the filter's answer for the message, */
+	const void *tag_owner; /* and its ud (NULL: not consulted) */
 
 	/* Discard mode: skipping an oversized message up to its empty line.
 	 * Only the current line's length (saturated at 2) and first byte are
@@ -133,6 +135,8 @@ static void msg_clear(ami_parser *p)
 	p->body_start = p->body_end = 0;
 	p->skipping = p->no_filter = false;
 	p->skip_from = p->skip_lines = 0;
+	p->event_tag = -1;
+	p->tag_owner = NULL;
 }
 
 void ami_parser_reset(ami_parser *p, bool expect_banner)
@@ -597,9 +601,12 @@ static bool header_line(ami_parser *p, char *ls, char *le, char *colon)
 	if (id == AMI_KEY_RESPONSE && !p->follows && value_is_follows(v))
 		p->follows = true;
 	else if (id == AMI_KEY_EVENT && p->n_hdrs == 1 && p->filter &&
-		 !p->no_filter && !p->follows &&
-		 !p->filter(p->filter_ud, v, (size_t)(le - v)))
-		skip_begin(p);
+		 !p->no_filter && !p->follows) {
+		p->tag_owner = p->filter_ud;
+		p->event_tag = p->filter(p->filter_ud, v, (size_t)(le - v));
+		if (p->event_tag < 0)
+			skip_begin(p);
+	}
 	return true;
 }
 
@@ -617,6 +624,8 @@ static int msg_emit(ami_parser *p, ami_msg *ret)
 	}
 	ret->raw_len = p->scan - p->start;
 	ret->filtered = p->skipping;
+	ret->event_tag = p->event_tag;
+	ret->event_tag_owner = p->tag_owner;
 	p->msg_out = true;
 	p->st.messages++;
 	if (p->skipping)
@@ -649,10 +658,12 @@ void ami_parser_set_event_filter(ami_parser *p, ami_parser_event_filter fn,
  * The common case, in one tight loop: complete "Key: value" lines of a
  * message outside any special state, stored as headers. Stops (leaving
  * scan at the line) at anything else -- no complete line, over
- * max_message, a line without ": ", the header array full, the first
- * header, a Response: header -- which the general path of
- * ami_parser_next() then handles exactly as before. Returns 1 when the
- * message ended (scan past its blank line), else 0.
+ * max_message, a line without ": ", the header array full, a blank line
+ * before any header, a Response: header -- which the general path of
+ * ami_parser_next() then handles exactly as before. A first `Event:`
+ * header is offered to the filter here. Returns 1 when the message ended
+ * (scan past its blank line), 2 when the filter declined it (skip mode
+ * from scan), else 0.
  */
 static int lines_fast(ami_parser *p)
 {
@@ -664,8 +675,6 @@ static int lines_fast(ami_parser *p)
 
 	line_idx x;
 
-	if (n == 0)
-		return 0;
 	idx_start(&x, buf, ls, end);
 	for (;;) {
 		char *colon;
@@ -675,7 +684,7 @@ static int lines_fast(ami_parser *p)
 		/* a colon is followed by ' ' only inside the line: [ls, le) is
 		 * then non-empty and colon + 2 <= le */
 		if (!colon || colon[1] != ' ') {
-			if (nl == ls || (nl == ls + 1 && *ls == '\r')) {
+			if (n > 0 && (nl == ls || (nl == ls + 1 && *ls == '\r'))) {
 				ls = nl + 1;
 				r = 1;
 			}
@@ -698,6 +707,18 @@ static int lines_fast(ami_parser *p)
 		h->value_len = (uint32_t)(le - colon - 2);
 		h->id = id;
 		ls = nl + 1;
+		if (id == AMI_KEY_EVENT && n == 1 && p->filter && !p->no_filter) {
+			/* as header_line() does for the first header */
+			p->tag_owner = p->filter_ud;
+			p->event_tag =
+			    p->filter(p->filter_ud, h->value, h->value_len);
+			if (p->event_tag < 0) {
+				p->n_hdrs = n;
+				p->scan = (size_t)(ls - buf);
+				skip_begin(p);
+				return 2;
+			}
+		}
 	}
 	p->n_hdrs = n;
 	p->scan = (size_t)(ls - buf);
@@ -763,8 +784,12 @@ int ami_parser_next(ami_parser *p, ami_msg *ret_msg)
 				skip_undo(p);
 				continue;
 			}
-		} else if (!line_special(p) && lines_fast(p)) {
-			return msg_emit(p, ret_msg);
+		} else if (!line_special(p)) {
+			int r = lines_fast(p);
+			if (r == 1)
+				return msg_emit(p, ret_msg);
+			if (r == 2)
+				continue;
 		}
 		char *ls = p->buf + p->scan, *colon;
 		char *nl = find_line(ls, p->buf + p->len, &colon);

@@ -21,8 +21,8 @@
  * see ami_msg.h).
  *
  * Event filter (optional, ami_parser_set_event_filter()): a message whose
- * first header is `Event:` is offered to the filter by name; a declined
- * one is returned with that header only (ami_msg.filtered) and its other
+ * first header is `Event:` is offered to the filter by name (its answer
+ * comes out in ami_msg.event_tag); a declined one is returned with that header only (ami_msg.filtered) and its other
  * lines are merely scanned for the message end. Everything else stays as
  * without a filter: the same messages come out with the same raw_len and
  * the same -EMSGSIZE results (oversized, or over max_headers). A declined
@@ -70,10 +70,11 @@ typedef struct ami_parser_stats {
 } ami_parser_stats;
 
 /* Does the consumer want the event `name` (len bytes, NUL-terminated) in
- * full? Called once per message whose first header is `Event:` (not for
- * responses), while it is parsed; must not touch the parser. */
-typedef bool (*ami_parser_event_filter)(void *ud, const char *name,
-					size_t len);
+ * full? Negative: no; 0 or more: yes. Called once per message whose first
+ * header is `Event:` (not for responses), while it is parsed; must not
+ * touch the parser. */
+typedef int (*ami_parser_event_filter)(void *ud, const char *name,
+				       size_t len);
 
 /* max_message_size 0: default; values below AMI_PARSER_MIN_MAX_MESSAGE are
  * raised to it. max_headers 0: default. NULL on allocation failure. */

@@ -691,10 +691,10 @@ static void test_event_filter(void **state)
 	    "FullyBooted", "Newchannel2", "Hangu", "", "CoreShowChannels"};
 	for (size_t i = 0; i < ELEMENTSOF(wanted); i++)
 		assert_true(ami_adapter_wants_event(NULL, wanted[i],
-						    strlen(wanted[i])));
+						    strlen(wanted[i])) >= 0);
 	for (size_t i = 0; i < ELEMENTSOF(declined); i++)
-		assert_false(ami_adapter_wants_event(NULL, declined[i],
-						     strlen(declined[i])));
+		assert_true(ami_adapter_wants_event(NULL, declined[i],
+						    strlen(declined[i])) < 0);
 
 	rig r;
 	ami_adapter_stats st;

@@ -56,12 +56,12 @@ static bool g_skeleton;
 
 /* Declines events whose name starts with A..M (Hangup, DeviceStateChange,
  * Cdr, BridgeCreate, FullyBooted, ...), keeps the others. */
-static bool decline_a_to_m(void *ud, const char *name, size_t len)
+static int decline_a_to_m(void *ud, const char *name, size_t len)
 {
 	(void)ud;
 	assert_int_equal(strlen(name), len);
 	char c = (char)(name[0] | 0x20);
-	return !(len > 0 && c >= 'a' && c <= 'm');
+	return len > 0 && c >= 'a' && c <= 'm' ? -1 : (int)len;
 }
 
 static ami_parser *new_parser(size_t max_msg, size_t max_hdrs)
@@ -88,8 +88,8 @@ static void render_msg(sbuf *b, const ami_msg *m)
 	if (m->filtered) {
 		assert_int_equal(m->n_headers, 1);
 		assert_int_equal(m->headers[0].id, AMI_KEY_EVENT);
-		assert_false(decline_a_to_m(NULL, m->headers[0].value,
-					    m->headers[0].value_len));
+		assert_true(decline_a_to_m(NULL, m->headers[0].value,
+					   m->headers[0].value_len) < 0);
 		assert_null(m->body);
 	}
 	if (g_skeleton) {
@@ -987,14 +987,14 @@ static void test_key_ids(void **state)
 
 static size_t n_declined;
 
-static bool decline_counting(void *ud, const char *name, size_t len)
+static int decline_counting(void *ud, const char *name, size_t len)
 {
 	assert_ptr_equal(ud, &n_declined);
 	bool want = strcmp(name, "Newchannel") == 0 ||
 		    strcmp(name, "Hangup") == 0;
 	if (!want)
 		n_declined++;
-	return want;
+	return want ? 7 : -1;
 }
 
 /* A declined event: Event header only, raw_len and statistics as without
@@ -1018,6 +1018,14 @@ static void test_filter_declined(void **state)
 		assert_int_equal(ami_parser_next(q, &mq), AMI_PARSE_MSG);
 		assert_int_equal(m.raw_len, mq.raw_len);
 		assert_false(mq.filtered);
+		/* the filter's answer travels with the message */
+		assert_int_equal(mq.event_tag, -1);
+		assert_null(mq.event_tag_owner);
+		assert_int_equal(m.event_tag, i == 0 ? -1 : i == 1 ? -1 : 7);
+		if (i == 0)
+			assert_null(m.event_tag_owner);
+		else
+			assert_ptr_equal(m.event_tag_owner, &n_declined);
 		if (i == 1) {
 			assert_true(m.filtered);
 			assert_int_equal(m.n_headers, 1);
