@@ -565,15 +565,17 @@ static void on_response(ami_client *c, const ami_msg *m, const char *resp)
 
 static void on_up(ami_client *c, const ami_msg *m, uint64_t recv_usec)
 {
-	/* Asterisk puts Event or Response first: the lookup is one compare. */
-	const char *ev = ami_msg_get(m, "Event");
+	/* Asterisk puts Event or Response first: the lookup is one integer
+	 * compare (the parser's key id). */
+	const ami_header *ev = ami_msg_find(m, AMI_KEY_EVENT);
 
 	c->st.messages++;
 	if (ev) {
+		static const char done[] = "CoreShowChannelsComplete";
 		metric_inc(c->m_events);
 		ami_adapter_feed(c->adapter, m, recv_usec);
-		if (strcasecmp(ev, "CoreShowChannelsComplete") == 0 &&
-		    is_ours(m, "resync"))
+		if (ev->value_len == sizeof(done) - 1 &&
+		    strcasecmp(ev->value, done) == 0 && is_ours(m, "resync"))
 			ami_adapter_resync_end(c->adapter);
 		return;
 	}
