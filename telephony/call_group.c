@@ -809,7 +809,9 @@ static void mailbox_norm(const char *data, char *out, size_t len)
 		data++; /* old syntax: flags before the mailbox */
 		n--;
 	}
-	if (n + 1 >= len)
+	/* room for "@default" and the NUL whatever the length (a mailbox
+	 * of 120-126 bytes without '@' used to overflow out) */
+	if (n + 9 > len)
 		n = len - 9;
 	memcpy(out, data, n);
 	out[n] = '\0';

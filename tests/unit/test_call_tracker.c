@@ -1305,6 +1305,35 @@ static void test_caller_fields_grow(void **state)
 	cfg_free(&call_policy_cfg_section, &p);
 }
 
+/* Mailboxes of any length (VoiceMail app data, MessageWaiting) are cut to
+ * fit with their "@default" context: 120-126 bytes without '@' used to
+ * overflow a stack buffer (found by fuzz_ami_tracker). */
+static void test_long_mailbox(void **state)
+{
+	call_policy p;
+	collector c;
+	char box[200];
+	default_policy(&p);
+	for (size_t len = 110; len < sizeof(box) - 1; len++) {
+		memset(box, '7', len);
+		box[len] = '\0';
+		call_tracker *t = tracker(&p, &c);
+		call_event ev[] = {
+			NEWCH(0, L1, L1, TRUNK, CALLER, "from-pstn", DID),
+			APP(1, L1, L1, "VoiceMail", box),
+			VMLEFT(20, L1, box),
+			HANG(21, L1, L1, 16),
+		};
+		feed_all(t, ev, ELEMENTSOF(ev));
+		settle(t);
+		assert_int_equal(c.n_out, 1);
+		assert_int_equal(c.out[0].reason, CALL_REASON_VOICEMAIL);
+		assert_true(c.out[0].vm_left);
+		call_tracker_free(t);
+	}
+	cfg_free(&call_policy_cfg_section, &p);
+}
+
 /* With an event_base the tracker runs its own (single) timer. */
 static void test_event_base_timer(void **state)
 {
@@ -1417,6 +1446,7 @@ int main(void)
 		cmocka_unit_test(test_event_base_timer),
 		cmocka_unit_test(test_text_clean),
 		cmocka_unit_test(test_caller_fields_grow),
+		cmocka_unit_test(test_long_mailbox),
 		cmocka_unit_test(test_voicemail_attribution),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
