@@ -151,6 +151,8 @@ void ct_info_set(chan *c, int which, const char *v)
  * "PJSIP/provider-0000001a", not "PJSIP/provider2-…")? */
 static bool trunk_match(const char *prefix, const char *name)
 {
+	if ((prefix[0] | 0x20) != (name[0] | 0x20))
+		return false; /* cheap first-letter filter (case-insensitive) */
 	size_t n = strlen(prefix);
 	if (!n || strncasecmp(prefix, name, n) != 0)
 		return false;
@@ -179,7 +181,8 @@ chan_kind ct_kind_of(const call_tracker *t, const char *name)
 	const char *slash = strchr(name, '/');
 	if (slash) {
 		size_t n = (size_t)(slash - name) + 1;
-		if (n == 6 && strncasecmp(name, "Local/", 6) == 0)
+		if (n == 6 && (name[0] | 0x20) == 'l' &&
+		    strncasecmp(name, "Local/", 6) == 0)
 			return KIND_LOCAL;
 		for (size_t i = 0; i < ELEMENTSOF(internal); i++)
 			if (internal[i].n == n &&
