@@ -750,7 +750,7 @@ static void print_summary(replay *r)
  * from the capture alone. */
 static void open_database(replay *r)
 {
-	char err[512], name[256];
+	char err[512], name[256], missing[1024];
 
 	if (replay_db_open(&r->cfg->database, &r->db, err, sizeof err) < 0) {
 		r->db = NULL;
@@ -766,6 +766,21 @@ static void open_database(replay *r)
 		"# database %s: client match, VIP tag and open appeals looked "
 		"up read-only (nothing is written)\n",
 		replay_db_name(r->db, name, sizeof name));
+	if (replay_db_missing_names(r->db, &r->cfg->missed_calls, missing,
+				    sizeof missing, err, sizeof err) < 0) {
+		db_failed(r, err);
+		return;
+	}
+	if (missing[0]) {
+		/* The daemon would check this at start-up and then hold
+		 * every outcome: the report below is what it does after. */
+		r->st.store_incompatible = true;
+		fprintf(r->out,
+			"# the store would write nothing yet: %s (it keeps the "
+			"calls in its spool until they exist; below: what it "
+			"would do then)\n",
+			missing);
+	}
 }
 
 static int replay_stream(replay *r, recorder_reader *rd)

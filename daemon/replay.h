@@ -57,6 +57,8 @@ typedef struct replay_stats {
 	bool database;			   /* it was reachable */
 	unsigned long appeals_attached_db; /* to an open appeal there */
 	unsigned long already_stored;	   /* (pbx, call key) already there */
+	bool store_incompatible; /* the rules name types or logins the
+				    database lacks: the store would wait */
 	unsigned long by_reason[16]; /* missed, indexed by call_reason */
 } replay_stats;
 

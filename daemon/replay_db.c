@@ -13,16 +13,19 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "appeal_rules.h"
 #include "migrate.h"
 #include "store_cfg.h"
 
 #define CONNECT_TIMEOUT_MAX 5
+#define NAMES_MAX 256 /* as appeals/store.c */
 
 struct replay_db {
 	PGconn *c;
@@ -283,6 +286,78 @@ int replay_db_number_taken(replay_db *d, const char *number, bool *ret,
 	if (r == 0)
 		*ret = streq(v, "t");
 	return r;
+}
+
+/* The names as the JSON array the store's check sends (store_strv_json:
+ * sanitized text). NULL when out of memory. */
+static char *names_json(size_t (*fn)(const appeal_rules_cfg *, const char **,
+				     size_t),
+			const appeal_rules_cfg *rules)
+{
+	const char *v[NAMES_MAX];
+	size_t n = MCD_MIN(fn(rules, v, NAMES_MAX), (size_t)NAMES_MAX);
+	json_t *a = json_array();
+	char *text = NULL;
+
+	for (size_t i = 0; a && i < n; i++) {
+		size_t cap = strlen(v[i]) * 3 + 1;
+		char *buf = malloc(cap);
+		int r = -ENOMEM;
+
+		if (buf) {
+			(void)appeal_text_sanitize(v[i], buf, cap);
+			r = json_array_append_new(a, json_string(buf));
+		}
+		free(buf);
+		if (r < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	if (a)
+		text = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return text;
+}
+
+int replay_db_missing_names(replay_db *d, const appeal_rules_cfg *rules,
+			    char *msg, size_t len, char *err, size_t errlen)
+{
+	/* The message of check_names_done() in appeals/store.c. */
+	static const char sql[] =
+	    "SELECT concat_ws('; ',"
+	    " 'missed_calls names appeal types the database lacks (table "
+	    "appeal_types): '"
+	    "  || (SELECT string_agg(format('\"%s\"', x), ', ')"
+	    "      FROM unnest(m.missing_types) x),"
+	    " 'missed_calls names employee logins the database lacks (table "
+	    "employees): '"
+	    "  || (SELECT string_agg(format('\"%s\"', x), ', ')"
+	    "      FROM unnest(m.missing_logins) x))"
+	    " FROM mcd_missing_names($1::jsonb, $2::jsonb) m";
+	char *types = names_json(appeal_rules_type_names, rules);
+	char *logins = names_json(appeal_rules_logins, rules);
+	const char *vals[2] = {types, logins};
+	PGresult *r;
+	int ret = 0;
+
+	if (!types || !logins) {
+		free(types);
+		free(logins);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	r = PQexecParams(d->c, sql, 2, NULL, vals, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+		set_err(err, errlen, "checking the configured names",
+			PQerrorMessage(d->c));
+		ret = -EIO;
+	} else
+		copy_val(r, 0, msg, len);
+	PQclear(r);
+	free(types);
+	free(logins);
+	return ret;
 }
 
 void replay_db_close(replay_db *d)

@@ -23,6 +23,7 @@
 
 #include "util.h"
 
+struct appeal_rules_cfg;
 struct store_cfg;
 
 typedef struct replay_db replay_db;
@@ -80,6 +81,17 @@ int replay_db_counter(replay_db *d, const char *period, int64_t *ret_last,
 		      char *err, size_t errlen) MCD_WUR;
 int replay_db_number_taken(replay_db *d, const char *number, bool *ret,
 			   char *err, size_t errlen) MCD_WUR;
+
+/*
+ * The store's start-up check (appeals/store.c): the appeal types and
+ * employee logins the rules name that the database lacks. With any, the
+ * store writes nothing (state incompatible; outcomes wait in its spool
+ * until they exist). msg gets the store's message, "" when all exist.
+ * 0, -ENOMEM or -EIO.
+ */
+int replay_db_missing_names(replay_db *d, const struct appeal_rules_cfg *rules,
+			    char *msg, size_t len, char *err,
+			    size_t errlen) MCD_WUR;
 
 /* Rolls the read-only transaction back and disconnects. NULL is fine. */
 void replay_db_close(replay_db *d);

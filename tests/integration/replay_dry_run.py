@@ -42,7 +42,10 @@ Usage: replay_dry_run.py MISSEDCALLD AMISIM
    appeal; already stored) must be what mcd_submit_one() wrote (the
    appeal_events of the call, appeal_calls), and the appeals table at the
    end must be the seed plus the dry run's prediction. replay_db.c repeats
-   the SQL rules by hand: a change on one side only fails here.
+   the SQL rules by hand: a change on one side only fails here. Routes
+   name an appeal type and a manager the CRM lacks at first: the dry run
+   says the store would wait, with the store's own message; the store
+   waits until the test adds them, then writes what the dry run said.
 """
 import json
 import os
@@ -97,6 +100,7 @@ def write_conf(name, port=5038, record=None, extra_calls="", extra_pbx="",
         f.write("""
 daemon = {{ log_level = "debug"; state_dir = "{state}"; }};
 database = {{ conninfo = "{conninfo}"; }};
+widget = {{ listen = "127.0.0.1:{wport}"; }};
 calls = {{ decide_grace_ms = 300; {extra_calls} }};
 missed_calls = {{ manager = "ivanov"; tags = [ "missed" ]; sla_minutes = 30; {extra_missed} }};
 pbx = ( {{
@@ -106,6 +110,7 @@ pbx = ( {{
   {record} {extra_pbx}
 }} );
 """.format(state=os.path.join(d, "state"), port=port, extra_missed=extra_missed,
+           wport=free_port(),
            conninfo=conninfo or
            "hostaddr=127.0.0.1 port=%d dbname=none user=none" % free_port(),
            secret=secret, extra_calls=extra_calls, extra_pbx=extra_pbx,
@@ -260,6 +265,16 @@ class Daemon:
                 if m:
                     self.live[m.group("key")] = m.groupdict()
                 self.cv.notify_all()
+
+    def wait_log(self, text, timeout=30):
+        """Waits for a log line containing text."""
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while not any(text in l for l in self.lines):
+                self.cv.wait(1)
+                if time.monotonic() > deadline or self.p.poll() is not None:
+                    fail("daemon did not log %r; log tail:\n%s" %
+                         (text, "\n".join(self.lines[-30:])))
 
     def tail(self, n=30):
         with self.cv:
@@ -619,6 +634,8 @@ VALUES (1, 'office', '1781812000.5201', '79161234567', '+79161234567', 'voicemai
 # ---- 7. no drift: the dry run's database decisions == what the store writes ----
 
 T0 = 1781700000  # where amisim --generate's virtual clock starts
+NO_TYPE_DID = "74950000099"
+NEW_TYPE = "Заявка по телефону"
 DRIFT_MIX = ("answered=2,cancel=3,noanswer=2,busy=1,queue_abandon=1,queue_timeout_vm=1,"
              "vm_message=1,vm_nomessage=1,rg_unanswered=1,ivr_hangup=1,repeat=3,unknown=2,"
              "withheld=1,internal=1,outbound=1")
@@ -711,6 +728,7 @@ def store_truth(q, since):
 SELECT COALESCE(json_agg(json_build_object(
   'key', e.payload->'call'->>'call_key', 'kind', e.kind,
   'number', e.payload->'appeal'->>'number', 'title', e.payload->'appeal'->>'title',
+  'type', e.payload->'appeal'->>'type',
   'urgent', (e.payload->'appeal'->>'urgent')::boolean,
   'client', e.payload->'appeal'->>'client_name',
   'manager', e.payload->'appeal'->'manager'->>'login',
@@ -734,8 +752,12 @@ def drift_coverage(missed, roles, out):
         if c["caller"] != "withheld":
             by_phone.setdefault(e164(c["caller"]), []).append(c["appeal"])
     aps = [c["appeal"] for c in missed]
-    first = {p: [a for a in v if a["kind"] != "already"][0] for p, v in by_phone.items()
-             if any(a["kind"] != "already" for a in v)}
+    first = {}  # the first appeal decision per phone
+    for p, v in by_phone.items():
+        for a in v:
+            if a["kind"] in ("new", "attach"):
+                first[p] = a
+                break
     checks = {
         "a VIP client's first call: new, urgent by the tag":
             any(first.get(p, {}).get("vip") == "yes" for p, _, _ in roles["vip"]),
@@ -760,6 +782,8 @@ def drift_coverage(missed, roles, out):
             {a.get("number") for a in aps} and "A-2026-000702" not in
             [a.get("number") for a in aps if a["kind"] == "new"],
         "one call already stored": sum(a["kind"] == "already" for a in aps) == 1,
+        "a route's appeal type": any(a.get("type") == NEW_TYPE for a in aps),
+        "a route's manager": any(a.get("manager") == "nobody" for a in aps),
     }
     missing = [k for k, ok in checks.items() if not ok]
     if missing:
@@ -777,7 +801,11 @@ def test_drift(pgdir, env):
     def q(sql):
         return psql(pgdir, sql, db="drift")
 
-    missed_rules = 'urgent = { vip_tag = "VIP"; repeat_count = 3; repeat_window_minutes = 60; };'
+    # Routes: calls to one DID go to a manager, to another to an appeal
+    # type, that the CRM does not have yet (added during the real run).
+    missed_rules = ('urgent = { vip_tag = "VIP"; repeat_count = 3; repeat_window_minutes = 60; };'
+                    ' routes = ( { did = "74957654321"; manager = "nobody"; },'
+                    ' { did = "%s"; appeal_type = "%s"; } );' % (NO_TYPE_DID, NEW_TYPE))
     calls_rules = "min_ring_seconds = 0; min_ivr_seconds = 0;"
     migrate(write_conf("drift_migrate", conninfo=conninfo))
     psql(pgdir, db="drift", path=os.path.join(SRC, "scripts", "demo-data.sql"))
@@ -790,7 +818,9 @@ def test_drift(pgdir, env):
     cap, truth = os.path.join(TMP, "drift.ami"), os.path.join(TMP, "drift.truth")
     r = subprocess.run([AMISIM, "--generate", cap, "--events", "3500", "--seed", "11",
                         "--timestamps", "--time-scale", "0.03", "--rate", "20",
-                        "--phones", phones, "--truth", truth, "--mix", DRIFT_MIX],
+                        "--phones", phones, "--truth", truth, "--mix", DRIFT_MIX,
+                        "--dids", "74951234567,74957654321,74951234567,74957654321,"
+                        + NO_TYPE_DID],
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         fail("amisim --generate: %s" % r.stderr)
@@ -822,6 +852,11 @@ def test_drift(pgdir, env):
         fail("drift: the dry run did not use the database:\n" + out)
     if q(state_sql) != before:
         fail("drift: the dry run changed the database")
+    m = re.search(r"(?m)^# the store would write nothing yet: (.*) \(it keeps the calls", out)
+    if not m or NEW_TYPE not in m.group(1) or '"nobody"' not in m.group(1):
+        fail("drift: the dry run does not say the store lacks the route's type and manager:\n"
+             + out)
+    missing = m.group(1)
     calls, _, _ = parse_report(out)
     dry = {c["call"]: c for c in calls}
     if set(dry) != set(inbound):
@@ -832,13 +867,26 @@ def test_drift(pgdir, env):
 
     # The same capture through the real daemon, into the same database.
     d = Daemon(conf)
+    # The store refuses to write with the message the dry run printed,
+    # and writes once the CRM has the type and the login.
+    d.wait_log("store: " + missing)
+    d.wait_log("store: checking -> incompatible")
+    if int(q("SELECT count(*) FROM appeal_calls WHERE id > %d" % calls_before)):
+        fail("drift: the store wrote while incompatible")
+    q("INSERT INTO appeal_types (name, initial_status_id) SELECT '%s', id FROM appeal_statuses"
+      " WHERE name = 'Новое'; INSERT INTO employees (login, name) VALUES ('nobody', 'Новый')"
+      % NEW_TYPE)
     d.wait_decided(inbound)
     n_live_missed = sum(1 for v in d.live.values() if v["verdict"] == "missed")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 30
+    # Every missed call but the stored one is a row.
     while int(q("SELECT count(*) FROM appeal_calls WHERE id > %d" % calls_before)) < \
             n_live_missed - 1:
         if time.monotonic() > deadline:
-            fail("drift: the store did not write the calls; log tail:\n" + d.tail())
+            fail("drift: the store did not write %d missed calls (%s rows); store log:\n%s" %
+                 (n_live_missed - 1, q("SELECT count(*) FROM appeal_calls WHERE id > %d" %
+                                       calls_before),
+                  "\n".join(l for l in d.lines if "store" in l)[-3000:]))
         time.sleep(0.2)
     d.stop()
     sim.send_signal(signal.SIGTERM)
@@ -855,11 +903,12 @@ def appeals_now(q):
     """number -> the appeal's urgency, client, title, manager, calls."""
     got = {}
     for row in q("SELECT a.number, a.urgent, COALESCE(a.client_name, ''), a.title,"
-                 " COALESCE(e.login, ''), a.calls_count FROM appeals a"
+                 " COALESCE(e.login, ''), t.name, a.calls_count FROM appeals a"
+                 " JOIN appeal_types t ON t.id = a.type_id"
                  " LEFT JOIN employees e ON e.id = a.manager_id").splitlines():
-        n, u, c, t, m, k = row.split("|")
+        n, u, c, t, m, ty, k = row.split("|")
         got[n] = {"urgent": u == "t", "client": c or None, "title": t, "manager": m or None,
-                  "calls": int(k)}
+                  "type": ty, "calls": int(k)}
     return got
 
 
@@ -898,8 +947,10 @@ def check_drift(calls, live, got, seeded, q, out):
         if ap["kind"] == "new":
             number = ap.get("number")
             new_by_index[ap["index"]] = number
+            manager = ap.get("manager")
             a = state[number] = {"urgent": urgent, "client": name, "title": ap.get("title"),
-                                 "manager": ap.get("manager"), "calls": 1}
+                                 "manager": None if manager == "-" else manager,
+                                 "type": ap.get("type"), "calls": 1}
             kind = "appeal.created"
         elif ap["kind"] == "attach":
             number = ap["target"] if ap.get("database") else new_by_index.get(ap["target"])
@@ -917,7 +968,7 @@ def check_drift(calls, live, got, seeded, q, out):
             continue
         want = {"kind": kind, "number": number, "title": a["title"], "urgent": a["urgent"],
                 "client": a["client"], "candidates": int(several.group(1)) if several else 0,
-                "manager": a["manager"]}
+                "manager": a["manager"], "type": a["type"]}
         diff = ["%s: dry run %r, store %r" % (k, v, ev[k]) for k, v in want.items()
                 if ev[k] != v]
         if diff:
@@ -927,6 +978,7 @@ def check_drift(calls, live, got, seeded, q, out):
     for key, ev in got.items():
         errors.append("call %s: the store wrote %s %s, the dry run no appeal" %
                       (key, ev["kind"], ev["number"]))
+
     final = appeals_now(q)
     for n in sorted(set(final) | set(state)):
         if final.get(n) != state.get(n):
