@@ -15,7 +15,8 @@
 
 typedef struct ami_key_entry {
 	uint64_t lower[3], mask[3]; /* words as ami_key_words() reads them */
-	uint32_t len;
+	uint64_t len;		    /* 64 bytes: indexed by a shift */
+	uint64_t pad_;
 } ami_key_entry;
 
 extern ami_key_entry ami_key_entries[_AMI_KEY_MAX];
