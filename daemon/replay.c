@@ -41,9 +41,12 @@
 
 #define CHECKPOINTS 4096
 /* As appeals/store_batch.c: a sequence value no rendered number otherwise
- * contains, to split a number into the text around its digits. */
+ * contains, to split a number into the text around its digits, and the
+ * stand-in for the client's name in a title rendered before the match
+ * (U+E000; the SQL puts the name in). */
 #define SEQ_SENTINEL	 987654321987LL
 #define SEQ_SENTINEL_STR "987654321987"
+#define CLIENT_SENTINEL	 "\xee\x80\x80"
 
 typedef struct checkpoint {
 	uint64_t cap_usec;
@@ -61,9 +64,14 @@ typedef struct planned {
 } planned;
 
 /* A numbering period ("A-2026-{seq}") and its last value: the database's
- * counter plus the new appeals of this replay. */
+ * counter plus the new appeals of this replay; a number is pre, the value
+ * zero-padded to width, suf (the outcome document's number_prefix,
+ * number_width, number_suffix). */
 typedef struct period_seq {
-	char period[192];
+	char period[520];
+	char pre[256];
+	const char *suf; /* into pre */
+	int width;
 	int64_t last;
 } period_seq;
 
@@ -237,26 +245,55 @@ static bool db_lookup(replay *r, const call_outcome *o, const char *phone,
 	return false;
 }
 
+/* Width of {seq:0N} / {seq:N}; 0 for {seq}: seq_width() of
+ * appeals/store_batch.c (it reads the first "{seq" of the template). */
+static int seq_width(const char *tmpl)
+{
+	const char *p = tmpl ? strstr(tmpl, "{seq") : NULL;
+
+	if (!p || p[4] != ':')
+		return 0;
+	return atoi(p + 5);
+}
+
+/* The text before and after the sequence: number_parts() and its
+ * fallback in appeals/store_batch.c (the number rendered with
+ * SEQ_SENTINEL, split at its first occurrence). */
+static void number_parts(const appeal_plan *plan, char *pre, size_t len,
+			 const char **ret_suf)
+{
+	char *at;
+
+	*ret_suf = "";
+	if (appeal_number_render(plan->number_tmpl, SEQ_SENTINEL,
+				 plan->when_usec, plan->timezone, pre,
+				 len) < 0 ||
+	    !(at = strstr(pre, SEQ_SENTINEL_STR))) {
+		snprintf(pre, len, "%s-",
+			 plan->number_tmpl ? plan->number_tmpl : "A");
+		return;
+	}
+	*at = 0;
+	*ret_suf = at + strlen(SEQ_SENTINEL_STR);
+}
+
 /* The number the store would give a new appeal: the database's counter of
  * the plan's period plus the new appeals of this replay in it, skipping
- * numbers already taken (as mcd_submit_one()). False without a database:
- * the replay then counts from 1. */
+ * numbers already taken, composed as mcd_submit_one() does (prefix,
+ * mcd_pad(value, width), suffix). False without a database: the replay
+ * then counts from 1. */
 static bool db_number(replay *r, const appeal_plan *plan, char *out, size_t len)
 {
-	char buf[192], period[192], err[512], *at;
+	char period[520], pre[256], err[512];
+	const char *suf;
 	period_seq *p = NULL;
 	bool taken = true;
 	int64_t last;
 
-	if (!r->db ||
-	    appeal_number_render(plan->number_tmpl, SEQ_SENTINEL,
-				 plan->when_usec, plan->timezone, buf,
-				 sizeof buf) < 0 ||
-	    !(at = strstr(buf, SEQ_SENTINEL_STR)))
+	if (!r->db)
 		return false;
-	*at = 0;
-	snprintf(period, sizeof period, "%s{seq}%s", buf,
-		 at + strlen(SEQ_SENTINEL_STR));
+	number_parts(plan, pre, sizeof pre, &suf);
+	snprintf(period, sizeof period, "%s{seq}%s", pre, suf);
 	for (size_t i = 0; i < r->n_periods && !p; i++)
 		if (streq(r->periods[i].period, period))
 			p = &r->periods[i];
@@ -273,13 +310,12 @@ static bool db_number(replay *r, const appeal_plan *plan, char *out, size_t len)
 		p = &r->periods[r->n_periods++];
 		snprintf(p->period, sizeof p->period, "%s", period);
 		p->last = last;
+		p->width = seq_width(plan->number_tmpl);
 	}
 	while (taken) {
 		p->last++;
-		if (appeal_number_render(plan->number_tmpl, p->last,
-					 plan->when_usec, plan->timezone, out,
-					 len) < 0)
-			return false;
+		snprintf(out, len, "%s%0*" PRId64 "%s", pre, p->width, p->last,
+			 suf);
 		if (replay_db_number_taken(r->db, out, &taken, err,
 					   sizeof err) < 0) {
 			db_failed(r, err);
@@ -287,6 +323,41 @@ static bool db_number(replay *r, const appeal_plan *plan, char *out, size_t len)
 		}
 	}
 	return true;
+}
+
+/* The title the store would write (malloc'd; NULL when out of memory):
+ * rendered with CLIENT_SENTINEL for a matched client, then the name put in
+ * by the SQL's replace() - in full and as the database has it, so a long
+ * name is not cut and an empty one stays empty - as outcome_doc() in
+ * appeals/store_batch.c and mcd_submit_one() do. */
+static char *store_title(const appeal_plan *plan, const char *client,
+			 const char *phone, const call_outcome *o)
+{
+	const size_t sl = strlen(CLIENT_SENTINEL);
+	size_t cl = client ? strlen(client) : 0, n = 1;
+	char t[512], *out, *q;
+
+	if (appeal_title_render(plan, client ? CLIENT_SENTINEL : NULL, phone,
+				o, t, sizeof t) == -EINVAL)
+		snprintf(t, sizeof t, "%s", phone ? phone : "");
+	for (const char *p = t; *p; n++, p++)
+		if (client && strncmp(p, CLIENT_SENTINEL, sl) == 0) {
+			n += cl - 1;
+			p += sl - 1;
+		}
+	out = malloc(n);
+	if (!out)
+		return NULL;
+	q = out;
+	for (const char *p = t; *p;)
+		if (client && strncmp(p, CLIENT_SENTINEL, sl) == 0) {
+			memcpy(q, client, cl);
+			q += cl;
+			p += sl;
+		} else
+			*q++ = *p++;
+	*q = 0;
+	return out;
 }
 
 /* The planned entry standing for the database's open appeal `number`
@@ -316,8 +387,9 @@ static planned *db_planned(replay *r, const char *number, const char *phone,
 static void report_appeal(replay *r, const call_outcome *o)
 {
 	const appeal_rules_cfg *rc = &r->cfg->missed_calls;
-	char e164[32], title[512], number[128], tb[32], tags[512], who[300];
-	const char *phone = NULL, *client = NULL;
+	char e164[32], number[640], tb[32], tags[512], several[64];
+	const char *phone = NULL, *client = NULL, *who = NULL;
+	char *title;
 	appeal_plan plan;
 	planned *target;
 	replay_db_match m;
@@ -363,12 +435,9 @@ static void report_appeal(replay *r, const call_outcome *o)
 	if (have_db) {
 		if (m.n_clients == 1)
 			client = m.client_name;
-		if (m.n_clients > 1)
-			snprintf(who, sizeof who,
-				 "several clients (%" PRId64 ")", m.n_clients);
-		else
-			snprintf(who, sizeof who, "%s",
-				 client ? client : "unknown");
+		snprintf(several, sizeof several,
+			 "several clients (%" PRId64 ")", m.n_clients);
+		who = m.n_clients > 1 ? several : client ? client : "unknown";
 	}
 	/* Without a database the VIP tag of a client is unknown. */
 	urgent = appeal_rules_urgent(rc, have_db && m.vip,
@@ -412,10 +481,7 @@ static void report_appeal(replay *r, const call_outcome *o)
 		return;
 	}
 	r->st.appeals_new++;
-	if (appeal_title_render(&plan, client, phone, o, title, sizeof title) <
-		0 &&
-	    !title[0])
-		snprintf(title, sizeof title, "?");
+	title = store_title(&plan, client, phone, o);
 	if (!db_number(r, &plan, number, sizeof number) &&
 	    appeal_number_render(plan.number_tmpl, (int64_t)r->st.appeals_new,
 				 plan.when_usec, plan.timezone, number,
@@ -426,7 +492,8 @@ static void report_appeal(replay *r, const call_outcome *o)
 	kv(r->out, "number", number);
 	kv(r->out, "type", plan.appeal_type);
 	kv(r->out, "manager", plan.manager ? plan.manager : "-");
-	kv(r->out, "title", title);
+	kv(r->out, "title", title ? title : "?");
+	free(title);
 	if (have_db)
 		kv(r->out, "client", who);
 	kv(r->out, "deadline", fmt_time(plan.deadline_usec, tb, sizeof tb));

@@ -31,8 +31,9 @@ typedef struct replay_db replay_db;
 /* What the database says about one missed call. */
 typedef struct replay_db_match {
 	int64_t n_clients; /* clients with this phone: 0, 1 or more */
-	char
-	    client_name[256]; /* the lowest-id client's name (n_clients >= 1) */
+	/* The lowest-id client's name (n_clients >= 1); the store puts it in
+	 * the title whole: names past 4095 bytes are cut in the report. */
+	char client_name[4096];
 	bool vip;	      /* a matched client has the VIP tag */
 	int64_t repeat_calls; /* stored missed calls of the phone in the
 				 repeat window ending at the call's end */

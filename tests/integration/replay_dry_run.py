@@ -130,6 +130,11 @@ def dry_run(conf, capture, expect_rc=0):
     return r
 
 
+def unescape(v):
+    """A report value as it was: the report writes control bytes as \\xNN."""
+    return re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), v)
+
+
 def parse_report(text):
     """Call lines -> list of dicts; appeal lines attach to the call above."""
     calls, outbound, summary = [], [], None
@@ -147,7 +152,7 @@ def parse_report(text):
             for w in words[1:]:
                 if "=" in w:
                     k, v = w.split("=", 1)
-                    ap[k] = v
+                    ap[k] = unescape(v)
             if words[0] == "attach":
                 ap["target"] = words[2]
                 if words[2] == "existing":
@@ -635,6 +640,26 @@ VALUES (1, 'office', '1781812000.5201', '79161234567', '+79161234567', 'voicemai
 
 T0 = 1781700000  # where amisim --generate's virtual clock starts
 NO_TYPE_DID = "74950000099"
+# A numbering with dates, a width without a leading zero and a suffix: the
+# store splits the number around {seq} (store_batch.c), the dry run too.
+NUMBERING = "ЗВ-{yy}{mm}/{seq:5}-M"
+PERIOD = "ЗВ-2606/{seq}-M"  # June 2026: the capture's month
+
+
+def num(n):
+    return PERIOD.replace("{seq}", "%05d" % n)
+
+
+# Clients whose names the title must carry as the database has them: one
+# longer than any buffer of the report, an empty one, one with a tab and
+# a newline typed into the CRM.
+ODD_CLIENTS = [
+    ("+79990000001", "Общество с ограниченной ответственностью «Научно-производственное "
+     "объединение „Северо-Западная энергосбытовая и сетевая компания“ имени "
+     "академика Константина Эдуардовича Циолковского» (филиал в Санкт-Петербурге)"),
+    ("+79990000002", ""),
+    ("+79990000003", "ИП Гусев\tсклад\nпосле 18:00"),
+]
 NEW_TYPE = "Заявка по телефону"
 DRIFT_MIX = ("answered=2,cancel=3,noanswer=2,busy=1,queue_abandon=1,queue_timeout_vm=1,"
              "vm_message=1,vm_nomessage=1,rg_unanswered=1,ivr_hangup=1,repeat=3,unknown=2,"
@@ -651,18 +676,17 @@ def pick_phones(q):
     """Phones of scripts/demo-data.sql's clients for the capture, by role:
     the number two clients share, two VIPs, a company, an office line, and
     plain mobiles (the first four get an appeal history in the seed)."""
-    rows = [r.split("|") for r in q(
-        "SELECT cp.phone_e164, c.id, c.name,"
+    rows = json.loads(q(
+        "SELECT json_agg(json_build_array(cp.phone_e164, c.id, c.name,"
         " EXISTS (SELECT 1 FROM client_tags t WHERE t.client_id = c.id AND t.tag = 'VIP'),"
         " (SELECT count(DISTINCT x.client_id) FROM client_phones x"
-        "  WHERE x.phone_e164 = cp.phone_e164)"
-        " FROM client_phones cp JOIN clients c ON c.id = cp.client_id"
-        " ORDER BY c.id, cp.phone_e164").splitlines()]
+        "  WHERE x.phone_e164 = cp.phone_e164)) ORDER BY c.id, cp.phone_e164)"
+        " FROM client_phones cp JOIN clients c ON c.id = cp.client_id"))
     roles, used = {}, set()
 
     def take(role, n, pred):
         for phone, cid, name, vip, shared in rows:
-            if n and phone not in used and pred(phone, name, vip == "t", int(shared)):
+            if n and phone not in used and pred(phone, name, vip, shared):
                 roles.setdefault(role, []).append((phone, int(cid), name))
                 used.add(phone)
                 n -= 1
@@ -674,6 +698,7 @@ def pick_phones(q):
     take("company", 1, lambda p, n, v, s: "«" in n and not v and s == 1)
     take("office", 1, lambda p, n, v, s: p.startswith("+7495") and not v and s == 1)
     take("plain", 7, lambda p, n, v, s: p.startswith("+79") and not v and s == 1)
+    take("odd", len(ODD_CLIENTS), lambda p, n, v, s: p in dict(ODD_CLIENTS))
     return roles
 
 
@@ -689,9 +714,9 @@ def drift_seed(q, roles, stored):
     key, phone, caller, ended = stored
     r1name, r2name, r3name, r4name = (n.replace("'", "''") for n in
                                       (r1name, r2name, r3name, r4name))
-    q("""
+    q(re.sub(r"A-2026-000(\d{3})", lambda m: num(int(m.group(1))), """
 INSERT INTO employees (login, name) VALUES ('ivanov', 'Иванов');
-INSERT INTO appeal_number_counters (period, last_value) VALUES ('A-2026-{{seq}}', 700);
+INSERT INTO appeal_number_counters (period, last_value) VALUES ('{period}', 700);
 CREATE TEMP TABLE seed (number text, phone text, client_id bigint, client_name text,
   closed boolean, origin text, last_call bigint, calls integer);
 INSERT INTO seed VALUES
@@ -718,7 +743,7 @@ FROM (VALUES ('A-2026-000650', 'seed-1', '{r1}', {t0} - 2400),
 JOIN appeals a ON a.number = c.number;
 """.format(t0=T0, r1=r1, r1id=r1id, r1name=r1name, r2=r2, r2id=r2id, r2name=r2name,
            r3=r3, r3id=r3id, r3name=r3name, r4=r4, r4id=r4id, r4name=r4name,
-           key=key, phone=phone, caller=caller, ended=ended))
+           key=key, phone=phone, caller=caller, ended=ended, period=PERIOD)))
 
 
 def store_truth(q, since):
@@ -771,19 +796,21 @@ def drift_coverage(missed, roles, out):
                 "+7" in a.get("title", "") for a in aps),
         "a withheld caller": any(c["caller"] == "withheld" for c in missed),
         "the seeded open appeal: attached, urgent by the stored calls":
-            first.get(plain[0], {}).get("target") == "A-2026-000650" and
+            first.get(plain[0], {}).get("target") == num(650) and
             first[plain[0]].get("urgent") == "yes",
         "closed, stale and non-missed-call appeals: never targets": all(
             first.get(p, {}).get("kind") == "new" for p in plain[1:4]),
         "repeat calls attached within this replay":
             any(a["kind"] == "attach" and not a.get("database") for a in aps),
         "urgent and not urgent": {a.get("urgent") for a in aps} >= {"yes", "no"},
-        "the number typed by hand skipped": {"A-2026-000701", "A-2026-000703"} <=
-            {a.get("number") for a in aps} and "A-2026-000702" not in
+        "the number typed by hand skipped": {num(701), num(703)} <=
+            {a.get("number") for a in aps} and num(702) not in
             [a.get("number") for a in aps if a["kind"] == "new"],
         "one call already stored": sum(a["kind"] == "already" for a in aps) == 1,
         "a route's appeal type": any(a.get("type") == NEW_TYPE for a in aps),
         "a route's manager": any(a.get("manager") == "nobody" for a in aps),
+        "odd client names in titles": all(
+            first.get(p, {}).get("kind") == "new" for p, _ in ODD_CLIENTS),
     }
     missing = [k for k, ok in checks.items() if not ok]
     if missing:
@@ -804,11 +831,17 @@ def test_drift(pgdir, env):
     # Routes: calls to one DID go to a manager, to another to an appeal
     # type, that the CRM does not have yet (added during the real run).
     missed_rules = ('urgent = { vip_tag = "VIP"; repeat_count = 3; repeat_window_minutes = 60; };'
+                    ' numbering = "%s";' % NUMBERING +
                     ' routes = ( { did = "74957654321"; manager = "nobody"; },'
                     ' { did = "%s"; appeal_type = "%s"; } );' % (NO_TYPE_DID, NEW_TYPE))
     calls_rules = "min_ring_seconds = 0; min_ivr_seconds = 0;"
     migrate(write_conf("drift_migrate", conninfo=conninfo))
     psql(pgdir, db="drift", path=os.path.join(SRC, "scripts", "demo-data.sql"))
+    for phone, name in ODD_CLIENTS:
+        q("WITH c AS (INSERT INTO clients (name) VALUES (E'%s') RETURNING id)"
+          " INSERT INTO client_phones (client_id, phone) SELECT id, '%s' FROM c" %
+          (name.replace("\\", "\\\\").replace("'", "\\'").replace("\t", "\\t")
+           .replace("\n", "\\n"), phone))
     roles = pick_phones(q)
     phones = os.path.join(TMP, "drift.phones")
     with open(phones, "w") as f:
@@ -901,15 +934,13 @@ def test_drift(pgdir, env):
 
 def appeals_now(q):
     """number -> the appeal's urgency, client, title, manager, calls."""
-    got = {}
-    for row in q("SELECT a.number, a.urgent, COALESCE(a.client_name, ''), a.title,"
-                 " COALESCE(e.login, ''), t.name, a.calls_count FROM appeals a"
-                 " JOIN appeal_types t ON t.id = a.type_id"
-                 " LEFT JOIN employees e ON e.id = a.manager_id").splitlines():
-        n, u, c, t, m, ty, k = row.split("|")
-        got[n] = {"urgent": u == "t", "client": c or None, "title": t, "manager": m or None,
-                  "type": ty, "calls": int(k)}
-    return got
+    rows = json.loads(q(
+        "SELECT COALESCE(json_agg(json_build_object('number', a.number, 'urgent', a.urgent,"
+        " 'client', a.client_name, 'title', a.title, 'manager', e.login, 'type', t.name,"
+        " 'calls', a.calls_count)), '[]') FROM appeals a"
+        " JOIN appeal_types t ON t.id = a.type_id"
+        " LEFT JOIN employees e ON e.id = a.manager_id"))
+    return {r.pop("number"): r for r in rows}
 
 
 def check_drift(calls, live, got, seeded, q, out):
@@ -960,7 +991,8 @@ def check_drift(calls, live, got, seeded, q, out):
                 continue
             a = state[number] = dict(state[number])
             a["urgent"] = a["urgent"] or urgent
-            a["client"] = a["client"] or name
+            if a["client"] is None:  # COALESCE(a.client_name, the match)
+                a["client"] = name
             a["calls"] += 1
             kind = "appeal.updated"
         else:
