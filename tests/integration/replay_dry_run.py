@@ -38,8 +38,9 @@ Usage: replay_dry_run.py MISSEDCALLD AMISIM
    unknown and withheld callers, repeats) is dry-run against that database
    FIRST, then the same capture goes through the real daemon (amisim
    --replay --realtime) into it. Per call, what the dry run said (new
-   appeal and its number, title, client, manager, urgency; attach to which
-   appeal; already stored) must be what mcd_submit_one() wrote (the
+   appeal and its number, title, client, type, manager, tags, deadline,
+   urgency, candidates of a shared number; attach to which appeal; already
+   stored) must be what mcd_submit_one() wrote (the
    appeal_events of the call, appeal_calls), and the appeals table at the
    end must be the seed plus the dry run's prediction. replay_db.c repeats
    the SQL rules by hand: a change on one side only fails here. Routes
@@ -47,6 +48,7 @@ Usage: replay_dry_run.py MISSEDCALLD AMISIM
    says the store would wait, with the store's own message; the store
    waits until the test adds them, then writes what the dry run said.
 """
+import calendar
 import json
 import os
 import re
@@ -757,7 +759,10 @@ SELECT COALESCE(json_agg(json_build_object(
   'urgent', (e.payload->'appeal'->>'urgent')::boolean,
   'client', e.payload->'appeal'->>'client_name',
   'manager', e.payload->'appeal'->'manager'->>'login',
-  'candidates', jsonb_array_length(e.payload->'candidates')) ORDER BY e.id), '[]')
+  'candidates', jsonb_array_length(e.payload->'candidates'),
+  'tags', e.payload->'appeal'->'tags',
+  'deadline', floor(extract(epoch FROM (e.payload->'appeal'->>'deadline')::timestamptz)))
+  ORDER BY e.id), '[]')
 FROM appeal_events e WHERE e.id > %d AND e.kind IN ('appeal.created', 'appeal.updated')
 """ % since)
     got = {}
@@ -808,7 +813,8 @@ def drift_coverage(missed, roles, out):
             [a.get("number") for a in aps if a["kind"] == "new"],
         "one call already stored": sum(a["kind"] == "already" for a in aps) == 1,
         "a route's appeal type": any(a.get("type") == NEW_TYPE for a in aps),
-        "a route's manager": any(a.get("manager") == "nobody" for a in aps),
+        "a route's manager and tag": any(a.get("manager") == "nobody" and
+                                         a.get("tags") == "missed,sales" for a in aps),
         "odd client names in titles": all(
             first.get(p, {}).get("kind") == "new" for p, _ in ODD_CLIENTS),
     }
@@ -832,7 +838,7 @@ def test_drift(pgdir, env):
     # type, that the CRM does not have yet (added during the real run).
     missed_rules = ('urgent = { vip_tag = "VIP"; repeat_count = 3; repeat_window_minutes = 60; };'
                     ' numbering = "%s";' % NUMBERING +
-                    ' routes = ( { did = "74957654321"; manager = "nobody"; },'
+                    ' routes = ( { did = "74957654321"; manager = "nobody"; tags = [ "sales" ]; },'
                     ' { did = "%s"; appeal_type = "%s"; } );' % (NO_TYPE_DID, NEW_TYPE))
     calls_rules = "min_ring_seconds = 0; min_ivr_seconds = 0;"
     migrate(write_conf("drift_migrate", conninfo=conninfo))
@@ -932,12 +938,21 @@ def test_drift(pgdir, env):
           (len(missed), ", ".join("%d %s" % (kinds.count(k), k) for k in sorted(set(kinds)))))
 
 
+def epoch(iso):
+    """The report's "2026-06-17T13:10:00Z" (or "-") as seconds."""
+    if not iso or iso == "-":
+        return None
+    return calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+
+
 def appeals_now(q):
     """number -> the appeal's urgency, client, title, manager, calls."""
     rows = json.loads(q(
         "SELECT COALESCE(json_agg(json_build_object('number', a.number, 'urgent', a.urgent,"
         " 'client', a.client_name, 'title', a.title, 'manager', e.login, 'type', t.name,"
-        " 'calls', a.calls_count)), '[]') FROM appeals a"
+        " 'calls', a.calls_count, 'deadline', floor(extract(epoch FROM a.deadline)),"
+        " 'tags', (SELECT COALESCE(json_agg(g.tag ORDER BY g.tag), '[]') FROM appeal_tags g"
+        "  WHERE g.appeal_id = a.id))), '[]') FROM appeals a"
         " JOIN appeal_types t ON t.id = a.type_id"
         " LEFT JOIN employees e ON e.id = a.manager_id"))
     return {r.pop("number"): r for r in rows}
@@ -981,7 +996,10 @@ def check_drift(calls, live, got, seeded, q, out):
             manager = ap.get("manager")
             a = state[number] = {"urgent": urgent, "client": name, "title": ap.get("title"),
                                  "manager": None if manager == "-" else manager,
-                                 "type": ap.get("type"), "calls": 1}
+                                 "type": ap.get("type"), "calls": 1,
+                                 "tags": sorted(set(t for t in ap.get("tags", "-").split(",")
+                                                    if t not in ("", "-"))),
+                                 "deadline": epoch(ap.get("deadline"))}
             kind = "appeal.created"
         elif ap["kind"] == "attach":
             number = ap["target"] if ap.get("database") else new_by_index.get(ap["target"])
@@ -1000,7 +1018,8 @@ def check_drift(calls, live, got, seeded, q, out):
             continue
         want = {"kind": kind, "number": number, "title": a["title"], "urgent": a["urgent"],
                 "client": a["client"], "candidates": int(several.group(1)) if several else 0,
-                "manager": a["manager"], "type": a["type"]}
+                "manager": a["manager"], "type": a["type"], "tags": a["tags"],
+                "deadline": a["deadline"]}
         diff = ["%s: dry run %r, store %r" % (k, v, ev[k]) for k, v in want.items()
                 if ev[k] != v]
         if diff:
