@@ -149,6 +149,22 @@ __attribute__((constructor)) static void key_table_init(void)
 	}
 }
 
+ami_key ami_key_id_long(const char *key, size_t len)
+{
+	uint64_t w[3];
+
+	if (len - 1 >= AMI_KEY_MAX_LEN)
+		return AMI_KEY_UNKNOWN;
+	ami_key_words(key, len, w);
+	unsigned id = ami_key_slots[ami_key_slot(w[0], w[1], len)];
+	const ami_key_entry *e = &ami_key_entries[id];
+	if (e->len == len && (w[0] | e->mask[0]) == e->lower[0] &&
+	    (w[1] | e->mask[1]) == e->lower[1] &&
+	    (w[2] | e->mask[2]) == e->lower[2])
+		return (ami_key)id;
+	return AMI_KEY_UNKNOWN;
+}
+
 ami_key ami_key_lookup_padded(const char *key, size_t len)
 {
 	return ami_key_id(key, len);

@@ -55,27 +55,39 @@ static inline void ami_key_words(const char *k, size_t len, uint64_t w[3])
 	w[2] = len > 16 ? ami_key_load64(k + 8) : 0;
 }
 
+/* One multiply: the seed search makes it collision-free for the known
+ * keys; any other key only needs to land somewhere. */
 static inline unsigned ami_key_slot(uint64_t w0, uint64_t w1, size_t len)
 {
-	uint64_t h = ((w0 | AMI_KEY_FOLD) + len) * ami_key_seed ^
-		     (w1 | AMI_KEY_FOLD);
-	return (unsigned)((h * 0x9e3779b97f4a7c15ull) >> 55);
+	uint64_t f1 = w1 | AMI_KEY_FOLD;
+	uint64_t h = ((w0 | AMI_KEY_FOLD) ^ ((f1 << 29) | (f1 >> 35))) + len;
+	return (unsigned)((h * ami_key_seed) >> 55);
 }
 
-/* ami_key_lookup_padded(), inlined. */
+/* Keys of 17..24 bytes (one known key: ConnectedLineName). */
+ami_key ami_key_id_long(const char *key, size_t len);
+
+/* ami_key_lookup_padded(), inlined: keys of up to 16 bytes in two words. */
 static inline ami_key ami_key_id(const char *key, size_t len)
 {
-	uint64_t w[3];
+	uint64_t w0, w1;
 
-	if (len - 1 >= AMI_KEY_MAX_LEN) /* also len == 0 */
-		return AMI_KEY_UNKNOWN;
-	ami_key_words(key, len, w);
-	unsigned id = ami_key_slots[ami_key_slot(w[0], w[1], len)];
-	/* entry 0 has len 0: an empty slot never matches */
+	if (len - 1 >= 16) /* also len == 0 */
+		return len - 1 < AMI_KEY_MAX_LEN ? ami_key_id_long(key, len)
+						 : AMI_KEY_UNKNOWN;
+	w0 = ami_key_load64(key);
+	if (len < 8) {
+		w0 &= ami_key_head_mask(len);
+		w1 = 0;
+	} else {
+		w1 = ami_key_load64(key + len - 8);
+	}
+	unsigned id = ami_key_slots[ami_key_slot(w0, w1, len)];
+	/* entry 0 has len 0: an empty slot never matches; entries of
+	 * longer keys fail on the length */
 	const ami_key_entry *e = &ami_key_entries[id];
-	if (e->len == len && (w[0] | e->mask[0]) == e->lower[0] &&
-	    (w[1] | e->mask[1]) == e->lower[1] &&
-	    (w[2] | e->mask[2]) == e->lower[2])
+	if (e->len == len && (w0 | e->mask[0]) == e->lower[0] &&
+	    (w1 | e->mask[1]) == e->lower[1])
 		return (ami_key)id;
 	return AMI_KEY_UNKNOWN;
 }

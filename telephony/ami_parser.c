@@ -679,7 +679,8 @@ static int lines_fast(ami_parser *p)
 	for (;;) {
 		char *colon;
 		char *nl = idx_line(&x, ls, end, &colon);
-		if (!nl || nl >= limit)
+		/* no complete line (NULL wraps to the top), or over the limit */
+		if ((uintptr_t)nl - 1 >= (uintptr_t)limit - 1)
 			break;
 		/* a colon is followed by ' ' only inside the line: [ls, le) is
 		 * then non-empty and colon + 2 <= le */
@@ -707,7 +708,9 @@ static int lines_fast(ami_parser *p)
 		h->value_len = (uint32_t)(le - colon - 2);
 		h->id = id;
 		ls = nl + 1;
-		if (id == AMI_KEY_EVENT && n == 1 && p->filter && !p->no_filter) {
+		if (__builtin_expect(id == AMI_KEY_EVENT, 0)) {
+			if (n != 1 || !p->filter || p->no_filter)
+				continue;
 			/* as header_line() does for the first header */
 			p->tag_owner = p->filter_ud;
 			p->event_tag =
