@@ -778,10 +778,14 @@ static bool group_lids_ended(const group *g)
 	return true;
 }
 
-/* Re-evaluates whether the call is due for a decision. */
-void ct_group_check_due(call_tracker *t, group *g)
+/* Re-evaluates whether the call is due for a decision. `leg`: a channel
+ * of the group (the event's) or NULL; a phone or trunk leg still up means
+ * the call is not over without walking the others (most events). */
+void ct_group_check_due(call_tracker *t, group *g, const chan *leg)
 {
-	if (!ct_group_over(g)) {
+	if ((leg && (leg->kind == KIND_HUMAN || leg->kind == KIND_TRUNK) &&
+	     !leg->hung_up) ||
+	    !ct_group_over(g)) {
 		due_unlink(t, g);
 		return;
 	}

@@ -303,7 +303,7 @@ static void on_transfer(call_tracker *t, const call_event *ev)
 		g = g ? ct_group_merge(t, g, o) : o;
 	}
 	if (g)
-		ct_group_check_due(t, g);
+		ct_group_check_due(t, g, NULL);
 }
 
 static void on_resync_end(call_tracker *t)
@@ -326,7 +326,7 @@ static void on_resync_end(call_tracker *t)
 				else
 					partial++;
 			}
-			ct_group_check_due(t, g);
+			ct_group_check_due(t, g, NULL);
 		}
 		if (g->resync_seen)
 			live++;
@@ -408,7 +408,7 @@ static bool feed_global(call_tracker *t, const call_event *ev)
 			return true;
 		l->ended = true;
 		l->g->final_mono = mono_usec();
-		ct_group_check_due(t, l->g);
+		ct_group_check_due(t, l->g, NULL);
 		return true;
 	default:
 		return false;
@@ -518,7 +518,7 @@ static void feed_chan(call_tracker *t, chan *c, const call_event *ev)
 	default:
 		break;
 	}
-	ct_group_check_due(t, c->g);
+	ct_group_check_due(t, c->g, c);
 }
 
 /* ------------------------------------------------------------------ */

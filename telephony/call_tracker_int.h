@@ -286,7 +286,7 @@ bool ct_dead_has_k(const call_tracker *t, const ct_key *id);
 void ct_endpoint_of(const char *name, char *out, size_t len);
 void ct_ext_add(group *g, const char *ext, uint64_t ts);
 chan *ct_group_caller(group *g);
-void ct_group_check_due(call_tracker *t, group *g);
+void ct_group_check_due(call_tracker *t, group *g, const chan *leg);
 call_direction ct_group_direction(const call_tracker *t, const group *g,
 				  const chan *caller);
 void ct_group_free(call_tracker *t, group *g, bool remember);
