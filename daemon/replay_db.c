@@ -7,7 +7,11 @@
  * from appeal_calls, the newest open missed-call appeal of the phone whose
  * last call is within the dedupe window, idempotency on pbx + call key), so
  * a dry run answers what the store would do. Keep them in step: a change
- * of the store's rules there needs the same change here.
+ * of the store's rules there needs the same change here (and in the title
+ * and numbering code of replay.c). The drift case of
+ * tests/integration/replay_dry_run.py runs one capture through the dry run
+ * and then the real store against the same database and fails on any
+ * difference.
  */
 #include "replay_db.h"
 
