@@ -24,23 +24,45 @@ struct ami_adapter {
 	ami_adapter_stats stats;
 };
 
-typedef void (*ev_handler)(ami_adapter *a, const ami_msg *m, call_event *ev);
+/* A message with an index of its known keys, built in one pass per event:
+ * first[k] = 1 + position of the first header with id k, 0 if none. Every
+ * lookup below is then one array read. */
+typedef struct msg_view {
+	const ami_header *headers;
+	size_t n_headers;
+	uint32_t first[_AMI_KEY_MAX];
+} msg_view;
+
+typedef void (*ev_handler)(ami_adapter *a, const msg_view *m, call_event *ev);
 
 /* ------------------------------------------------------------------ */
 /* Field helpers                                                        */
 
 /* First value of a known key (by the parser's key id), NULL when absent
- * or empty. An integer compare per header. */
-static const char *get(const ami_msg *m, ami_key key)
+ * or empty. */
+static const char *get(const msg_view *m, ami_key key)
 {
-	for (size_t i = 0; i < m->n_headers; i++)
-		if (m->headers[i].id == key)
-			return m->headers[i].value_len ? m->headers[i].value
-						       : NULL;
-	return NULL;
+	uint32_t i = m->first[key];
+	if (!i || !m->headers[i - 1].value_len)
+		return NULL;
+	return m->headers[i - 1].value;
 }
 
-static int get_int(const ami_msg *m, ami_key key, int def)
+/* Builds the index (headers past UINT32_MAX - 1 are not indexed: no
+ * parser produces that many). */
+static void view_init(msg_view *v, const ami_msg *m)
+{
+	size_t n = MCD_MIN(m->n_headers, (size_t)UINT32_MAX - 1);
+
+	v->headers = m->headers;
+	v->n_headers = m->n_headers;
+	memset(v->first, 0, sizeof(v->first));
+	for (size_t i = n; i-- > 0;) /* backwards: the first one wins */
+		v->first[m->headers[i].id] = (uint32_t)(i + 1);
+	v->first[AMI_KEY_UNKNOWN] = 0;
+}
+
+static int get_int(const msg_view *m, ami_key key, int def)
 {
 	const char *v = get(m, key);
 	char *end;
@@ -103,7 +125,7 @@ static call_chan_state state_of(const char *v, const char *desc)
 
 /* CID-CallingPres "32 (Number Presentation Prohibited)": restricted when
  * the presentation bits say so (Q.931 octet 3a). */
-static bool pres_restricted(const ami_msg *m)
+static bool pres_restricted(const msg_view *m)
 {
 	const char *v = get(m, AMI_KEY_CID_CALLINGPRES);
 	if (!v || *v < '0' || *v > '9')
@@ -121,93 +143,74 @@ static inline bool keq(const char *k, const char *lit)
 	return *k == '\0';
 }
 
-/* The first non-empty value that is not "<unknown>" (Asterisk's way of
- * saying "not set"). */
-static inline void take(const char **field, const ami_header *h)
+/* A usable value: non-empty and not "<unknown>" (Asterisk's way of saying
+ * "not set"). */
+static inline bool usable(const ami_header *h)
 {
-	if (!*field && h->value_len &&
-	    !(h->value_len == 9 && memcmp(h->value, "<unknown>", 9) == 0))
-		*field = h->value;
+	return h->value_len &&
+	       !(h->value_len == 9 && memcmp(h->value, "<unknown>", 9) == 0);
+}
+
+/* A later usable value of key, after an unusable first one. */
+static const char *take_next(const msg_view *m, ami_key key, size_t from)
+{
+	for (size_t j = from; j < m->n_headers; j++) {
+		const ami_header *h = &m->headers[j];
+		if (h->id == key && usable(h))
+			return h->value;
+	}
+	return NULL;
+}
+
+/* The first usable value of a known key, or NULL. */
+static inline const char *take(const msg_view *m, ami_key key)
+{
+	uint32_t i = m->first[key];
+	if (!i)
+		return NULL;
+	const ami_header *h = &m->headers[i - 1];
+	return usable(h) ? h->value : take_next(m, key, i);
 }
 
 /*
  * The channel snapshot every Asterisk 12+ channel event carries, the
- * Dest* snapshot of dial events and the Timestamp, in ONE pass over the
- * headers: a switch on the key id the parser computed (no string compare
- * here), and this runs for every event of every call.
+ * Dest* snapshot of dial events and the Timestamp: one index read per
+ * field (view_init() made the index in one pass over the headers, with no
+ * string compare: the parser computed the key ids).
  */
-static void snapshot(const ami_msg *m, call_event *ev, const char **ret_ts)
+static void snapshot(const msg_view *m, call_event *ev, const char **ret_ts)
 {
-	const char *state = NULL, *desc = NULL;
-	for (size_t i = 0; i < m->n_headers; i++) {
-		const ami_header *h = &m->headers[i];
-		switch (h->id) {
-		case AMI_KEY_CHANNEL:
-			take(&ev->chan_name, h);
-			break;
-		case AMI_KEY_CONTEXT:
-			take(&ev->context, h);
-			break;
-		case AMI_KEY_EXTEN:
-			take(&ev->exten, h);
-			break;
-		case AMI_KEY_UNIQUEID:
-			take(&ev->chan_id, h);
-			break;
-		case AMI_KEY_LINKEDID:
-			take(&ev->linked_id, h);
-			break;
-		case AMI_KEY_TIMESTAMP:
-			take(ret_ts, h);
-			break;
-		case AMI_KEY_CALLERIDNUM:
-			take(&ev->caller_num, h);
-			break;
-		case AMI_KEY_DESTCHANNEL:
-			take(&ev->peer_name, h);
-			break;
-		case AMI_KEY_CHANNELSTATE:
-			take(&state, h);
-			break;
-		case AMI_KEY_CALLERIDNAME:
-			take(&ev->caller_name, h);
-			break;
-		case AMI_KEY_DESTUNIQUEID:
-			take(&ev->peer_id, h);
-			break;
-		case AMI_KEY_DESTLINKEDID:
-			take(&ev->peer_linked_id, h);
-			break;
-		case AMI_KEY_CHANNELSTATEDESC:
-			take(&desc, h);
-			break;
-		case AMI_KEY_CONNECTEDLINENUM:
-			take(&ev->connected_num, h);
-			break;
-		case AMI_KEY_CONNECTEDLINENAME:
-			take(&ev->connected_name, h);
-			break;
-		default:
-			break;
-		}
-	}
-	ev->chan_state = state_of(state, desc);
+	ev->chan_name = take(m, AMI_KEY_CHANNEL);
+	ev->context = take(m, AMI_KEY_CONTEXT);
+	ev->exten = take(m, AMI_KEY_EXTEN);
+	ev->chan_id = take(m, AMI_KEY_UNIQUEID);
+	ev->linked_id = take(m, AMI_KEY_LINKEDID);
+	*ret_ts = take(m, AMI_KEY_TIMESTAMP);
+	ev->caller_num = take(m, AMI_KEY_CALLERIDNUM);
+	ev->peer_name = take(m, AMI_KEY_DESTCHANNEL);
+	ev->caller_name = take(m, AMI_KEY_CALLERIDNAME);
+	ev->peer_id = take(m, AMI_KEY_DESTUNIQUEID);
+	ev->peer_linked_id = take(m, AMI_KEY_DESTLINKEDID);
+	ev->connected_num = take(m, AMI_KEY_CONNECTEDLINENUM);
+	ev->connected_name = take(m, AMI_KEY_CONNECTEDLINENAME);
+	ev->chan_state = state_of(take(m, AMI_KEY_CHANNELSTATE),
+				  take(m, AMI_KEY_CHANNELSTATEDESC));
 }
 
 /* ------------------------------------------------------------------ */
 /* Handlers: fill ev (pre-filled with the snapshot) and set ev->type     */
 
-static void on_newchannel(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_newchannel(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_CHANNEL_NEW;
 }
 
-static void on_newstate(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_newstate(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_CHANNEL_STATE;
 }
 
-static void on_newexten(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_newexten(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_CHANNEL_EXTEN;
 	ev->app = get(m, AMI_KEY_APPLICATION);
@@ -220,20 +223,20 @@ static void on_newexten(ami_adapter *a, const ami_msg *m, call_event *ev)
 /* FreePBX records the dialled number in FROM_DID when the trunk sends the
  * call to `s`: the only place the DID is then seen. Other VarSets (the
  * most frequent event of all) are ignored. */
-static bool varset_wanted(const ami_msg *m)
+static bool varset_wanted(const msg_view *m)
 {
 	const char *var = get(m, AMI_KEY_VARIABLE);
 	return var && (strcasecmp(var, "__FROM_DID") == 0 ||
 		       strcasecmp(var, "FROM_DID") == 0);
 }
 
-static void on_varset(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_varset(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_CALLER_ID;
 	ev->to_num = get(m, AMI_KEY_VALUE);
 }
 
-static void on_callerid(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_callerid(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_CALLER_ID;
 	ev->caller_withheld = pres_restricted(m);
@@ -259,7 +262,7 @@ static const char *dialled_number(const char *ds, char *buf, size_t len)
 	return NULL;
 }
 
-static void on_dial_begin(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_dial_begin(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_DIAL_BEGIN;
 	/* Exten here is where the dialler's dialplan is, not whom it rings:
@@ -270,7 +273,7 @@ static void on_dial_begin(ami_adapter *a, const ami_msg *m, call_event *ev)
 				    sizeof(a->numbuf));
 }
 
-static void on_dial_end(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_dial_end(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_DIAL_END;
 	ev->dial_status = call_dial_status_from_string(get(m, AMI_KEY_DIALSTATUS));
@@ -281,7 +284,7 @@ static void on_dial_end(ami_adapter *a, const ami_msg *m, call_event *ev)
 /* Holding bridges (parking lots, hold, queue waiting rooms of ARI apps)
  * never answer a call; conferences are rooms, not answers, and must not
  * join the unrelated calls of their members into one. */
-static void bridge(const ami_msg *m, call_event *ev)
+static void bridge(const msg_view *m, call_event *ev)
 {
 	const char *tech = get(m, AMI_KEY_BRIDGETECHNOLOGY);
 	const char *type = get(m, AMI_KEY_BRIDGETYPE);
@@ -295,55 +298,55 @@ static void bridge(const ami_msg *m, call_event *ev)
 	    (creator && strcasecmp(creator, "ConfBridge") == 0);
 }
 
-static void on_bridge_enter(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_bridge_enter(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_BRIDGE_ENTER;
 	bridge(m, ev);
 }
 
-static void on_bridge_leave(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_bridge_leave(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_BRIDGE_LEAVE;
 	bridge(m, ev);
 }
 
-static void on_hangup(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_hangup(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_HANGUP;
 	ev->cause = get_int(m, AMI_KEY_CAUSE, -1);
 }
 
-static void on_hangup_request(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_hangup_request(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_HANGUP_REQUEST;
 	ev->cause = get_int(m, AMI_KEY_CAUSE, -1);
 }
 
-static void queue_fields(const ami_msg *m, call_event *ev)
+static void queue_fields(const msg_view *m, call_event *ev)
 {
 	ev->queue = get(m, AMI_KEY_QUEUE);
 	ev->hold_seconds = get_int(m, AMI_KEY_HOLDTIME, -1);
 }
 
-static void on_queue_join(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_queue_join(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_QUEUE_JOIN;
 	queue_fields(m, ev);
 }
 
-static void on_queue_abandon(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_queue_abandon(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_QUEUE_ABANDON;
 	queue_fields(m, ev);
 }
 
-static void on_queue_leave(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_queue_leave(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_QUEUE_LEAVE;
 	queue_fields(m, ev);
 }
 
-static void on_agent_connect(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_agent_connect(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_QUEUE_CONNECT;
 	queue_fields(m, ev);
@@ -351,7 +354,7 @@ static void on_agent_connect(ami_adapter *a, const ami_msg *m, call_event *ev)
 
 /* MessageWaiting names a mailbox, no channel: the tracker finds the call
  * in VoiceMail for it. Waiting: 0 is a mailbox emptied, not a message. */
-static void on_message_waiting(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_message_waiting(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	const char *w = get(m, AMI_KEY_WAITING);
 	if (!w || strcasecmp(w, "no") == 0 || strcmp(w, "0") == 0)
@@ -364,7 +367,7 @@ static void on_message_waiting(ami_adapter *a, const ami_msg *m, call_event *ev)
 
 /* Blind and attended transfers carry the linked ids of every party in
  * fields named …Linkedid: join them all. */
-static void on_transfer(ami_adapter *a, const ami_msg *m, call_event *ev,
+static void on_transfer(ami_adapter *a, const msg_view *m, call_event *ev,
 			call_transfer_kind kind)
 {
 	size_t n = 0;
@@ -388,18 +391,18 @@ static void on_transfer(ami_adapter *a, const ami_msg *m, call_event *ev,
 	}
 }
 
-static void on_blind_transfer(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_blind_transfer(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	on_transfer(a, m, ev, CALL_TRANSFER_BLIND);
 }
 
-static void on_attended_transfer(ami_adapter *a, const ami_msg *m,
+static void on_attended_transfer(ami_adapter *a, const msg_view *m,
 				 call_event *ev)
 {
 	on_transfer(a, m, ev, CALL_TRANSFER_ATTENDED);
 }
 
-static void on_pickup(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_pickup(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_PICKUP;
 	ev->peer_id = get(m, AMI_KEY_TARGETUNIQUEID);
@@ -407,7 +410,7 @@ static void on_pickup(ami_adapter *a, const ami_msg *m, call_event *ev)
 	ev->peer_linked_id = get(m, AMI_KEY_TARGETLINKEDID);
 }
 
-static void on_local_optimization(ami_adapter *a, const ami_msg *m,
+static void on_local_optimization(ami_adapter *a, const msg_view *m,
 				  call_event *ev)
 {
 	ev->type = CALL_EV_LOCAL_OPTIMIZED;
@@ -420,7 +423,7 @@ static void on_local_optimization(ami_adapter *a, const ami_msg *m,
 }
 
 /* CEL over AMI: only LINKEDID_END matters (spelled LinkedID here). */
-static void on_cel(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_cel(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	const char *name = get(m, AMI_KEY_EVENTNAME);
 	if (!name || strcasecmp(name, "LINKEDID_END") != 0)
@@ -439,7 +442,7 @@ static int64_t hms(const char *v)
 	return (int64_t)h * 3600 + mi * 60 + s;
 }
 
-static void on_core_show_channel(ami_adapter *a, const ami_msg *m,
+static void on_core_show_channel(ami_adapter *a, const msg_view *m,
 				 call_event *ev)
 {
 	if (!a->resyncing)
@@ -453,14 +456,14 @@ static void on_core_show_channel(ami_adapter *a, const ami_msg *m,
 		ev->ts_usec -= (uint64_t)d * USEC_PER_SEC;
 }
 
-static void on_core_show_complete(ami_adapter *a, const ami_msg *m,
+static void on_core_show_complete(ami_adapter *a, const msg_view *m,
 				  call_event *ev)
 {
 	ami_adapter_resync_end(a);
 }
 
 /* Asterisk 11: `Event: Dial` with SubEvent Begin/End. */
-static void on_legacy_dial(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_legacy_dial(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	const char *sub = get(m, AMI_KEY_SUBEVENT);
 	a->stats.legacy = true;
@@ -480,20 +483,20 @@ static void on_legacy_dial(ami_adapter *a, const ami_msg *m, call_event *ev)
 }
 
 /* Asterisk 11: `Event: Join` / `Event: Leave` for queues. */
-static void on_legacy_join(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_legacy_join(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	a->stats.legacy = true;
 	on_queue_join(a, m, ev);
 }
 
-static void on_legacy_leave(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_legacy_leave(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	a->stats.legacy = true;
 	on_queue_leave(a, m, ev);
 }
 
 /* Asterisk 11 `Event: Bridge`: a marker; legacy_bridge() does the work. */
-static void on_legacy_bridge(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void on_legacy_bridge(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 }
 
@@ -640,7 +643,7 @@ static int find_handler(const char *n, size_t len)
 
 /* Asterisk 11 `Event: Bridge` (Bridgestate Link/Unlink) names both
  * channels in one event: two records, one per channel. */
-static void legacy_bridge(ami_adapter *a, const ami_msg *m, call_event *ev)
+static void legacy_bridge(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	const char *state = get(m, AMI_KEY_BRIDGESTATE);
 	const char *u1 = get(m, AMI_KEY_UNIQUEID1), *u2 = get(m, AMI_KEY_UNIQUEID2);
@@ -703,26 +706,32 @@ int ami_adapter_wants_event(void *adapter, const char *name, size_t len)
 	return find_handler(name, len);
 }
 
-void ami_adapter_feed(ami_adapter *a, const ami_msg *m, uint64_t recv_usec)
+void ami_adapter_feed(ami_adapter *a, const ami_msg *msg, uint64_t recv_usec)
 {
 	const ami_header *evh;
 	call_event ev;
 	ev_handler fn = NULL;
+	msg_view view, *m = &view;
 
-	if (!a || !m)
+	if (!a || !msg)
 		return;
 	a->stats.messages++;
-	if (!(evh = ami_msg_find(m, AMI_KEY_EVENT)) || !evh->value_len)
+	if (!(evh = ami_msg_find(msg, AMI_KEY_EVENT)) || !evh->value_len)
 		return; /* a response: the client's business */
 	a->stats.events++;
 	/* The name was looked up when the parser consulted our filter. */
-	int h = m->event_tag_owner == a
-		    ? m->event_tag
+	int h = msg->event_tag_owner == a
+		    ? msg->event_tag
 		    : find_handler(evh->value, evh->value_len);
 	fn = h >= 0 && h < H_MAX ? handler_fns[h] : NULL;
 	bool legacy_br = fn == on_legacy_bridge;
-	/* Cheap exits before the snapshot: most VarSets are not wanted. */
-	if (!fn || (fn == on_varset && !varset_wanted(m))) {
+	if (!fn) {
+		a->stats.ignored++;
+		return;
+	}
+	view_init(&view, msg);
+	/* Cheap exit before the snapshot: most VarSets are not wanted. */
+	if (fn == on_varset && !varset_wanted(m)) {
 		a->stats.ignored++;
 		return;
 	}
