@@ -133,16 +133,6 @@ static bool pres_restricted(const msg_view *m)
 	return (atoi(v) & 0x60) == 0x20;
 }
 
-/* ASCII case-insensitive equality; `lit` is a literal of the same length
- * class, so a mismatch on the first byte costs almost nothing. */
-static inline bool keq(const char *k, const char *lit)
-{
-	for (; *lit; k++, lit++)
-		if ((*k | 0x20) != (*lit | 0x20))
-			return false;
-	return *k == '\0';
-}
-
 /* A usable value: non-empty and not "<unknown>" (Asterisk's way of saying
  * "not set"). */
 static inline bool usable(const ami_header *h)
@@ -574,66 +564,89 @@ static const ev_handler handler_fns[H_MAX] = {
  * lets them pass unsplit). A switch on the length leaves one to four
  * names to compare, most frequent first.
  */
+/* Event names are letters only, so OR 0x20 on every byte is an exact
+ * ASCII case fold for them: a byte that folds onto a letter is that
+ * letter in either case. */
+#define NAME_FOLD 0x2020202020202020ull
+
+/* w (a name of the literal's length, zero-padded to 24 bytes and folded)
+ * equals the literal ignoring case; the literal's words fold at compile
+ * time. */
+static inline bool weq(const uint64_t w[3], const char *lit)
+{
+	uint64_t l[3] = {0, 0, 0};
+	memcpy(l, lit, strlen(lit));
+	return w[0] == (l[0] | NAME_FOLD) && w[1] == (l[1] | NAME_FOLD) &&
+	       w[2] == (l[2] | NAME_FOLD);
+}
+
 static int find_handler(const char *n, size_t len)
 {
+	uint64_t w[3] = {0, 0, 0};
+
+	if (len > sizeof(w))
+		return H_NONE;
+	memcpy(w, n, len);
+	for (size_t i = 0; i < 3; i++)
+		w[i] |= NAME_FOLD;
 	switch (len) {
 	case 3:
-		return keq(n, "CEL") ? H_CEL : H_NONE;
+		return weq(w, "CEL") ? H_CEL : H_NONE;
 	case 4:
-		return keq(n, "Dial")	? H_DIAL
-		       : keq(n, "Join") ? H_JOIN
+		return weq(w, "Dial")	? H_DIAL
+		       : weq(w, "Join") ? H_JOIN
 					: H_NONE;
 	case 5:
-		return keq(n, "Leave") ? H_LEAVE : H_NONE;
+		return weq(w, "Leave") ? H_LEAVE : H_NONE;
 	case 6:
-		return keq(n, "VarSet")	  ? H_VARSET
-		       : keq(n, "Hangup") ? H_HANGUP
-		       : keq(n, "Pickup") ? H_PICKUP
-		       : keq(n, "Bridge") ? H_BRIDGE
+		return weq(w, "VarSet")	  ? H_VARSET
+		       : weq(w, "Hangup") ? H_HANGUP
+		       : weq(w, "Pickup") ? H_PICKUP
+		       : weq(w, "Bridge") ? H_BRIDGE
 					  : H_NONE;
 	case 7:
-		return keq(n, "DialEnd") ? H_DIALEND : H_NONE;
+		return weq(w, "DialEnd") ? H_DIALEND : H_NONE;
 	case 8:
-		return keq(n, "Newexten")   ? H_NEWEXTEN
-		       : keq(n, "Newstate") ? H_NEWSTATE
+		return weq(w, "Newexten")   ? H_NEWEXTEN
+		       : weq(w, "Newstate") ? H_NEWSTATE
 					    : H_NONE;
 	case 9:
-		return keq(n, "DialBegin") ? H_DIALBEGIN : H_NONE;
+		return weq(w, "DialBegin") ? H_DIALBEGIN : H_NONE;
 	case 10:
-		return keq(n, "Newchannel") ? H_NEWCHANNEL : H_NONE;
+		return weq(w, "Newchannel") ? H_NEWCHANNEL : H_NONE;
 	case 11:
-		return keq(n, "BridgeEnter")   ? H_BRIDGEENTER
-		       : keq(n, "BridgeLeave") ? H_BRIDGELEAVE
-		       : keq(n, "NewCallerid") ? H_NEWCALLERID
+		return weq(w, "BridgeEnter")   ? H_BRIDGEENTER
+		       : weq(w, "BridgeLeave") ? H_BRIDGELEAVE
+		       : weq(w, "NewCallerid") ? H_NEWCALLERID
 					       : H_NONE;
 	case 12:
-		return keq(n, "AgentConnect") ? H_AGENTCONNECT : H_NONE;
+		return weq(w, "AgentConnect") ? H_AGENTCONNECT : H_NONE;
 	case 13:
-		return keq(n, "HangupRequest")	 ? H_HANGUPREQUEST
-		       : keq(n, "BlindTransfer") ? H_BLINDTRANSFER
+		return weq(w, "HangupRequest")	 ? H_HANGUPREQUEST
+		       : weq(w, "BlindTransfer") ? H_BLINDTRANSFER
 						 : H_NONE;
 	case 14:
-		return keq(n, "MessageWaiting") ? H_MESSAGEWAITING : H_NONE;
+		return weq(w, "MessageWaiting") ? H_MESSAGEWAITING : H_NONE;
 	case 15:
-		return keq(n, "QueueCallerJoin")   ? H_QUEUECALLERJOIN
-		       : keq(n, "CoreShowChannel") ? H_CORESHOWCHANNEL
+		return weq(w, "QueueCallerJoin")   ? H_QUEUECALLERJOIN
+		       : weq(w, "CoreShowChannel") ? H_CORESHOWCHANNEL
 						   : H_NONE;
 	case 16:
-		return keq(n, "NewConnectedLine")   ? H_NEWCONNECTEDLINE
-		       : keq(n, "QueueCallerLeave") ? H_QUEUECALLERLEAVE
-		       : keq(n, "AttendedTransfer") ? H_ATTENDEDTRANSFER
+		return weq(w, "NewConnectedLine")   ? H_NEWCONNECTEDLINE
+		       : weq(w, "QueueCallerLeave") ? H_QUEUECALLERLEAVE
+		       : weq(w, "AttendedTransfer") ? H_ATTENDEDTRANSFER
 						    : H_NONE;
 	case 17:
-		return keq(n, "SoftHangupRequest") ? H_SOFTHANGUPREQUEST
+		return weq(w, "SoftHangupRequest") ? H_SOFTHANGUPREQUEST
 						   : H_NONE;
 	case 18:
-		return keq(n, "QueueCallerAbandon") ? H_QUEUECALLERABANDON
+		return weq(w, "QueueCallerAbandon") ? H_QUEUECALLERABANDON
 						    : H_NONE;
 	case 20:
-		return keq(n, "LocalOptimizationEnd") ? H_LOCALOPTIMIZATIONEND
+		return weq(w, "LocalOptimizationEnd") ? H_LOCALOPTIMIZATIONEND
 						      : H_NONE;
 	case 24:
-		return keq(n, "CoreShowChannelsComplete")
+		return weq(w, "CoreShowChannelsComplete")
 			   ? H_CORESHOWCHANNELSCOMPLETE
 			   : H_NONE;
 	default:
