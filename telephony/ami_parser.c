@@ -2,22 +2,25 @@
  * ami_parser: the AMI byte stream -> messages. See ami_parser.h.
  *
  * One contiguous buffer holds the message being assembled; lines are parsed
- * as soon as they are complete. One vector pass per line finds both the
- * line end and the first colon (16 bytes per step with SSE2, memchr
- * otherwise), and the key's id is computed from three word loads while the
- * key is in cache (ami_key_lookup_padded: the buffer keeps PAD readable
- * bytes past its end for these loads). Headers are NUL-terminated in place
- * and point into the buffer; when the buffer is compacted or grown, the
- * pointers of the message in progress are rebased.
+ * as soon as they are complete. Common header lines go through one tight
+ * loop (lines_fast): a 64-byte line index (SSE2 compares, one pass over
+ * each block) gives line ends and colons by count-trailing-zeros, and the
+ * key's id comes from two word loads and a perfect hash while the key is
+ * in cache (ami_msg_int.h; the buffer keeps PAD readable bytes past its
+ * end for these loads). Anything unusual (first line, Follows bodies,
+ * lines without ": ", limits) takes the general per-line path, which
+ * gives the same result. Headers are NUL-terminated in place and point
+ * into the buffer; when the buffer is compacted or grown, the pointers of
+ * the message in progress are rebased.
  *
  * Event filter: when the first header of a message is `Event:` and the
  * filter declines the name, the rest of the message is only scanned for
- * its end (skip mode): lines are still classified (header or not) so the
- * statistics and the header cap stay exact, but nothing is written, keyed
- * or stored. Anything skip mode cannot decide cheaply -- a `Response:`
- * line (a Follows body would change the framing) or more headers than the
- * cap -- sends the message back to the full parse from its second line
- * (skip mode never modifies the buffer, so the re-parse is exact).
+ * its end (skip mode): nothing is written, keyed or stored, and non-empty
+ * lines are counted as an upper bound of its headers. Anything skip mode
+ * cannot decide cheaply -- a line starting "Response:" (a Follows body
+ * would change the framing) or more lines than the header cap -- sends
+ * the message back to the full parse from its second line (skip mode
+ * never modifies the buffer, so the re-parse is exact).
  *
  * Buffer invariants (offsets into buf):
  *     0 <= start <= scan <= len <= cap <= max_cap
