@@ -53,10 +53,15 @@ typedef struct tmpl_ctx {
 	unsigned mon, day, hour, min;
 } tmpl_ctx;
 
-/* A bounded output: pos counts what was wanted, at most len-1 written. */
+/* A bounded output: pos counts what was wanted, at most len-1 written.
+ * With split, {seq} writes no digits but marks its place (seq_at) and
+ * width, for appeal_number_parts(). */
 typedef struct outbuf {
 	char *p;
 	size_t len, pos;
+	bool split;
+	size_t seq_at;
+	int seq_width;
 } outbuf;
 
 static void out_byte(outbuf *o, char c)
@@ -224,9 +229,20 @@ static int tmpl_special(const char *s, bool numbering, const tmpl_ctx *ctx,
 			return -EINVAL;
 		}
 	}
+	/* One number has one sequence: a second {seq} would leave the
+	 * store nothing to split the number at (write {{seq}} for the text). */
+	if (*seen_seq) {
+		snprintf(err, errlen, "{%s}: the numbering template takes {seq} "
+			 "only once (write {{seq}} for the text)", s);
+		return -EINVAL;
+	}
 	*seen_seq = true;
-	if (ctx)
+	if (ctx && o->split) {
+		o->seq_at = o->pos;
+		o->seq_width = width;
+	} else if (ctx) {
 		out_printf(o, "%0*lld", width, (long long)ctx->seq);
+	}
 	return 1;
 }
 
@@ -394,6 +410,40 @@ int appeal_number_render(const char *tmpl, int64_t seq, uint64_t when_usec,
 		return r;
 	}
 	return out_finish(&o);
+}
+
+int appeal_number_parts(const char *tmpl, uint64_t when_usec, const char *tz,
+			char *out, size_t len, const char **ret_suffix,
+			int *ret_width)
+{
+	const appeal_tz *z;
+	tmpl_ctx c = { 0 };
+	outbuf o = { .p = out, .len = len, .split = true };
+	char err[160];
+	int r;
+
+	if (!out || len == 0 || !ret_suffix || !ret_width)
+		return -EINVAL;
+	out[0] = '\0';
+	r = appeal_tz_get(tz, &z);
+	if (r < 0)
+		return r == -ENOENT ? -ENOENT : -EINVAL;
+	ctx_set_date(&c, when_usec, z);
+	r = tmpl_walk(tmpl, true, &c, &o, err, sizeof(err));
+	if (r < 0)
+		return r;
+	/* Both parts and their two terminators, never a cut: a shortened
+	 * prefix would name another numbering period. */
+	if (o.pos + 2 > len) {
+		out[0] = '\0';
+		return -ENOBUFS;
+	}
+	memmove(out + o.seq_at + 1, out + o.seq_at, o.pos - o.seq_at);
+	out[o.seq_at] = '\0';
+	out[o.pos + 1] = '\0';
+	*ret_suffix = out + o.seq_at + 1;
+	*ret_width = o.seq_width;
+	return 0;
 }
 
 int appeal_title_render(const appeal_plan *p, const char *client_name,

@@ -13,7 +13,7 @@
  *   {yyyy} {yy} {mm} {dd} {hh} {mi}  date of the call in the rules' time
  *                 zone (business_hours.timezone)
  *   {seq} {seq:06} the appeal sequence, zero-padded to 6 (numbering only,
- *                 and required there)
+ *                 and there exactly once)
  *
  * Deadline: sla_minutes after the call was missed (its end), or, with
  * business_hours.enabled, sla_minutes of working time (days, start-end,
@@ -162,6 +162,18 @@ int appeal_title_render(const appeal_plan *p, const char *client_name,
 int appeal_number_render(const char *tmpl, int64_t seq, uint64_t when_usec,
 			 const char *tz, char *out, size_t len);
 
+/* A numbering template rendered around its sequence, as the store sends it
+ * to the database (number = prefix, the value zero-padded to width,
+ * suffix; the period's counter row is prefix "{seq}" suffix): the text
+ * before {seq} is written to out, the text after it follows at
+ * *ret_suffix (also in out), the pad width of {seq:0N} / {seq:N} (0 for
+ * {seq}) goes to *ret_width. "{{seq}}" is text, as in the renderer; the
+ * validator lets exactly one {seq} through. 0, -ENOBUFS (out too short:
+ * nothing cut), -EINVAL (bad template), -ENOENT (unknown zone). */
+int appeal_number_parts(const char *tmpl, uint64_t when_usec, const char *tz,
+			char *out, size_t len, const char **ret_suffix,
+			int *ret_width);
+
 /* The deadline for a call missed at when_usec with sla_minutes, under the
  * cfg's top-level business hours (if enabled). 0 when sla_minutes is 0;
  * -ERANGE when working time is too thin for the SLA (the plan then uses
@@ -187,7 +199,8 @@ size_t appeal_rules_logins(const appeal_rules_cfg *cfg, const char **ret,
 			   size_t max);
 
 /* Validates a template without a config (tests, --check-config):
- * numbering = true requires {seq}. 0 or -EINVAL with a message in err. */
+ * numbering = true requires exactly one {seq}. 0 or -EINVAL with a
+ * message in err. */
 int appeal_template_check(const char *tmpl, bool numbering, char *err,
 			  size_t errlen);
 

@@ -381,6 +381,68 @@ static void test_number_render(void **state)
 	assert_int_equal(appeal_number_render("A-{seq}", 42, ny, "Nowhere/Atlantis", n, sizeof(n)), -ENOENT);
 }
 
+/* The store's split of a number: the text around the one real {seq}, as
+ * the renderer reads the template ("{{seq}}" is text). */
+static void test_number_parts(void **state)
+{
+	uint64_t when = at(2026, 11, 25, 22, 0, 3);
+	const char *suf = NULL;
+	char pre[64], n[64];
+	int width = -1;
+
+	(void)state;
+	assert_int_equal(appeal_number_parts("A-{yyyy}-{seq:06}", when, "Europe/Moscow",
+					     pre, sizeof(pre), &suf, &width), 0);
+	assert_string_equal(pre, "A-2026-");
+	assert_string_equal(suf, "");
+	assert_int_equal(width, 6);
+	assert_int_equal(appeal_number_parts("M{yy}-{seq:5}/x", when, NULL, pre,
+					     sizeof(pre), &suf, &width), 0);
+	assert_string_equal(pre, "M26-");
+	assert_string_equal(suf, "/x");
+	assert_int_equal(width, 5);
+	assert_int_equal(appeal_number_parts("N{seq}", when, NULL, pre, sizeof(pre),
+					     &suf, &width), 0);
+	assert_string_equal(pre, "N");
+	assert_string_equal(suf, "");
+	assert_int_equal(width, 0);
+	/* An escaped {{seq}} before the real one is text: the width is the
+	 * real placeholder's, and prefix + padded value + suffix is exactly
+	 * what the renderer makes. */
+	assert_int_equal(appeal_number_parts("X{{seq}}-{seq:04}", when, NULL, pre,
+					     sizeof(pre), &suf, &width), 0);
+	assert_string_equal(pre, "X{seq}-");
+	assert_string_equal(suf, "");
+	assert_int_equal(width, 4);
+	assert_true(appeal_number_render("X{{seq}}-{seq:04}", 42, when, NULL, n, sizeof(n)) > 0);
+	assert_string_equal(n, "X{seq}-0042");
+	assert_int_equal(appeal_number_parts("{{seq:09}}{seq}-{{seq}}", when, NULL, pre,
+					     sizeof(pre), &suf, &width), 0);
+	assert_string_equal(pre, "{seq:09}");
+	assert_string_equal(suf, "-{seq}");
+	assert_int_equal(width, 0);
+	/* Digits in the text that look like anything are text too. */
+	assert_int_equal(appeal_number_parts("987654321987-{seq:3}-987654321987", when,
+					     NULL, pre, sizeof(pre), &suf, &width), 0);
+	assert_string_equal(pre, "987654321987-");
+	assert_string_equal(suf, "-987654321987");
+	assert_int_equal(width, 3);
+	/* Both parts with their terminators must fit: "AB" + "CD" needs 6. */
+	assert_int_equal(appeal_number_parts("AB{seq}CD", when, NULL, pre, 6, &suf, &width), 0);
+	assert_string_equal(pre, "AB");
+	assert_string_equal(suf, "CD");
+	assert_int_equal(appeal_number_parts("AB{seq}CD", when, NULL, pre, 5, &suf, &width),
+			 -ENOBUFS);
+	assert_string_equal(pre, "");
+	/* What the validator refuses does not split either. */
+	assert_int_equal(appeal_number_parts("A-{seq}-{seq:06}", when, NULL, pre, sizeof(pre),
+					     &suf, &width), -EINVAL);
+	assert_int_equal(appeal_number_parts("A-{{seq}}", when, NULL, pre, sizeof(pre),
+					     &suf, &width), -EINVAL);
+	assert_int_equal(appeal_number_parts("A-{seq}", when, "Nowhere/Atlantis", pre,
+					     sizeof(pre), &suf, &width), -ENOENT);
+}
+
 /* Past the last transition in the TZif file (2037), the POSIX footer rule
  * decides: New York is UTC-4 in July 2040 and UTC-5 in January. */
 static void test_zone_footer_rule(void **state)
@@ -622,6 +684,17 @@ static void test_template_errors(void **state)
 		   "t.conf:2: missed_calls.title: {seq} is only allowed in the numbering");
 	load_fails("missed_calls = {\n  numbering = \"A-{yyyy}\";\n};",
 		   "t.conf:2: missed_calls.numbering: the numbering template needs {seq}");
+	/* A number has one sequence; escaped {{seq}} alone is no sequence. */
+	load_fails("missed_calls = {\n  numbering = \"A-{seq}-{seq:06}\";\n};",
+		   "t.conf:2: missed_calls.numbering: {seq:06}: the numbering template takes "
+		   "{seq} only once");
+	load_fails("missed_calls = {\n\n  numbering = \"{seq:03}{yy}{seq}\";\n};",
+		   "t.conf:3: missed_calls.numbering: {seq}: the numbering template takes "
+		   "{seq} only once");
+	load_fails("missed_calls = {\n  numbering = \"A-{{seq}}\";\n};",
+		   "t.conf:2: missed_calls.numbering: the numbering template needs {seq}");
+	assert_int_equal(appeal_template_check("X{{seq}}-{seq:04}", true, NULL, 0), 0);
+	assert_int_equal(appeal_template_check("A-{seq}{seq}", true, NULL, 0), -EINVAL);
 	load_fails("missed_calls = {\n  numbering = \"A-{seq:0x}\";\n};",
 		   "t.conf:2: missed_calls.numbering: bad {seq:0x}");
 	load_fails("missed_calls = {\n  numbering = \"{phone}-{seq}\";\n};",
@@ -676,6 +749,7 @@ int main(void)
 		cmocka_unit_test(test_not_planned),
 		cmocka_unit_test(test_title_render),
 		cmocka_unit_test(test_number_render),
+		cmocka_unit_test(test_number_parts),
 		cmocka_unit_test(test_zone_footer_rule),
 		cmocka_unit_test(test_deadline_plain),
 		cmocka_unit_test(test_deadline_night_to_next_morning),
