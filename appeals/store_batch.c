@@ -26,8 +26,6 @@
 #include "store_conn.h"
 #include "store_int.h"
 
-#define SEQ_SENTINEL 987654321987LL
-#define SEQ_SENTINEL_STR "987654321987"
 /* Stands for the client's name in a title rendered before the match: a
  * private-use character (U+E000) no name contains and the title renderer
  * keeps (it blanks control characters). */
@@ -48,33 +46,20 @@ typedef struct batch {
 
 /* --- the outcome document ------------------------------------------------- */
 
-/* Width of {seq:0N} / {seq:N} in a numbering template; 0 for {seq}. */
-static int seq_width(const char *tmpl)
+/* The number of a new appeal as mcd_submit_one() composes it: the text
+ * before and after the sequence and its pad width
+ * (appeal_number_parts(); daemon/replay.c's dry run uses the same). A
+ * template the rules accepted always renders; should it not, keep going
+ * with the raw template rather than lose the call. */
+static void number_parts(const appeal_plan *pl, char *buf, size_t len,
+			 const char **ret_suffix, int *ret_width)
 {
-	const char *p = tmpl ? strstr(tmpl, "{seq") : NULL;
-
-	if (!p || p[4] != ':')
-		return 0;
-	return atoi(p + 5);
-}
-
-/* Splits the number rendered with the sentinel sequence into the text
- * before and after the sequence digits. */
-static int number_parts(const appeal_plan *pl, char *buf, size_t len,
-			const char **ret_suffix)
-{
-	char *at;
-	int r = appeal_number_render(pl->number_tmpl, SEQ_SENTINEL, pl->when_usec,
-				     pl->timezone, buf, len);
-
-	if (r < 0)
-		return r;
-	at = strstr(buf, SEQ_SENTINEL_STR);
-	if (!at)
-		return -EINVAL;
-	*at = '\0';
-	*ret_suffix = at + strlen(SEQ_SENTINEL_STR);
-	return 0;
+	if (appeal_number_parts(pl->number_tmpl, pl->when_usec, pl->timezone,
+				buf, len, ret_suffix, ret_width) == 0)
+		return;
+	snprintf(buf, len, "%s-", pl->number_tmpl ? pl->number_tmpl : "A");
+	*ret_suffix = "";
+	*ret_width = 0;
 }
 
 /* PBX-supplied text as a JSON string: valid UTF-8 without controls
@@ -118,6 +103,7 @@ static char *outcome_doc(store *s, const call_outcome *o, const appeal_plan *pl)
 	const appeal_rules_cfg *rc = s->p.rules;
 	char e164[PHONE_E164_MAX] = "", known[512], unknown[512], pre[256];
 	const char *suffix = "";
+	int width = 0;
 	bool withheld = o->caller_withheld;
 	bool have_phone = false;
 	json_t *d;
@@ -137,12 +123,7 @@ static char *outcome_doc(store *s, const call_outcome *o, const appeal_plan *pl)
 	if (appeal_title_render(pl, NULL, have_phone ? e164 : NULL, o, unknown,
 				sizeof(unknown)) == -EINVAL)
 		snprintf(unknown, sizeof(unknown), "%s", have_phone ? e164 : "");
-	if (number_parts(pl, pre, sizeof(pre), &suffix) < 0) {
-		/* A template the rules accepted always renders; keep going
-		 * with the raw template rather than lose the call. */
-		snprintf(pre, sizeof(pre), "%s-", pl->number_tmpl ? pl->number_tmpl : "A");
-		suffix = "";
-	}
+	number_parts(pl, pre, sizeof(pre), &suffix, &width);
 
 	d = json_pack("{s:i, s:o, s:o, s:o, s:o, s:b, s:o, s:o, s:o, s:o, s:s,"
 		      " s:f, s:f, s:b, s:b, s:I, s:I, s:I}",
@@ -184,7 +165,7 @@ static char *outcome_doc(store *s, const call_outcome *o, const appeal_plan *pl)
 		"title_unknown", text_json(unknown),
 		"number_prefix", text_json(pre),
 		"number_suffix", text_json(suffix),
-		"number_width", seq_width(pl->number_tmpl)));
+		"number_width", width));
 	if (r == 0)
 		r = json_object_update_new(d, json_pack(
 			"{s:o, s:I, s:I, s:I}",

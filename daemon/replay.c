@@ -40,12 +40,8 @@
 #include "sip_dialog.h"
 
 #define CHECKPOINTS 4096
-/* As appeals/store_batch.c: a sequence value no rendered number otherwise
- * contains, to split a number into the text around its digits, and the
- * stand-in for the client's name in a title rendered before the match
- * (U+E000; the SQL puts the name in). */
-#define SEQ_SENTINEL	 987654321987LL
-#define SEQ_SENTINEL_STR "987654321987"
+/* As appeals/store_batch.c: the stand-in for the client's name in a title
+ * rendered before the match (U+E000; the SQL puts the name in). */
 #define CLIENT_SENTINEL	 "\xee\x80\x80"
 
 typedef struct checkpoint {
@@ -245,36 +241,19 @@ static bool db_lookup(replay *r, const call_outcome *o, const char *phone,
 	return false;
 }
 
-/* Width of {seq:0N} / {seq:N}; 0 for {seq}: seq_width() of
- * appeals/store_batch.c (it reads the first "{seq" of the template). */
-static int seq_width(const char *tmpl)
-{
-	const char *p = tmpl ? strstr(tmpl, "{seq") : NULL;
-
-	if (!p || p[4] != ':')
-		return 0;
-	return atoi(p + 5);
-}
-
-/* The text before and after the sequence: number_parts() and its
- * fallback in appeals/store_batch.c (the number rendered with
- * SEQ_SENTINEL, split at its first occurrence). */
+/* The text before and after the sequence and its pad width:
+ * number_parts() of appeals/store_batch.c, fallback included (both split
+ * with appeal_number_parts(), so they cannot drift). */
 static void number_parts(const appeal_plan *plan, char *pre, size_t len,
-			 const char **ret_suf)
+			 const char **ret_suf, int *ret_width)
 {
-	char *at;
-
-	*ret_suf = "";
-	if (appeal_number_render(plan->number_tmpl, SEQ_SENTINEL,
-				 plan->when_usec, plan->timezone, pre,
-				 len) < 0 ||
-	    !(at = strstr(pre, SEQ_SENTINEL_STR))) {
-		snprintf(pre, len, "%s-",
-			 plan->number_tmpl ? plan->number_tmpl : "A");
+	if (appeal_number_parts(plan->number_tmpl, plan->when_usec,
+				plan->timezone, pre, len, ret_suf,
+				ret_width) == 0)
 		return;
-	}
-	*at = 0;
-	*ret_suf = at + strlen(SEQ_SENTINEL_STR);
+	snprintf(pre, len, "%s-", plan->number_tmpl ? plan->number_tmpl : "A");
+	*ret_suf = "";
+	*ret_width = 0;
 }
 
 /* The number the store would give a new appeal: the database's counter of
@@ -286,13 +265,14 @@ static bool db_number(replay *r, const appeal_plan *plan, char *out, size_t len)
 {
 	char period[520], pre[256], err[512];
 	const char *suf;
+	int width;
 	period_seq *p = NULL;
 	bool taken = true;
 	int64_t last;
 
 	if (!r->db)
 		return false;
-	number_parts(plan, pre, sizeof pre, &suf);
+	number_parts(plan, pre, sizeof pre, &suf, &width);
 	snprintf(period, sizeof period, "%s{seq}%s", pre, suf);
 	for (size_t i = 0; i < r->n_periods && !p; i++)
 		if (streq(r->periods[i].period, period))
@@ -310,7 +290,7 @@ static bool db_number(replay *r, const appeal_plan *plan, char *out, size_t len)
 		p = &r->periods[r->n_periods++];
 		snprintf(p->period, sizeof p->period, "%s", period);
 		p->last = last;
-		p->width = seq_width(plan->number_tmpl);
+		p->width = width;
 	}
 	while (taken) {
 		p->last++;

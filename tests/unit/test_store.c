@@ -41,7 +41,7 @@ static const char conf_fmt[] =
 	"reconnect_max = 3600; fsync = \"never\"; spool_max_bytes = %d; };\n"
 	"pbx = ( { name = \"office\"; type = \"hep\"; listen = [\"udp:127.0.0.1:0\"]; } );\n"
 	"missed_calls = { enabled = %s; manager = \"ivanov\"; tags = [\"missed\", \"phone\"]; "
-	"numbering = \"M{yy}-{seq:05}/x\"; sla_minutes = 45; dedupe_window_minutes = 90; "
+	"numbering = \"M{{seq}}{yy}-{seq:05}/x\"; sla_minutes = 45; dedupe_window_minutes = 90; "
 	"urgent = { vip_tag = \"VIP\"; repeat_count = 3; repeat_window_minutes = 60; }; };\n";
 
 static void load(fixture *f, int max_bytes, bool enabled)
@@ -247,8 +247,9 @@ static void test_document_carries_call_and_plan(void **state)
 	assert_string_equal(js(j, "comment"), "Пропущенный");
 	assert_int_equal(json_array_size(json_object_get(j, "tags")), 2);
 	assert_int_equal(ji(j, "deadline_us"), 1773133230000000LL + 45LL * 60 * 1000000);
-	/* Numbering "M{yy}-{seq:05}/x": the text around the sequence. */
-	assert_string_equal(js(j, "number_prefix"), "M26-");
+	/* Numbering "M{{seq}}{yy}-{seq:05}/x": the text around the real
+	 * sequence; the escaped {{seq}} is text and does not hide its width. */
+	assert_string_equal(js(j, "number_prefix"), "M{seq}26-");
 	assert_string_equal(js(j, "number_suffix"), "/x");
 	assert_int_equal(ji(j, "number_width"), 5);
 	/* Titles: one with a stand-in for the client's name (U+E000), one
