@@ -339,7 +339,8 @@ static const cfg_key rules_keys[] = {
 	KV(appeal_rules_cfg, tags, "[]", "Tags of every appeal."),
 	KV(appeal_rules_cfg, specialists, "[]", "Employees (logins) who may see the appeal."),
 	KS(appeal_rules_cfg, numbering, "\"A-{yyyy}-{seq:06}\"",
-	   "Number template: dates, {seq} or {seq:0N} (gap-free counter, required) and text."),
+	   "Number template: dates, {seq} or {seq:0N} (gap-free counter, exactly once) and "
+	   "text; {{ and }} are literal braces."),
 	KI(appeal_rules_cfg, sla_minutes, 0, SLA_MINUTES_MAX, "60",
 	   "Deadline: minutes after the call (working minutes with business hours); 0 none."),
 	{ .name = "business_hours", .type = CFG_GROUP,
