@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -54,6 +56,13 @@ static void on_request(struct evhttp_request *req, void *arg)
 	if (evhttp_find_header(&q, "login"))
 		who.login = evhttp_find_header(&q, "login");
 	who.own = evhttp_find_header(&q, "own") != NULL;
+	if (evhttp_find_header(&q, "tiny")) {
+		/* A small server-side send buffer: big frames go out in parts. */
+		int sz = 4096;
+		struct bufferevent *bev =
+		    evhttp_connection_get_bufferevent(evhttp_request_get_connection(req));
+		setsockopt(bufferevent_getfd(bev), SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	}
 	last = evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
 	fx->last_rc = widget_hub_subscribe(fx->hub, req, &who, last);
 	if (fx->last_rc < 0)
@@ -355,6 +364,71 @@ static void test_slow_subscriber_cut_off(void **state)
 	fx_free(fx);
 }
 
+/*
+ * Many subscribers: a fan-out this big goes through the batch that
+ * widget_fanout spreads over threads (WIDGET_FANOUT_DEFAULT_MIN). Every
+ * subscriber gets every frame once, whole and in order, also when the
+ * kernel takes only part of a frame (one client reads through a tiny
+ * buffer) and the rest must queue behind on the loop.
+ */
+#define MANY 600
+#define PAD 20000
+
+static void test_fanout_many_subscribers(void **state)
+{
+	struct rlimit rl;
+	fixture *fx;
+	client *c[MANY];
+	char *big = malloc(PAD + 64);
+	int n;
+
+	(void)state;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 2 * MANY + 64) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 2 * MANY + 64) {
+		free(big);
+		skip();
+	}
+	fx = fx_new(64, MANY + 8, 1 << 20);
+	for (int i = 0; i < MANY; i++) {
+		c[i] = cl_open(fx, i % 100 == 0 ? "?tiny=1" : NULL, NULL, i % 100 == 0 ? 4096 : 0);
+		if (i % 32 == 31)
+			pump(fx); /* accept before the listen backlog fills */
+	}
+	for (int i = 0; i < 500 && widget_hub_count(fx->hub) < MANY; i++)
+		pump(fx);
+	assert_int_equal(widget_hub_count(fx->hub), MANY);
+	n = snprintf(big, PAD + 64, "{\"n\":2,\"pad\":\"");
+	memset(big + n, 'x', PAD);
+	strcpy(big + n + PAD, "\"}");
+
+	publish_call(fx, "call.ringing", 1);
+	widget_hub_publish_call(fx->hub, "call.card", big, 0);
+	publish_call(fx, "call.ended", 3);
+	for (int i = 0; i < MANY; i++) {
+		size_t p3 = cl_wait(fx, c[i], 0, "{\"n\":3}");
+		char *p1 = strstr(c[i]->buf, "{\"n\":1}");
+		char *p2 = strstr(c[i]->buf, "{\"n\":2,");
+		char *pad = p2 ? strstr(p2, "\"pad\":\"") : NULL;
+
+		assert_non_null(p1);
+		assert_non_null(pad);
+		assert_true(p1 < p2 && p2 < c[i]->buf + p3);
+		pad += 7;
+		assert_int_equal(strspn(pad, "x"), PAD);
+		assert_true(pad[PAD] == '"');
+		/* once each */
+		assert_null(strstr(p1 + 1, "{\"n\":1}"));
+		assert_null(strstr(c[i]->buf + p3 + 1, "{\"n\":3}"));
+	}
+	for (int i = 0; i < MANY; i++)
+		cl_close(c[i]);
+	free(big);
+	fx_free(fx);
+}
+
 /* Scope "own": appeal events of other employees are not sent, calls are. */
 static void test_own_scope(void **state)
 {
@@ -397,6 +471,7 @@ int main(void)
 		cmocka_unit_test(test_subscriber_cap),
 		cmocka_unit_test(test_slow_subscriber_cut_off),
 		cmocka_unit_test(test_own_scope),
+		cmocka_unit_test(test_fanout_many_subscribers),
 	};
 	int r;
 
