@@ -52,11 +52,20 @@
  * the line scan and the key loads may run past the data (the excess is
  * masked off). */
 #define PAD 64u
+/* Room past max_message for large reads on a busy stream: the buffer grows
+ * into it only while reads fill the space offered (ami_parser_get_space()
+ * with a large min_free) and shrinks back once they ask for little, so an
+ * idle connection keeps a small buffer. A message never needs it. */
+#ifndef AMI_PARSER_READ_ROOM
+#define AMI_PARSER_READ_ROOM (1024u * 1024u)
+#endif
 _Static_assert(PAD >= 64 && PAD >= AMI_KEY_MAX_LEN, "PAD covers every load");
 
 struct ami_parser {
 	char *buf;
-	size_t cap, max_cap, len, start, scan;
+	size_t cap, len, start, scan;
+	size_t msg_cap; /* limit of growth for a message in progress */
+	size_t max_cap; /* limit of growth for reads (msg_cap + READ_ROOM) */
 	size_t max_message, max_headers;
 
 	ami_header *hdrs; /* headers of the message in progress */
@@ -109,8 +118,9 @@ ami_parser *ami_parser_new(size_t max_message_size, size_t max_headers)
 	p->max_headers =
 	    max_headers ? max_headers : AMI_PARSER_DEFAULT_MAX_HEADERS;
 	/* Slack past the limit lets a large read land in one feed. */
-	p->max_cap = max_message_size + 1 + 4096;
-	p->cap = MCD_MIN((size_t)INITIAL_CAP, p->max_cap);
+	p->msg_cap = max_message_size + 1 + 4096;
+	p->max_cap = p->msg_cap + AMI_PARSER_READ_ROOM;
+	p->cap = MCD_MIN((size_t)INITIAL_CAP, p->msg_cap);
 	p->buf = calloc(1, p->cap + PAD);
 	p->hdr_cap = MCD_MIN((size_t)INITIAL_HEADERS, p->max_headers);
 	p->hdrs = calloc(p->hdr_cap, sizeof(*p->hdrs));
@@ -227,9 +237,9 @@ static void make_room(ami_parser *p, size_t want)
 		return;
 	if (p->start > 0)
 		move_to(p, p->buf);
-	if (p->len < p->cap || p->cap >= p->max_cap)
+	if (p->len < p->cap || p->cap >= p->msg_cap)
 		return;
-	if (!grow_to(p, MCD_MIN(p->cap * 2, p->max_cap)) && p->len == p->cap)
+	if (!grow_to(p, MCD_MIN(p->cap * 2, p->msg_cap)) && p->len == p->cap)
 		p->force_discard = true;
 }
 
@@ -239,6 +249,16 @@ void ami_parser_get_space(ami_parser *p, size_t min_free, char **ret_ptr,
 	release_out(p);
 	if (p->discarding && p->scan == p->len)
 		p->start = p->scan;
+	/* Reads ask for little again (the stream calmed down): give back
+	 * what a busy period grew, keeping room for the pending bytes. */
+	size_t need = p->len - p->start + min_free;
+	if (p->cap > INITIAL_CAP && need <= p->cap / 4) {
+		size_t ncap = INITIAL_CAP;
+		while (ncap < 2 * need)
+			ncap *= 2;
+		if (ncap < p->cap)
+			grow_to(p, ncap); /* on failure the old buffer stays */
+	}
 	make_room(p, min_free);
 	/* A busy stream asks for more room than the message needs: grow
 	 * towards the limit so that one read(2) takes a large piece. */

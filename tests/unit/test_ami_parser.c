@@ -937,6 +937,22 @@ static void test_get_space_commit(void **state)
 	size_t space;
 	ami_parser_get_space(p, 65536, &ptr, &space);
 	assert_true(space >= 65536);
+	/* Reads past the message limit while busy (1 MiB of room)... */
+	ami_parser_get_space(p, 1024 * 1024, &ptr, &space);
+	assert_true(space >= 1024 * 1024);
+	/* ...and the room goes back once reads ask for little again, with
+	 * the pending bytes kept. */
+	memcpy(ptr, "Event: X\r\nA: 1", 15);
+	ami_parser_commit(p, 15);
+	ami_parser_get_space(p, 4096, &ptr, &space);
+	assert_true(space >= 4096 && space < 65536);
+	memcpy(ptr, "\r\n\r\n", 4);
+	ami_parser_commit(p, 4);
+	ami_msg m;
+	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+	assert_int_equal(m.n_headers, 2);
+	assert_string_equal(m.headers[1].value, "1");
+	assert_int_equal(ami_parser_next(p, &m), -EAGAIN);
 	free(b.s);
 	free(ref);
 	free(data);
