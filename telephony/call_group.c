@@ -379,7 +379,11 @@ chan *ct_chan_find_k(const call_tracker *t, const ct_key *id)
 	for (hnode *n = ct_htab_first(&t->chans, id->hash); n;
 	     n = ct_htab_next(n)) {
 		chan *c = container_of(n, chan, node);
-		if (strcmp(c->id, id->s) == 0)
+		/* lengths first: a hash match is nearly always the id, and
+		 * then memcmp of a known length beats strcmp */
+		if (c->id_len == (id->len < UINT8_MAX ? id->len : UINT8_MAX) &&
+		    (id->len < UINT8_MAX ? memcmp(c->id, id->s, id->len) == 0
+					 : strcmp(c->id, id->s) == 0))
 			return c;
 	}
 	return NULL;
@@ -650,6 +654,7 @@ chan *ct_chan_get(call_tracker *t, const ct_key *id, const call_event *ev)
 	if (!c)
 		return NULL;
 	memcpy(c->id, id->s, n + 1);
+	c->id_len = (uint8_t)(n < UINT8_MAX ? n : UINT8_MAX);
 	c->info_room = (uint8_t)room;
 	c->arrival = (uint32_t)t->arrival++;
 	c->kind = KIND_INTERNAL;

@@ -109,27 +109,34 @@ typedef struct chan_bridge {
 
 typedef struct group group;
 
-/* One channel (leg). Owned by its group; freed with it. */
+/* One channel (leg). Owned by its group; freed with it. Every event
+ * reads the hash node, the id (strcmp after a hash match), the group and
+ * the flags: they sit together at the end, next to the inline id, so a
+ * lookup touches one or two cache lines of the chan instead of three
+ * (the node used to be at the start, the id 176 bytes further). */
 typedef struct chan {
-	hnode node;  /* t->chans, by id */
 	hnode lnode; /* t->locals, by Local pair base name (Local only) */
-	group *g;
-	struct chan *g_next;
-	uint64_t first_ts, up_ts, hangup_ts;
+	chan_bridge br[CHAN_BRIDGES];
 	uint64_t ans_peer;  /* hash of the peer of the last DialEnd ANSWER */
 	uint64_t ans_by_ts; /* ANSWERED_BY: when (name in info) */
-	char *name;	    /* inline after id, or malloc'd (name_owned) */
+	/* the hot part: from here to the id's end (the name and caller
+	 * fields usually follow it) */
+	uint64_t first_ts, up_ts, hangup_ts;
+	char *name; /* inline after id, or malloc'd (name_owned) */
 	char *info; /* caller num, caller name, first exten, answered by:
 		       inline after the id (info_room bytes) or malloc'd */
+	struct chan *g_next;
 	uint32_t arrival; /* order for ids that are not epoch.seq */
+	uint16_t dials_pending;
 	uint8_t kind, local_half, state, last_dial, n_br;
 	bool hung_up, in_lnode, inbound_ctx, withheld, resync_seen, name_owned;
-	bool q_left, q_after, q_continued, hangup_req;
+	bool q_left : 1, q_after : 1, q_continued : 1, hangup_req : 1;
 	uint8_t info_have; /* bit i: info field i is not empty */
 	bool is_caller;	   /* ct_group_caller's answer, if caller_known */
 	uint8_t info_room; /* bytes for info reserved after the id */
-	uint16_t dials_pending;
-	chan_bridge br[CHAN_BRIDGES];
+	uint8_t id_len;	   /* strlen(id), or 255: 255 or more */
+	group *g;
+	hnode node; /* t->chans, by id: right before the id */
 	char id[];
 } chan;
 
