@@ -397,11 +397,14 @@ static inline char *find_line(char *s, const char *end, char **ret_colon)
 }
 
 /*
- * Line index: 64 bytes from base (64-byte aligned within the buffer); bit i
- * of nl / co is set when base[i] is '\n' / ':' (bits at or past end
+ * Line index: a cursor over 64-byte blocks (64-byte aligned within the
+ * buffer); bit i of nl / co is set when base[i] is '\n' / ':' at or after
+ * the cursor (bits at or past end, and bits of lines already returned,
  * clear). Blocks are indexed once each, in order, and serve the two or
- * three lines that start in them, so finding a line end and its colon is
- * a shift and a count-trailing-zeros instead of a scan per line.
+ * three lines that start in them: the next line end is the lowest nl bit
+ * and its colon the lowest co bit below it, then both masks drop the
+ * returned line. Callers ask for lines in order, each starting just past
+ * the previous line end (idx_start() positions the cursor anywhere).
  */
 typedef struct line_idx {
 	char *buf, *base;
@@ -441,52 +444,53 @@ static inline void idx_load(line_idx *x, char *base, const char *end)
 	x->co = co;
 }
 
-/* Starts an index at the block holding ls. */
+/* Positions the cursor at ls (<= end). */
 static inline void idx_start(line_idx *x, char *buf, char *ls,
 			     const char *end)
 {
+	size_t off = (size_t)(ls - buf) & 63;
+
 	x->buf = buf;
-	idx_load(x, ls - ((size_t)(ls - buf) & 63), end);
+	idx_load(x, ls - off, end);
+	x->nl &= ~UINT64_C(0) << off;
+	x->co &= ~UINT64_C(0) << off;
 }
 
-/* Like find_line() from ls (which is in or just past the indexed block),
- * through the index. */
+/* Like find_line() from ls, which must be where the cursor stands (just
+ * past the previous line returned, or where idx_start() put it); moves
+ * the cursor past the line returned. */
 static inline char *idx_line(line_idx *x, char *ls, const char *end,
 			     char **ret_colon)
 {
-	size_t off = (size_t)(ls - x->base);
+	uint64_t m = x->nl, c;
 
-	if (off >= 64) {
-		if (off < 128) {
-			idx_load(x, x->base + 64, end);
-			off -= 64;
-		} else { /* after a long line */
-			idx_start(x, x->buf, ls, end);
-			off = (size_t)(ls - x->base);
-		}
-	}
-	uint64_t keep = ~UINT64_C(0) << off;
-	uint64_t m = x->nl & keep, c = x->co & keep;
-	if (m) {
+	if (__builtin_expect(m != 0, 1)) {
 		uint64_t bit = m & (0 - m);
-		c = (c & (bit - 1)) | bit; /* the line end if no colon */
-		char *nl = x->base + __builtin_ctzll(m);
-		char *colon = x->base + __builtin_ctzll(c);
-		*ret_colon = colon == nl ? NULL : colon;
-		return nl;
+		c = x->co & (bit - 1);
+		*ret_colon = c ? x->base + __builtin_ctzll(c) : NULL;
+		x->nl = m & (m - 1);
+		x->co &= 0 - (bit << 1); /* the bits above the line end */
+		return x->base + __builtin_ctzll(m);
 	}
 	/* The line goes on into the next block. */
+	c = x->co;
 	char *colon = c ? x->base + __builtin_ctzll(c) : NULL;
 	if (x->base + 64 >= end)
 		return NULL; /* incomplete */
 	idx_load(x, x->base + 64, end);
 	m = x->nl;
-	if (!m) /* a line longer than the block */
-		return find_line(ls, end, ret_colon);
+	if (!m) { /* a line longer than the block */
+		char *nl = find_line(ls, end, ret_colon);
+		if (nl)
+			idx_start(x, x->buf, nl + 1, end);
+		return nl;
+	}
 	uint64_t bit = m & (0 - m);
 	if (!colon && (c = x->co & (bit - 1)))
 		colon = x->base + __builtin_ctzll(c);
 	*ret_colon = colon;
+	x->nl = m & (m - 1);
+	x->co &= 0 - (bit << 1);
 	return x->base + __builtin_ctzll(m);
 }
 
