@@ -121,7 +121,8 @@ const char *ami_state_to_string(ami_state s)
 	return state_names[s];
 }
 
-/* Legal transitions, one bit per target state. */
+/* Legal transitions, one bit per target state (checked by assert only). */
+#ifndef NDEBUG
 #define B(s) (1u << (s))
 static const unsigned legal[_AMI_STATE_MAX] = {
     [AMI_STATE_IDLE] = B(AMI_STATE_CONNECTING),
@@ -137,6 +138,7 @@ static const unsigned legal[_AMI_STATE_MAX] = {
     [AMI_STATE_BACKOFF] = B(AMI_STATE_CONNECTING) | B(AMI_STATE_IDLE),
 };
 #undef B
+#endif
 
 static void attempt_start(ami_client *c);
 
