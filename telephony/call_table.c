@@ -21,6 +21,32 @@ static inline uint64_t load64(const unsigned char *p)
 }
 
 /*
+ * Asterisk ids end in ".<sequence>" ("1781700000.83", "sys-1781700000.83"):
+ * the sequence counts channels up, so the calls in progress have nearby
+ * numbers. Put it in the hash's low bits, which index the tables: their
+ * buckets then sit together in a few cache lines instead of one random
+ * line (a cache miss per lookup with tens of thousands of live calls).
+ * The high bits stay the mixed hash of the whole id, so ids with the same
+ * sequence (after a PBX restart) still differ; the tables compare the
+ * whole hash, then the id. False: not such an id.
+ */
+static inline bool seq_of(const unsigned char *s, size_t n, uint32_t *ret)
+{
+	uint32_t seq = 0, mul = 1;
+	size_t i = n, d = 0;
+	while (i && d < 9 && s[i - 1] >= '0' && s[i - 1] <= '9') {
+		seq += (uint32_t)(s[i - 1] - '0') * mul;
+		mul *= 10;
+		i--;
+		d++;
+	}
+	if (!d || i < 2 || s[i - 1] != '.' || s[i - 2] < '0' || s[i - 2] > '9')
+		return false;
+	*ret = seq;
+	return true;
+}
+
+/*
  * Eight bytes per step (a byte-wise FNV-1a took ~110 instructions for an
  * 18-byte Uniqueid), the last word overlapping the one before, with a
  * final avalanche: ids differ only in their last digits, and the table
@@ -29,6 +55,8 @@ static inline uint64_t load64(const unsigned char *p)
 uint64_t ct_hash_mem(const void *p, size_t n)
 {
 	const unsigned char *s = p;
+	uint32_t seq;
+	bool counted = n >= 3 && seq_of(s, n, &seq);
 	const uint64_t k = UINT64_C(0xff51afd7ed558ccd);
 	uint64_t h = UINT64_C(0xcbf29ce484222325) ^ ((uint64_t)n * k);
 	if (n >= 8) {
@@ -47,6 +75,8 @@ uint64_t ct_hash_mem(const void *p, size_t n)
 	h ^= h >> 33;
 	h *= UINT64_C(0xc4ceb9fe1a85ec53);
 	h ^= h >> 33;
+	if (counted)
+		h = (h & ~UINT64_C(0xffffffff)) | seq;
 	return h;
 }
 

@@ -1072,6 +1072,45 @@ static void test_dead_ids(void **state)
 	cfg_free(&call_policy_cfg_section, &p);
 }
 
+/* Ids with the same sequence number (a PBX restart, a system name) share
+ * the low hash bits the tables index by: each is still its own call, and
+ * one decided (dead) id does not swallow the others. */
+static void test_same_sequence(void **state)
+{
+	static const char *const ids[] = {
+	    "1781900000.7", "1781900999.7", "pbx-1781900000.7", "17819.7",
+	    "1781900000.07", "2.7",
+	};
+	const size_t n = ELEMENTSOF(ids);
+	call_policy p;
+	collector c;
+	default_policy(&p);
+	p.decide_grace_ms = 0;
+	call_tracker *t = tracker(&p, &c);
+	for (size_t i = 0; i < n; i++) {
+		call_event ev = NEWCH(0, ids[i], ids[i], TRUNK, CALLER,
+				      "from-pstn", DID);
+		call_tracker_feed(t, &ev);
+	}
+	assert_int_equal(call_tracker_live_calls(t), n);
+	for (size_t i = 0; i < n; i++) {
+		call_event bye = HANG(9, ids[i], ids[i], 16);
+		call_tracker_feed(t, &bye);
+		call_tracker_tick(t, mono_usec());
+		assert_int_equal(call_tracker_live_calls(t), n - i - 1);
+		assert_int_equal(c.n_out, i + 1);
+		assert_string_equal(c.out[i].key, ids[i]);
+		/* the dead id is only this one: the others still take events */
+		for (size_t j = i + 1; j < n; j++) {
+			call_event up = STATE(5, ids[j], ids[j], CALL_CHAN_UP);
+			call_tracker_feed(t, &up);
+		}
+		assert_int_equal(call_tracker_live_calls(t), n - i - 1);
+	}
+	call_tracker_free(t);
+	cfg_free(&call_policy_cfg_section, &p);
+}
+
 /* ------------------------------------------------------------------ */
 /* Reconnect: resync from the live channel list                         */
 
@@ -1429,6 +1468,7 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_same_sequence),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_policy_config),
 		cmocka_unit_test(test_scenarios),
