@@ -452,7 +452,7 @@ static size_t check_dir(const char *dir, const char *suffix, bool banner)
 		size_t nl = strlen(de->d_name), sl = strlen(suffix);
 		if (nl <= sl || strcmp(de->d_name + nl - sl, suffix) != 0)
 			continue;
-		char path[4096];
+		char path[4096 + 512];
 		size_t len;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		char *data = read_file(path, &len);
@@ -468,7 +468,7 @@ static size_t check_dir(const char *dir, const char *suffix, bool banner)
 
 static void test_split_pyfreepbx(void **state)
 {
-	char dir[4096];
+	char dir[4096 + 512];
 	snprintf(dir, sizeof(dir), "%s/fixtures/public/ami-pyfreepbx",
 		 shared_dir());
 	assert_int_equal(check_dir(dir, ".txt", true), 4);
@@ -476,7 +476,7 @@ static void test_split_pyfreepbx(void **state)
 
 static void test_split_panoramisk(void **state)
 {
-	char dir[4096];
+	char dir[4096 + 512];
 	snprintf(dir, sizeof(dir), "%s/fixtures/public/ami-panoramisk",
 		 shared_dir());
 	assert_int_equal(check_dir(dir, ".yaml", true), 7);
@@ -485,7 +485,7 @@ static void test_split_panoramisk(void **state)
 /* The tracker's scenario transcripts (present once they land). */
 static void test_split_scenarios(void **state)
 {
-	char dir[4096];
+	char dir[4096 + 512];
 	const char *src = getenv("MCD_SOURCE_ROOT");
 	snprintf(dir, sizeof(dir), "%s/tests/data/ami",
 		 src ? src : MCD_SOURCE_ROOT);
@@ -505,7 +505,7 @@ static char *one(const char *s, size_t max_msg, size_t max_hdrs)
 
 static void test_fixture_content(void **state)
 {
-	char path[4096];
+	char path[4096 + 512];
 	size_t len;
 	snprintf(path, sizeof(path),
 		 "%s/fixtures/public/ami-pyfreepbx/answered.txt", shared_dir());
@@ -706,7 +706,7 @@ static void test_follows_body(void **state)
 
 static void test_follows_fixture(void **state)
 {
-	char path[4096];
+	char path[4096 + 512];
 	size_t len;
 	snprintf(
 	    path, sizeof(path),
@@ -736,7 +736,7 @@ static void test_follows_fixture(void **state)
 
 static void test_eventlist_passes(void **state)
 {
-	char path[4096];
+	char path[4096 + 512];
 	size_t len;
 	snprintf(path, sizeof(path),
 		 "%s/fixtures/public/ami-panoramisk/queue_status.yaml",
@@ -907,7 +907,7 @@ static void test_reset_mid_message(void **state)
 /* Zero-copy input (read(2) straight into the parser) parses the same. */
 static void test_get_space_commit(void **state)
 {
-	char path[4096];
+	char path[4096 + 512];
 	size_t len;
 	snprintf(path, sizeof(path),
 		 "%s/fixtures/public/ami-pyfreepbx/queue_answered_abridged.txt",
