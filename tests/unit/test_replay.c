@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -18,6 +20,26 @@
 #include "replay.h"
 
 static char secret_path[] = "/tmp/test_replay_secret.XXXXXX";
+
+/*
+ * A coarse monotonic clock for this process: while coarse_period is set,
+ * CLOCK_MONOTONIC moves one microsecond every coarse_period reads. A fast
+ * machine makes consecutive readings equal at random; this makes them equal
+ * every time, so a replay that leans on the real clock fails every run, not
+ * now and then. The other clocks (and all of it when unset) are the kernel's.
+ */
+static unsigned long coarse_period, coarse_reads;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+	if (coarse_period && id == CLOCK_MONOTONIC) {
+		uint64_t us = 1000000 + coarse_reads++ / coarse_period;
+		ts->tv_sec = (time_t)(us / 1000000);
+		ts->tv_nsec = (long)(us % 1000000) * 1000;
+		return 0;
+	}
+	return (int)syscall(SYS_clock_gettime, id, ts);
+}
 
 static char *data_path(const char *name)
 {
@@ -258,6 +280,113 @@ static void test_errors(void **state)
 	mcd_config_free(&hep);
 }
 
+/* Voicemail left or not follows the capture's clock, never the machine's.
+ * The caller hangs up in VoiceMail at 46.120 and MessageWaiting comes at
+ * 46.170: within a 300 ms decide grace the message is the call's (every
+ * run: the real clock once made it ~1 run in 4 on a fast build); with a
+ * 10 ms grace the live daemon decided at 46.130, before the message, and
+ * so does the replay. */
+static void test_voicemail_on_capture_clock(void **state)
+{
+	static const struct {
+		const char *calls;
+		bool left;
+	} cases[] = {{"decide_grace_ms = 300;", true},
+		     {"decide_grace_ms = 10;", false}};
+	char *path = data_path("sip_voicemail_message.ami");
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		for (unsigned long period = 0; period <= 4096;
+		     period = period ? period * 8 : 1) {
+			mcd_config cfg;
+			replay_stats st;
+			char *out = NULL;
+
+			load(&cfg, cases[i].calls, "ami");
+			coarse_period = period;
+			coarse_reads = 0;
+			assert_int_equal(run(&cfg, path, true, &out, &st), 0);
+			coarse_period = 0;
+			assert_int_equal(st.calls, 1);
+			assert_int_equal(st.by_reason[CALL_REASON_VOICEMAIL],
+					 1);
+			if (!strstr(out, "voicemail_left=yes") !=
+			    !cases[i].left)
+				fail_msg("%s, clock step every %lu reads: "
+					 "voicemail_left %s expected:\n%s",
+					 cases[i].calls, period,
+					 cases[i].left ? "yes" : "absent",
+					 out);
+			free(out);
+			mcd_config_free(&cfg);
+		}
+	free(path);
+}
+
+/* A copy of a transcript with the last `from` replaced by `to`; the path
+ * of the copy (to unlink and free). */
+static char *transcript_edit(const char *name, const char *from,
+			     const char *to)
+{
+	char *path = data_path(name), *text = NULL, *at = NULL, *copy;
+	size_t len = 0;
+	FILE *f = fopen(path, "r");
+	int fd;
+
+	assert_non_null(f);
+	assert_int_equal(getdelim(&text, &len, '\0', f) > 0, 1);
+	fclose(f);
+	for (char *p = text; (p = strstr(p, from)); p++)
+		at = p;
+	assert_non_null(at);
+	assert_int_equal(strlen(from), strlen(to));
+	memcpy(at, to, strlen(to));
+	copy = strdup("/tmp/test_replay_edit.XXXXXX.ami");
+	assert_non_null(copy);
+	fd = mkstemps(copy, 4);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	free(text);
+	free(path);
+	return copy;
+}
+
+/* The same, with the caller reaching VoiceMail at 45.850: the hang-up at
+ * 46.120 comes within one grace of that, the MessageWaiting at 46.170
+ * more than one grace after it but within the hang-up's grace. The
+ * hang-up's deadline must count from its own capture time, not from the
+ * checkpoint at 45.850 it may share a clock reading with. */
+static void test_voicemail_grace_from_last_event(void **state)
+{
+	char *path = transcript_edit("sip_voicemail_message.ami",
+				     "Timestamp: 1781828015.120000",
+				     "Timestamp: 1781828045.850000");
+
+	for (unsigned long period = 0; period <= 4096;
+	     period = period ? period * 8 : 1) {
+		mcd_config cfg;
+		replay_stats st;
+		char *out = NULL;
+
+		load(&cfg, "decide_grace_ms = 300;", "ami");
+		coarse_period = period;
+		coarse_reads = 0;
+		assert_int_equal(run(&cfg, path, true, &out, &st), 0);
+		coarse_period = 0;
+		assert_int_equal(st.calls, 1);
+		assert_int_equal(st.by_reason[CALL_REASON_VOICEMAIL], 1);
+		if (!strstr(out, "voicemail_left=yes"))
+			fail_msg("clock step every %lu reads: no "
+				 "voicemail_left=yes:\n%s",
+				 period, out);
+		free(out);
+		mcd_config_free(&cfg);
+	}
+	unlink(path);
+	free(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -267,6 +396,8 @@ int main(void)
 	    cmocka_unit_test(test_session_capture_like_the_client),
 	    cmocka_unit_test(test_dedupe_within_replay),
 	    cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_voicemail_on_capture_clock),
+	    cmocka_unit_test(test_voicemail_grace_from_last_event),
 	};
 	int fd, rc;
 
