@@ -614,6 +614,23 @@ bool ct_group_has_lid(const group *g, const char *key)
 	return false;
 }
 
+void ct_group_join_lid(call_tracker *t, group *g, const char *linked_id)
+{
+	ct_key lk;
+	lid *l;
+
+	if (ct_str_empty(linked_id) || ct_group_has_lid(g, linked_id))
+		return;
+	ct_key_init(&lk, linked_id);
+	if (ct_dead_has_k(t, &lk))
+		return;
+	l = ct_lid_find_k(t, &lk);
+	if (!l)
+		ct_lid_add(t, g, &lk);
+	else if (l->g != g)
+		ct_group_merge(t, l->g, g);
+}
+
 chan *ct_chan_get(call_tracker *t, const ct_key *id, const call_event *ev)
 {
 	const char *linked_id = ev->linked_id, *name = ev->chan_name;
@@ -621,16 +638,7 @@ chan *ct_chan_get(call_tracker *t, const ct_key *id, const call_event *ev)
 	ct_key lk;
 	group *g;
 	if (c) {
-		if (!ct_str_empty(linked_id) && !ct_group_has_lid(c->g, linked_id)) {
-			ct_key_init(&lk, linked_id);
-			if (!ct_dead_has_k(t, &lk)) {
-				lid *l = ct_lid_find_k(t, &lk);
-				if (!l)
-					ct_lid_add(t, c->g, &lk);
-				else if (l->g != c->g)
-					ct_group_merge(t, l->g, c->g);
-			}
-		}
+		ct_group_join_lid(t, c->g, linked_id);
 		chan_set_name(t, c, name);
 		return c;
 	}

@@ -191,18 +191,7 @@ static chan *merge_peer(call_tracker *t, chan *c, const call_event *ev,
 	chan *p = ct_chan_find_k(t, peer);
 	if (p && p->g != c->g)
 		ct_group_merge(t, p->g, c->g);
-	if (!ct_str_empty(ev->peer_linked_id) &&
-	    !ct_group_has_lid(c->g, ev->peer_linked_id)) {
-		ct_key lk;
-		ct_key_init(&lk, ev->peer_linked_id);
-		if (!ct_dead_has_k(t, &lk)) {
-			lid *l = ct_lid_find_k(t, &lk);
-			if (!l)
-				ct_lid_add(t, c->g, &lk);
-			else if (l->g != c->g)
-				ct_group_merge(t, l->g, c->g);
-		}
-	}
+	ct_group_join_lid(t, c->g, ev->peer_linked_id);
 	return p;
 }
 

@@ -298,6 +298,9 @@ call_direction ct_group_direction(const call_tracker *t, const group *g,
 				  const chan *caller);
 void ct_group_free(call_tracker *t, group *g, bool remember);
 bool ct_group_has_lid(const group *g, const char *key);
+/* Makes linked_id one of g's ids, merging the call that already has it;
+ * ids of decided calls are ignored (their late events stay out). */
+void ct_group_join_lid(call_tracker *t, group *g, const char *linked_id);
 group *ct_group_merge(call_tracker *t, group *a, group *b);
 group *ct_group_of_lid(call_tracker *t, const ct_key *key);
 bool ct_group_over(const group *g);
