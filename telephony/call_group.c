@@ -455,6 +455,8 @@ static void group_absorb(call_tracker *t, group *s, group *v)
 		s->chans = c;
 	}
 	s->caller_known = false;
+	s->n_legs += v->n_legs;
+	s->n_legs_up += v->n_legs_up;
 	for (lid *l = v->lids, *next; l; l = next) {
 		next = l->g_next;
 		l->g = s;
@@ -583,7 +585,7 @@ static void chan_classify(call_tracker *t, chan *c)
 {
 	uint64_t h;
 	uint8_t half;
-	c->kind = (uint8_t)ct_kind_of(t, c->name);
+	ct_chan_set_kind(c, ct_kind_of(t, c->name));
 	c->g->caller_known = false;
 	if (c->in_lnode) {
 		ct_htab_del(&t->locals, &c->lnode);
@@ -729,14 +731,9 @@ chan *ct_group_caller(group *g)
 {
 	chan *best = NULL;
 	uint64_t bh = 0, bl = 0, h, l;
-	if (g->caller_known) {
-		for (chan *c = g->chans; c; c = c->g_next)
-			if (c->is_caller)
-				return c;
-		return NULL;
-	}
+	if (g->caller_known)
+		return g->caller;
 	for (chan *c = g->chans; c; c = c->g_next) {
-		c->is_caller = false;
 		if (c->kind != KIND_HUMAN && c->kind != KIND_TRUNK)
 			continue;
 		order_key(c->id, c->arrival, &h, &l);
@@ -746,8 +743,7 @@ chan *ct_group_caller(group *g)
 			bl = l;
 		}
 	}
-	if (best)
-		best->is_caller = true;
+	g->caller = best;
 	g->caller_known = true;
 	return best;
 }
@@ -772,15 +768,32 @@ call_direction ct_group_direction(const call_tracker *t, const group *g,
  * their peers, and an abridged or filtered stream may never show it). */
 bool ct_group_over(const group *g)
 {
-	bool any = false;
-	for (const chan *c = g->chans; c; c = c->g_next) {
-		if (c->kind == KIND_LOCAL || c->kind == KIND_INTERNAL)
-			continue;
-		if (!c->hung_up)
-			return false;
-		any = true;
-	}
-	return any;
+	return g->n_legs && !g->n_legs_up;
+}
+
+static bool kind_is_leg(uint8_t kind)
+{
+	return kind == KIND_HUMAN || kind == KIND_TRUNK;
+}
+
+void ct_chan_set_kind(chan *c, chan_kind kind)
+{
+	bool was = kind_is_leg(c->kind), is = kind_is_leg((uint8_t)kind);
+	c->kind = (uint8_t)kind;
+	if (was == is)
+		return;
+	c->g->n_legs += is ? 1 : -1;
+	if (!c->hung_up)
+		c->g->n_legs_up += is ? 1 : -1;
+}
+
+void ct_chan_hang_up(chan *c)
+{
+	if (c->hung_up)
+		return;
+	c->hung_up = true;
+	if (kind_is_leg(c->kind))
+		c->g->n_legs_up--;
 }
 
 static bool group_lids_ended(const group *g)

@@ -305,7 +305,7 @@ static void on_resync_end(call_tracker *t)
 			/* Channels missing from the list ended in the gap. */
 			for (chan *c = g->chans; c; c = c->g_next)
 				if (!c->resync_seen && !c->hung_up) {
-					c->hung_up = true;
+					ct_chan_hang_up(c);
 					g->gap = true;
 				}
 			if (g->gap) {
@@ -451,7 +451,7 @@ static void feed_chan(call_tracker *t, chan *c, const call_event *ev)
 		c->hangup_req = true;
 		break;
 	case CALL_EV_HANGUP:
-		c->hung_up = true;
+		ct_chan_hang_up(c);
 		c->hangup_req = true;
 		if (!c->hangup_ts || ev->ts_usec > c->hangup_ts)
 			c->hangup_ts = ev->ts_usec;

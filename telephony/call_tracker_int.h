@@ -132,7 +132,6 @@ typedef struct chan {
 	bool hung_up, in_lnode, inbound_ctx, withheld, resync_seen, name_owned;
 	bool q_left : 1, q_after : 1, q_continued : 1, hangup_req : 1;
 	uint8_t info_have; /* bit i: info field i is not empty */
-	bool is_caller;	   /* ct_group_caller's answer, if caller_known */
 	uint8_t info_room; /* bytes for info reserved after the id */
 	uint8_t id_len;	   /* strlen(id), or 255: 255 or more */
 	group *g;
@@ -202,7 +201,12 @@ struct group {
 	bool due, q_joined, q_abandoned, q_connected, q_left;
 	bool vm_reached, vm_left, gap, gap_candidate, resync_seen;
 	bool live_ringing, live_answered, dialed_trunk;
-	bool caller_known; /* a chan's is_caller is set, or none is a caller */
+	bool caller_known; /* `caller` is ct_group_caller's answer */
+	chan *caller;	   /* if caller_known (NULL: none is a caller) */
+	/* Phone/trunk legs, and those of them not hung up: ct_group_over()
+	 * is asked at every event of a Local or internal leg and used to
+	 * walk every chan of the call (ct_chan_leg_*() keep them). */
+	uint32_t n_legs, n_legs_up;
 };
 
 struct call_tracker {
@@ -304,6 +308,9 @@ void ct_group_join_lid(call_tracker *t, group *g, const char *linked_id);
 group *ct_group_merge(call_tracker *t, group *a, group *b);
 group *ct_group_of_lid(call_tracker *t, const ct_key *key);
 bool ct_group_over(const group *g);
+/* A chan's kind or hung_up changes only through these (the counts). */
+void ct_chan_set_kind(chan *c, chan_kind kind);
+void ct_chan_hang_up(chan *c);
 uint64_t ct_hash_mem(const void *p, size_t n);
 uint64_t ct_hash_str(const char *s);
 void ct_htab_add(htab *h, hnode *n, uint64_t hash);
