@@ -640,7 +640,10 @@ chan *ct_chan_get(call_tracker *t, const ct_key *id, const call_event *ev)
 	ct_key lk;
 	group *g;
 	if (c) {
-		ct_group_join_lid(t, c->g, linked_id);
+		/* Most events of a call's first leg: the Linkedid is the
+		 * leg's own id, compared here without touching the lids. */
+		if (!c->own_lid || !linked_id || strcmp(linked_id, c->id) != 0)
+			ct_group_join_lid(t, c->g, linked_id);
 		chan_set_name(t, c, name);
 		return c;
 	}
@@ -669,6 +672,9 @@ chan *ct_chan_get(call_tracker *t, const ct_key *id, const call_event *ev)
 	c->arrival = (uint32_t)t->arrival++;
 	c->kind = KIND_INTERNAL;
 	c->g = g;
+	/* ct_group_of_lid made or found g by that linked id; a group keeps
+	 * its linked ids (merges too) for as long as its chans live */
+	c->own_lid = !lk.len || (lk.len == n && memcmp(lk.s, id->s, n) == 0);
 	c->g_next = g->chans;
 	g->chans = c;
 	g->caller_known = false;
@@ -899,9 +905,11 @@ void ct_vm_left(call_tracker *t, const char *mailbox, uint64_t ts)
 	for (hnode *n = ct_htab_first(&t->vmboxes, ct_hash_str(box)); n;
 	     n = ct_htab_next(n)) {
 		vmbox *m = container_of(n, vmbox, node);
+		if (m->left)
+			continue; /* vm_left never reverts, and merges keep it */
 		const chan *c = m->c;
 		if (!c->hung_up || !ts || !c->hangup_ts ||
 		    ts <= c->hangup_ts + VM_SAVE_WINDOW)
-			m->g->vm_left = true;
+			m->g->vm_left = m->left = true;
 	}
 }

@@ -131,6 +131,7 @@ typedef struct chan {
 	uint8_t kind, local_half, state, last_dial, n_br;
 	bool hung_up, in_lnode, inbound_ctx, withheld, resync_seen, name_owned;
 	bool q_left : 1, q_after : 1, q_continued : 1, hangup_req : 1;
+	bool own_lid : 1; /* the id is one of its group's linked ids */
 	uint8_t info_have; /* bit i: info field i is not empty */
 	uint8_t info_room; /* bytes for info reserved after the id */
 	uint8_t id_len;	   /* strlen(id), or 255: 255 or more */
@@ -162,6 +163,8 @@ typedef struct vmbox {
 	group *g;
 	struct vmbox *g_next;
 	struct chan *c; /* the leg running VoiceMail */
+	bool left; /* g->vm_left is set: a MessageWaiting for the box needs
+		      neither c nor g (the chain of a busy mailbox is long) */
 } vmbox;
 
 /* A decided id (hash only), kept until `expire`. Expiry is first in,
