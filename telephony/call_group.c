@@ -883,7 +883,8 @@ static void vm_forget(call_tracker *t, group *g)
 {
 	for (vmbox *m = g->vms, *next; m; m = next) {
 		next = m->g_next;
-		ct_htab_del(&t->vmboxes, &m->node);
+		if (!m->left)
+			ct_htab_del(&t->vmboxes, &m->node);
 		free(m);
 	}
 	g->vms = NULL;
@@ -902,14 +903,23 @@ void ct_vm_left(call_tracker *t, const char *mailbox, uint64_t ts)
 	if (!box[0])
 		return;
 	/* Callers who hung up long before cannot have just left it. */
-	for (hnode *n = ct_htab_first(&t->vmboxes, ct_hash_str(box)); n;
-	     n = ct_htab_next(n)) {
-		vmbox *m = container_of(n, vmbox, node);
-		if (m->left)
-			continue; /* vm_left never reverts, and merges keep it */
-		const chan *c = m->c;
-		if (!c->hung_up || !ts || !c->hangup_ts ||
-		    ts <= c->hangup_ts + VM_SAVE_WINDOW)
-			m->g->vm_left = m->left = true;
+	uint64_t h = ct_hash_str(box);
+	htab *tab = &t->vmboxes;
+	for (hnode **p = &tab->b[h & tab->mask], *n; (n = *p);) {
+		if (n->hash == h) {
+			vmbox *m = container_of(n, vmbox, node);
+			const chan *c = m->c;
+			if (!c->hung_up || !ts || !c->hangup_ts ||
+			    ts <= c->hangup_ts + VM_SAVE_WINDOW) {
+				/* vm_left never reverts (merges keep it): the
+				 * box leaves the table, later messages need
+				 * not walk past it */
+				m->g->vm_left = m->left = true;
+				*p = n->next;
+				tab->n--;
+				continue;
+			}
+		}
+		p = &n->next;
 	}
 }

@@ -163,8 +163,8 @@ typedef struct vmbox {
 	group *g;
 	struct vmbox *g_next;
 	struct chan *c; /* the leg running VoiceMail */
-	bool left; /* g->vm_left is set: a MessageWaiting for the box needs
-		      neither c nor g (the chain of a busy mailbox is long) */
+	bool left; /* g->vm_left is set for good: out of t->vmboxes, whose
+		      chain for a busy mailbox every MessageWaiting walks */
 } vmbox;
 
 /* A decided id (hash only), kept until `expire`. Expiry is first in,
