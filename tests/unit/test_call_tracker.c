@@ -1298,6 +1298,55 @@ static void test_voicemail_attribution(void **state)
 	cfg_free(&call_policy_cfg_section, &p);
 }
 
+/* Calls leaving messages in one mailbox one after another: a message
+ * marks every call recording there (or just hung up) and only those; a
+ * marked call leaves the mailbox's table (it was walked by every later
+ * message), the unmarked ones stay in it for the next message. */
+#define VA "1781900100.1"
+#define VB "1781900100.2"
+#define VC "1781900100.3"
+#define VD "1781900100.4"
+#define VMCALL(ts, id, trunk)                                                  \
+	NEWCH(ts, id, id, trunk, CALLER, "from-pstn", DID),                    \
+	    APP(ts + 1, id, id, "VoiceMail", "7001@default,u")
+
+static void test_voicemail_shared_box(void **state)
+{
+	(void)state;
+	call_policy p;
+	collector c;
+	default_policy(&p);
+	call_tracker *t = tracker(&p, &c);
+	const call_event ev[] = {
+		VMCALL(0, VA, "PJSIP/provider-00000011"),
+		VMCALL(2, VB, "PJSIP/provider-00000012"),
+		HANG(10, VB, VB, 16),
+		/* A is recording, B just hung up: both left it */
+		VMLEFT(10.1, VB, "7001@default"),
+		HANG(12, VA, VA, 16),
+		VMCALL(20, VC, "PJSIP/provider-00000013"),
+		HANG(22, VC, VC, 16), /* no message */
+		VMCALL(100, VD, "PJSIP/provider-00000014"),
+		/* D is recording; C hung up 78 s before: not its message */
+		VMLEFT(102, VD, "7001@default"),
+		VMLEFT(102.5, VD, "7001@default"),
+		HANG(103, VD, VD, 16),
+	};
+	feed_all(t, ev, ELEMENTSOF(ev));
+	settle(t);
+	assert_int_equal(c.n_out, 4);
+	for (size_t i = 0; i < 4; i++) {
+		const got *g = &c.out[i];
+		assert_int_equal(g->verdict, CALL_VERDICT_MISSED);
+		if (strcmp(g->key, VC) == 0)
+			assert_false(g->vm_left);
+		else
+			assert_true(g->vm_left);
+	}
+	call_tracker_free(t);
+	cfg_free(&call_policy_cfg_section, &p);
+}
+
 /* Caller names arrive as any bytes (cp1251, control characters): what
  * the tracker reports is always valid UTF-8. */
 static void test_text_clean(void **state)
@@ -1488,6 +1537,7 @@ int main(void)
 		cmocka_unit_test(test_caller_fields_grow),
 		cmocka_unit_test(test_long_mailbox),
 		cmocka_unit_test(test_voicemail_attribution),
+		cmocka_unit_test(test_voicemail_shared_box),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
