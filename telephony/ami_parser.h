@@ -129,3 +129,21 @@ const char *ami_parser_banner(const ami_parser *p);
 size_t ami_parser_pending(const ami_parser *p);
 
 const ami_parser_stats *ami_parser_get_stats(const ami_parser *p);
+
+/*
+ * Instruction set of the line scan (same results with each). A new parser
+ * takes the best one the CPU runs, or at most the one named by the
+ * environment variable MCD_AMI_SCAN ("plain", "sse2", "avx2"),
+ * which tests use to cover the fallbacks on any machine.
+ */
+typedef enum ami_parser_scan {
+	AMI_SCAN_AUTO = 0,
+	AMI_SCAN_PLAIN,
+	AMI_SCAN_SSE2,
+	AMI_SCAN_AVX2,
+} ami_parser_scan;
+
+/* Uses `want` (AUTO: the best), or the best below it this CPU and build
+ * run; returns the one in use. Call between messages. */
+ami_parser_scan ami_parser_set_scan(ami_parser *p, ami_parser_scan want);
+ami_parser_scan ami_parser_get_scan(const ami_parser *p);

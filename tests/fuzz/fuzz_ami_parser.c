@@ -10,6 +10,9 @@
  * (declining names by their first byte), whole and split parses agree
  * too, and the skeleton of the results (kinds, raw_len) is the one
  * without the filter. Header lengths and key ids must match the strings.
+ * Every line scan the CPU runs (plain, SSE2, AVX2) gives the
+ * same results for the whole stream, with and without the filter; the
+ * split parses use a scan picked by the input.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -132,6 +135,22 @@ static void feed(ami_parser *p, const uint8_t *data, size_t len, digest *d)
 	drain(p, d);
 }
 
+/* The whole stream parsed with every scan must give `want`. */
+static void each_scan(ami_parser *p, bool banner, const uint8_t *data,
+		      size_t len, const digest *want)
+{
+	for (int s = AMI_SCAN_PLAIN; s <= AMI_SCAN_AVX2; s++) {
+		digest d = {UINT64_C(1469598103934665603), 0, 0};
+		if ((int)ami_parser_set_scan(p, (ami_parser_scan)s) != s)
+			continue; /* not on this CPU */
+		ami_parser_reset(p, banner);
+		feed(p, data, len, &d);
+		if (d.h != want->h || d.results != want->results ||
+		    d.skel != want->skel)
+			abort();
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -142,6 +161,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t max_hdrs = 1 + data[1];
 	unsigned chunk = 1 + (data[2] & 0x3f);
 	bool banner = data[2] & 0x40;
+	/* the scan of the split parses: the best one, or plain */
+	ami_parser_scan split_scan = data[2] & 0x80 ? AMI_SCAN_PLAIN
+						     : AMI_SCAN_AUTO;
 	data += 3;
 	size_t len = size - 3;
 
@@ -153,6 +175,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	ami_parser_reset(p, banner);
 	feed(p, data, len, &whole);
+	each_scan(p, banner, data, len, &whole);
+	ami_parser_set_scan(p, split_scan);
 
 	ami_parser_reset(p, banner);
 	for (size_t at = 0; at < len; at += chunk)
@@ -181,8 +205,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* With the event filter: split-invariant, same skeleton. */
 	digest fw = {UINT64_C(1469598103934665603), 0, 0}, fs = fw;
 	ami_parser_set_event_filter(p, decline_odd, NULL);
+	ami_parser_set_scan(p, AMI_SCAN_AUTO);
 	ami_parser_reset(p, banner);
 	feed(p, data, len, &fw);
+	each_scan(p, banner, data, len, &fw);
+	ami_parser_set_scan(p, split_scan);
 	ami_parser_reset(p, banner);
 	for (size_t at = 0; at < len; at += chunk)
 		feed(p, data + at, MCD_MIN((size_t)chunk, len - at), &fs);

@@ -1197,6 +1197,98 @@ static void test_filter_follows(void **state)
 	check_input("follows declined", in, strlen(in), false);
 }
 
+/* MCD_AMI_SCAN caps the scan of new parsers; the best one otherwise. */
+static void test_scan_choice(void **state)
+{
+	(void)state;
+	const char *saved = getenv("MCD_AMI_SCAN");
+	char *keep = saved ? strdup(saved) : NULL;
+
+	setenv("MCD_AMI_SCAN", "plain", 1);
+	ami_parser *p = ami_parser_new(0, 0);
+	assert_int_equal(ami_parser_get_scan(p), AMI_SCAN_PLAIN);
+	/* never above what the CPU runs, never below plain */
+	ami_parser_scan best = ami_parser_set_scan(p, AMI_SCAN_AUTO);
+	assert_true(best >= AMI_SCAN_PLAIN && best <= AMI_SCAN_AVX2);
+	assert_int_equal(ami_parser_set_scan(p, AMI_SCAN_AVX2), best);
+	assert_int_equal(ami_parser_set_scan(p, AMI_SCAN_PLAIN),
+			 AMI_SCAN_PLAIN);
+	ami_parser_free(p);
+	setenv("MCD_AMI_SCAN", "bogus", 1);
+	p = ami_parser_new(0, 0);
+	assert_int_equal(ami_parser_get_scan(p), best);
+	ami_parser_free(p);
+#if defined(__SSE2__)
+	assert_true(best >= AMI_SCAN_SSE2);
+#endif
+	if (keep)
+		setenv("MCD_AMI_SCAN", keep, 1);
+	else
+		unsetenv("MCD_AMI_SCAN");
+	free(keep);
+}
+
+/* Every scan the CPU runs parses each capture and transcript (whole,
+ * with and without the filter) exactly as the best one does. */
+static size_t scans_agree_dir(const char *dir, const char *suffix,
+			      bool banner)
+{
+	DIR *d = opendir(dir);
+	size_t n = 0;
+
+	if (!d)
+		return 0;
+	for (struct dirent *de; (de = readdir(d));) {
+		size_t nl = strlen(de->d_name), sl = strlen(suffix);
+		if (nl <= sl || strcmp(de->d_name + nl - sl, suffix) != 0)
+			continue;
+		char path[4096 + 512];
+		size_t len;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		char *data = read_file(path, &len);
+		if (!data)
+			continue;
+		for (int f = 0; f < 2; f++) {
+			g_filter = f ? decline_a_to_m : NULL;
+			ami_parser *p = new_parser(0, 0);
+			char *want = parse_whole(p, banner, data, len);
+			for (int s = AMI_SCAN_PLAIN; s <= AMI_SCAN_AVX2; s++) {
+				if ((int)ami_parser_set_scan(
+					p, (ami_parser_scan)s) != s)
+					continue;
+				char *got = parse_whole(p, banner, data, len);
+				assert_string_equal(got, want);
+				free(got);
+			}
+			free(want);
+			ami_parser_free(p);
+		}
+		g_filter = NULL;
+		free(data);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static void test_scans_agree(void **state)
+{
+	(void)state;
+	char dir[4096 + 512];
+	const char *src = getenv("MCD_SOURCE_ROOT");
+
+	snprintf(dir, sizeof(dir), "%s/fixtures/public/ami-pyfreepbx",
+		 shared_dir());
+	assert_int_equal(scans_agree_dir(dir, ".txt", true), 4);
+	snprintf(dir, sizeof(dir), "%s/fixtures/public/ami-panoramisk",
+		 shared_dir());
+	assert_int_equal(scans_agree_dir(dir, ".yaml", true), 7);
+	snprintf(dir, sizeof(dir), "%s/tests/data/ami",
+		 src ? src : MCD_SOURCE_ROOT);
+	scans_agree_dir(dir, ".ami", true);
+	scans_agree_dir(dir, ".txt", true);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1223,6 +1315,36 @@ int main(void)
 	    cmocka_unit_test(test_filter_oversized),
 	    cmocka_unit_test(test_filter_header_cap),
 	    cmocka_unit_test(test_filter_follows),
+	    cmocka_unit_test(test_scan_choice),
+	    cmocka_unit_test(test_scans_agree),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	/* The fallbacks' runs leave out the every-byte splits of the
+	 * captures (test_scans_agree and the fuzzer compare the scans on
+	 * them): four full runs would not fit a sanitized test's time. */
+	struct CMUnitTest quick[sizeof(tests) / sizeof(tests[0])];
+	size_t n_quick = 0;
+	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+		if (!strstr(tests[i].name, "test_split_"))
+			quick[n_quick++] = tests[i];
+	/* The group once per line scan this CPU runs (every parser of a run
+	 * uses it; the best one first, in full), so the fallbacks are tested
+	 * on any machine. */
+	static const char *const scans[] = {"plain", "sse2", "avx2"};
+	ami_parser *probe = ami_parser_new(0, 0);
+	assert_non_null(probe);
+	int failed = 0;
+	ami_parser_scan best = ami_parser_set_scan(probe, AMI_SCAN_AUTO);
+	for (int s = best; s >= AMI_SCAN_PLAIN; s--) {
+		if ((int)ami_parser_set_scan(probe, (ami_parser_scan)s) != s)
+			continue;
+		printf("# line scan: %s\n", scans[s - AMI_SCAN_PLAIN]);
+		setenv("MCD_AMI_SCAN", scans[s - AMI_SCAN_PLAIN], 1);
+		if (s == (int)best)
+			failed += cmocka_run_group_tests(tests, NULL, NULL);
+		else
+			failed += _cmocka_run_group_tests(
+			    "quick", quick, n_quick, NULL, NULL);
+	}
+	ami_parser_free(probe);
+	return failed;
 }
