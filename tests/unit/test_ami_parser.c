@@ -439,9 +439,10 @@ static const char *shared_dir(void)
 	return dir;
 }
 
-/* Runs check_input on every regular file in dir ending in `suffix`;
+/* Calls fn on the contents of every file in dir ending in `suffix`;
  * returns how many. */
-static size_t check_dir(const char *dir, const char *suffix, bool banner)
+static size_t each_file(const char *dir, const char *suffix, bool banner,
+			void (*fn)(const char *name, const char *data, size_t len, bool banner))
 {
 	DIR *d = opendir(dir);
 	size_t n = 0;
@@ -458,12 +459,19 @@ static size_t check_dir(const char *dir, const char *suffix, bool banner)
 		char *data = read_file(path, &len);
 		if (!data)
 			continue;
-		check_input(de->d_name, data, len, banner);
+		fn(de->d_name, data, len, banner);
 		free(data);
 		n++;
 	}
 	closedir(d);
 	return n;
+}
+
+/* Runs check_input on every regular file in dir ending in `suffix`;
+ * returns how many. */
+static size_t check_dir(const char *dir, const char *suffix, bool banner)
+{
+	return each_file(dir, suffix, banner, check_input);
 }
 
 static void test_split_pyfreepbx(void **state)
@@ -1230,45 +1238,29 @@ static void test_scan_choice(void **state)
 
 /* Every scan the CPU runs parses each capture and transcript (whole,
  * with and without the filter) exactly as the best one does. */
-static size_t scans_agree_dir(const char *dir, const char *suffix,
-			      bool banner)
+static void scans_agree(const char *name, const char *data, size_t len, bool banner)
 {
-	DIR *d = opendir(dir);
-	size_t n = 0;
-
-	if (!d)
-		return 0;
-	for (struct dirent *de; (de = readdir(d));) {
-		size_t nl = strlen(de->d_name), sl = strlen(suffix);
-		if (nl <= sl || strcmp(de->d_name + nl - sl, suffix) != 0)
-			continue;
-		char path[4096 + 512];
-		size_t len;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		char *data = read_file(path, &len);
-		if (!data)
-			continue;
-		for (int f = 0; f < 2; f++) {
-			g_filter = f ? decline_a_to_m : NULL;
-			ami_parser *p = new_parser(0, 0);
-			char *want = parse_whole(p, banner, data, len);
-			for (int s = AMI_SCAN_PLAIN; s <= AMI_SCAN_AVX2; s++) {
-				if ((int)ami_parser_set_scan(
-					p, (ami_parser_scan)s) != s)
-					continue;
-				char *got = parse_whole(p, banner, data, len);
-				assert_string_equal(got, want);
-				free(got);
-			}
-			free(want);
-			ami_parser_free(p);
+	(void)name;
+	for (int f = 0; f < 2; f++) {
+		g_filter = f ? decline_a_to_m : NULL;
+		ami_parser *p = new_parser(0, 0);
+		char *want = parse_whole(p, banner, data, len);
+		for (int s = AMI_SCAN_PLAIN; s <= AMI_SCAN_AVX2; s++) {
+			if ((int)ami_parser_set_scan(p, (ami_parser_scan)s) != s)
+				continue;
+			char *got = parse_whole(p, banner, data, len);
+			assert_string_equal(got, want);
+			free(got);
 		}
-		g_filter = NULL;
-		free(data);
-		n++;
+		free(want);
+		ami_parser_free(p);
 	}
-	closedir(d);
-	return n;
+	g_filter = NULL;
+}
+
+static size_t scans_agree_dir(const char *dir, const char *suffix, bool banner)
+{
+	return each_file(dir, suffix, banner, scans_agree);
 }
 
 static void test_scans_agree(void **state)
