@@ -25,50 +25,99 @@ struct ami_adapter {
 };
 
 /* A message with an index of its known keys, built in one pass per event:
- * first[k] = 1 + position of the first header with id k, 0 if none. Every
- * lookup below is then one array read. */
+ * first[k] = the byte offset of the first header with id k plus one
+ * header (sizeof(ami_header) * (1 + position)), 0 if none. Every lookup
+ * below is then one array read, and the offset one addressing mode. */
+typedef uint32_t u32x4_ __attribute__((vector_size(16)));
+#define VIEW_SLOTS 64u /* _AMI_KEY_MAX rounded up to whole vectors */
+
 typedef struct msg_view {
 	const ami_header *headers;
 	size_t n_headers;
-	uint32_t first[_AMI_KEY_MAX];
+	union {
+		uint32_t first[VIEW_SLOTS];
+		u32x4_ v[VIEW_SLOTS / 4];
+	};
 } msg_view;
+
+_Static_assert(_AMI_KEY_MAX <= VIEW_SLOTS,
+	       "raise VIEW_SLOTS (and the stores in view_init())");
 
 typedef void (*ev_handler)(ami_adapter *a, const msg_view *m, call_event *ev);
 
 /* ------------------------------------------------------------------ */
 /* Field helpers                                                        */
 
-/* First value of a known key (by the parser's key id), NULL when absent
- * or empty. */
-static const char *get(const msg_view *m, ami_key key)
+/* The first header with id key, or NULL. */
+static inline const ami_header *first_of(const msg_view *m, ami_key key)
 {
-	uint32_t i = m->first[key];
-	if (!i || !m->headers[i - 1].value_len)
+	uint32_t off = m->first[key];
+	if (!off)
 		return NULL;
-	return m->headers[i - 1].value;
+	return (const ami_header *)((const char *)m->headers + off) - 1;
 }
 
-/* Builds the index (headers past UINT32_MAX - 1 are not indexed: no
- * parser produces that many). */
+/* The first header of a known key when its value is not empty, or NULL
+ * (get() with the length). */
+static inline const ami_header *get_h(const msg_view *m, ami_key key)
+{
+	const ami_header *h = first_of(m, key);
+	return h && h->value_len ? h : NULL;
+}
+
+/* First value of a known key (by the parser's key id), NULL when absent
+ * or empty. */
+static inline const char *get(const msg_view *m, ami_key key)
+{
+	const ami_header *h = get_h(m, key);
+	return h ? h->value : NULL;
+}
+
+/* Headers past the first UINT32_MAX / sizeof(ami_header) - 1 are not
+ * indexed: no parser produces that many. */
+#define VIEW_MAX_HEADERS ((size_t)UINT32_MAX / sizeof(ami_header) - 1)
+
+/* Builds the index. */
 static void view_init(msg_view *v, const ami_msg *m)
 {
-	size_t n = MCD_MIN(m->n_headers, (size_t)UINT32_MAX - 1);
+	size_t n = MCD_MIN(m->n_headers, VIEW_MAX_HEADERS);
 
 	v->headers = m->headers;
 	v->n_headers = m->n_headers;
-	memset(v->first, 0, sizeof(v->first));
-	for (size_t i = n; i-- > 0;) /* backwards: the first one wins */
-		v->first[m->headers[i].id] = (uint32_t)(i + 1);
+	/* Vector stores, not memset: gcc turns a memset of this size into
+	 * `rep stos`, whose start-up costs more than the whole clear. */
+	const u32x4_ z = {0, 0, 0, 0};
+	v->v[0] = v->v[1] = v->v[2] = v->v[3] = z;
+	v->v[4] = v->v[5] = v->v[6] = v->v[7] = z;
+	v->v[8] = v->v[9] = v->v[10] = v->v[11] = z;
+	v->v[12] = v->v[13] = v->v[14] = v->v[15] = z;
+	/* Backwards, so that the first one wins; the offset is the loop
+	 * counter: a load, a store and a subtraction per header. */
+	const char *base = (const char *)m->headers - sizeof(ami_header);
+	for (uint32_t off = (uint32_t)(n * sizeof(ami_header)); off;
+	     off -= (uint32_t)sizeof(ami_header))
+		v->first[((const ami_header *)(base + off))->id] = off;
 	v->first[AMI_KEY_UNKNOWN] = 0;
 }
 
 static int get_int(const msg_view *m, ami_key key, int def)
 {
-	const char *v = get(m, key);
+	const ami_header *h = get_h(m, key);
+	const char *v;
 	char *end;
 	long n;
-	if (!v)
+	if (!h)
 		return def;
+	v = h->value;
+	/* Causes and hold times are a few plain digits: what strtol()
+	 * would make of them, without its locale and errno work. */
+	if (h->value_len <= 9) {
+		uint32_t x = 0, i = 0;
+		for (; i < h->value_len && v[i] >= '0' && v[i] <= '9'; i++)
+			x = x * 10 + (uint32_t)(v[i] - '0');
+		if (i == h->value_len)
+			return (int)x;
+	}
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno || end == v || n < -1 || n > 1000000000)
@@ -92,8 +141,10 @@ static uint64_t parse_timestamp(const char *v)
 	return sec * USEC_PER_SEC + usec;
 }
 
+static inline const char *take(const msg_view *m, ami_key key);
+
 /* Asterisk's numeric channel states (ast_channel_state). */
-static call_chan_state state_of(const char *v, const char *desc)
+static call_chan_state state_of(const msg_view *m, const char *v)
 {
 	if (v && v[0] >= '0' && v[0] <= '9' && !v[1]) {
 		switch (v[0]) {
@@ -109,7 +160,8 @@ static call_chan_state state_of(const char *v, const char *desc)
 			return CALL_CHAN_DOWN;
 		}
 	}
-	v = desc;
+	/* the description only when the number does not say */
+	v = take(m, AMI_KEY_CHANNELSTATEDESC);
 	if (!v)
 		return _CALL_CHAN_INVALID;
 	if (strcasecmp(v, "Ring") == 0)
@@ -141,26 +193,36 @@ static inline bool usable(const ami_header *h)
 	       !(h->value_len == 9 && memcmp(h->value, "<unknown>", 9) == 0);
 }
 
-/* A later usable value of key, after an unusable first one. */
-static const char *take_next(const msg_view *m, ami_key key, size_t from)
+/* A later usable value of key, after an unusable first one at h. */
+static const char *take_next(const msg_view *m, ami_key key,
+			     const ami_header *h)
 {
-	for (size_t j = from; j < m->n_headers; j++) {
-		const ami_header *h = &m->headers[j];
+	const ami_header *end = m->headers + m->n_headers;
+	while (++h < end)
 		if (h->id == key && usable(h))
 			return h->value;
-	}
 	return NULL;
 }
 
 /* The first usable value of a known key, or NULL. */
 static inline const char *take(const msg_view *m, ami_key key)
 {
-	uint32_t i = m->first[key];
-	if (!i)
+	const ami_header *h = first_of(m, key);
+	if (!h)
 		return NULL;
-	const ami_header *h = &m->headers[i - 1];
-	return usable(h) ? h->value : take_next(m, key, i);
+	return usable(h) ? h->value : take_next(m, key, h);
 }
+
+/* strcasecmp(value, lit) == 0 (lit of length len, no NUL) without the
+ * call for the values that cannot match: a C string equal to lit has a
+ * NUL at len, so a value shorter than len, or without a NUL there, is
+ * not it (values may hold NUL bytes: value_len is not always strlen). */
+static inline bool value_is(const ami_header *h, const char *lit, size_t len)
+{
+	return h && h->value_len >= len && h->value[len] == '\0' &&
+	       strcasecmp(h->value, lit) == 0;
+}
+#define VALUE_IS(h, lit) value_is((h), (lit), sizeof(lit) - 1)
 
 /*
  * The channel snapshot every Asterisk 12+ channel event carries, the
@@ -183,8 +245,7 @@ static void snapshot(const msg_view *m, call_event *ev, const char **ret_ts)
 	ev->peer_linked_id = take(m, AMI_KEY_DESTLINKEDID);
 	ev->connected_num = take(m, AMI_KEY_CONNECTEDLINENUM);
 	ev->connected_name = take(m, AMI_KEY_CONNECTEDLINENAME);
-	ev->chan_state = state_of(take(m, AMI_KEY_CHANNELSTATE),
-				  take(m, AMI_KEY_CHANNELSTATEDESC));
+	ev->chan_state = state_of(m, take(m, AMI_KEY_CHANNELSTATE));
 }
 
 /* ------------------------------------------------------------------ */
@@ -215,9 +276,8 @@ static void on_newexten(ami_adapter *a, const msg_view *m, call_event *ev)
  * most frequent event of all) are ignored. */
 static bool varset_wanted(const msg_view *m)
 {
-	const char *var = get(m, AMI_KEY_VARIABLE);
-	return var && (strcasecmp(var, "__FROM_DID") == 0 ||
-		       strcasecmp(var, "FROM_DID") == 0);
+	const ami_header *var = get_h(m, AMI_KEY_VARIABLE);
+	return VALUE_IS(var, "__FROM_DID") || VALUE_IS(var, "FROM_DID");
 }
 
 static void on_varset(ami_adapter *a, const msg_view *m, call_event *ev)
@@ -263,12 +323,40 @@ static void on_dial_begin(ami_adapter *a, const msg_view *m, call_event *ev)
 				    sizeof(a->numbuf));
 }
 
+/* DialStatus as call_dial_status_from_string() reads it, with Asterisk's
+ * own four spellings of nearly every DialEnd matched exactly first (an
+ * exact match is the table's first case-insensitive match too). */
+static call_dial_status dial_status(const msg_view *m)
+{
+	const ami_header *h = get_h(m, AMI_KEY_DIALSTATUS);
+	call_dial_status s;
+
+	if (!h)
+		return CALL_DIAL_NONE;
+	switch (h->value_len) {
+	case 4:
+		if (memcmp(h->value, "BUSY", 4) == 0)
+			return CALL_DIAL_BUSY;
+		break;
+	case 6:
+		if (memcmp(h->value, "ANSWER", 6) == 0)
+			return CALL_DIAL_ANSWER;
+		if (memcmp(h->value, "CANCEL", 6) == 0)
+			return CALL_DIAL_CANCEL;
+		break;
+	case 8:
+		if (memcmp(h->value, "NOANSWER", 8) == 0)
+			return CALL_DIAL_NOANSWER;
+		break;
+	}
+	s = call_dial_status_from_string(h->value);
+	return s == _CALL_DIAL_INVALID ? CALL_DIAL_NONE : s;
+}
+
 static void on_dial_end(ami_adapter *a, const msg_view *m, call_event *ev)
 {
 	ev->type = CALL_EV_DIAL_END;
-	ev->dial_status = call_dial_status_from_string(get(m, AMI_KEY_DIALSTATUS));
-	if (ev->dial_status == _CALL_DIAL_INVALID)
-		ev->dial_status = CALL_DIAL_NONE;
+	ev->dial_status = dial_status(m);
 }
 
 /* Holding bridges (parking lots, hold, queue waiting rooms of ARI apps)
@@ -276,16 +364,15 @@ static void on_dial_end(ami_adapter *a, const msg_view *m, call_event *ev)
  * join the unrelated calls of their members into one. */
 static void bridge(const msg_view *m, call_event *ev)
 {
-	const char *tech = get(m, AMI_KEY_BRIDGETECHNOLOGY);
-	const char *type = get(m, AMI_KEY_BRIDGETYPE);
-	const char *creator = get(m, AMI_KEY_BRIDGECREATOR);
+	const ami_header *tech = get_h(m, AMI_KEY_BRIDGETECHNOLOGY);
+	const ami_header *type = get_h(m, AMI_KEY_BRIDGETYPE);
+	const ami_header *creator = get_h(m, AMI_KEY_BRIDGECREATOR);
 	ev->bridge_id = get(m, AMI_KEY_BRIDGEUNIQUEID);
-	ev->bridge_type = type;
-	ev->bridge_holding =
-	    (tech && strcasecmp(tech, "holding_bridge") == 0) ||
-	    (type && (strcasecmp(type, "holding") == 0 ||
-		      strcasecmp(type, "parking") == 0)) ||
-	    (creator && strcasecmp(creator, "ConfBridge") == 0);
+	ev->bridge_type = type ? type->value : NULL;
+	ev->bridge_holding = VALUE_IS(tech, "holding_bridge") ||
+			     VALUE_IS(type, "holding") ||
+			     VALUE_IS(type, "parking") ||
+			     VALUE_IS(creator, "ConfBridge");
 }
 
 static void on_bridge_enter(ami_adapter *a, const msg_view *m, call_event *ev)
@@ -465,10 +552,7 @@ static void on_legacy_dial(ami_adapter *a, const msg_view *m, call_event *ev)
 		ev->peer_name = get(m, AMI_KEY_DESTINATION);
 	} else if (strcasecmp(sub, "End") == 0) {
 		ev->type = CALL_EV_DIAL_END;
-		ev->dial_status =
-		    call_dial_status_from_string(get(m, AMI_KEY_DIALSTATUS));
-		if (ev->dial_status == _CALL_DIAL_INVALID)
-			ev->dial_status = CALL_DIAL_NONE;
+		ev->dial_status = dial_status(m);
 	}
 }
 
@@ -569,26 +653,57 @@ static const ev_handler handler_fns[H_MAX] = {
  * letter in either case. */
 #define NAME_FOLD 0x2020202020202020ull
 
-/* w (a name of the literal's length, zero-padded to 24 bytes and folded)
- * equals the literal ignoring case; the literal's words fold at compile
- * time. */
+static inline uint64_t load_n(const char *p, size_t n)
+{
+	uint64_t w = 0;
+	memcpy(&w, p, n); /* n is 4 or 8 at every call: one load */
+	return w;
+}
+
+/*
+ * A name of 1..24 bytes as three folded words, reading only its own bytes
+ * (callers pass names without slack past them): 8..24 bytes as the first,
+ * the last and (over 16) the middle 8; 4..7 as the first and last 4; 1..3
+ * byte by byte. Two names of the same length are equal ignoring case iff
+ * their words are: the words cover every byte. No call to memcpy of a
+ * variable length (whose size classes are branches on every event).
+ */
+static inline void name_words(const char *n, size_t len, uint64_t w[3])
+{
+	if (len >= 8) {
+		w[0] = load_n(n, 8);
+		w[1] = load_n(n + len - 8, 8);
+		w[2] = len > 16 ? load_n(n + 8, 8) : 0;
+	} else {
+		if (len >= 4)
+			w[0] = load_n(n, 4) | load_n(n + len - 4, 4) << 32;
+		else
+			w[0] = (uint64_t)(unsigned char)n[0] |
+			       (uint64_t)(unsigned char)n[len / 2] << 8 |
+			       (uint64_t)(unsigned char)n[len - 1] << 16;
+		w[1] = w[2] = 0;
+	}
+	w[0] |= NAME_FOLD;
+	w[1] |= NAME_FOLD;
+	w[2] |= NAME_FOLD;
+}
+
+/* w (a name of the literal's length, see name_words()) equals the literal
+ * ignoring case; the literal's words fold at compile time. */
 static inline bool weq(const uint64_t w[3], const char *lit)
 {
-	uint64_t l[3] = {0, 0, 0};
-	memcpy(l, lit, strlen(lit));
-	return w[0] == (l[0] | NAME_FOLD) && w[1] == (l[1] | NAME_FOLD) &&
-	       w[2] == (l[2] | NAME_FOLD);
+	uint64_t l[3];
+	name_words(lit, strlen(lit), l);
+	return w[0] == l[0] && w[1] == l[1] && w[2] == l[2];
 }
 
 static int find_handler(const char *n, size_t len)
 {
-	uint64_t w[3] = {0, 0, 0};
+	uint64_t w[3];
 
-	if (len > sizeof(w))
+	if (len - 1 >= 24) /* also len == 0 */
 		return H_NONE;
-	memcpy(w, n, len);
-	for (size_t i = 0; i < 3; i++)
-		w[i] |= NAME_FOLD;
+	name_words(n, len, w);
 	switch (len) {
 	case 3:
 		return weq(w, "CEL") ? H_CEL : H_NONE;
@@ -701,6 +816,50 @@ ami_adapter *ami_adapter_free(ami_adapter *a)
 	return NULL;
 }
 
+/*
+ * Every field of a fresh record, one store each: a memset or an
+ * initializer of the 248-byte struct compiles to `rep stos` (gcc, generic
+ * tuning), whose start-up costs more than the stores. A field added to
+ * call_event must be added here: the check below names the last field.
+ */
+static inline void ev_init(call_event *ev)
+{
+	_Static_assert(offsetof(call_event, to_num) + sizeof(ev->to_num) ==
+			   sizeof(call_event),
+		       "call_event grew: initialise the new field in ev_init() "
+		       "and name it here");
+	ev->type = _CALL_EV_INVALID;
+	ev->ts_usec = 0;
+	ev->chan_id = NULL;
+	ev->linked_id = NULL;
+	ev->chan_name = NULL;
+	ev->chan_state = CALL_CHAN_DOWN;
+	ev->caller_num = NULL;
+	ev->caller_name = NULL;
+	ev->caller_withheld = false;
+	ev->connected_num = NULL;
+	ev->connected_name = NULL;
+	ev->context = NULL;
+	ev->exten = NULL;
+	ev->app = NULL;
+	ev->app_data = NULL;
+	ev->peer_id = NULL;
+	ev->peer_name = NULL;
+	ev->peer_linked_id = NULL;
+	ev->dial_status = CALL_DIAL_NONE;
+	ev->bridge_id = NULL;
+	ev->bridge_type = NULL;
+	ev->bridge_holding = false;
+	ev->cause = -1;
+	ev->queue = NULL;
+	ev->hold_seconds = -1;
+	ev->mailbox = NULL;
+	ev->transfer = CALL_TRANSFER_NONE;
+	for (size_t i = 0; i < CALL_EVENT_MAX_MERGE; i++)
+		ev->merge_ids[i] = NULL;
+	ev->to_num = NULL;
+}
+
 static bool needs_channel(call_event_type t)
 {
 	switch (t) {
@@ -729,7 +888,11 @@ void ami_adapter_feed(ami_adapter *a, const ami_msg *msg, uint64_t recv_usec)
 	if (!a || !msg)
 		return;
 	a->stats.messages++;
-	if (!(evh = ami_msg_find(msg, AMI_KEY_EVENT)) || !evh->value_len)
+	/* Event is the first header of every event: look no further. */
+	evh = msg->n_headers && msg->headers[0].id == AMI_KEY_EVENT
+		  ? &msg->headers[0]
+		  : ami_msg_find(msg, AMI_KEY_EVENT);
+	if (!evh || !evh->value_len)
 		return; /* a response: the client's business */
 	a->stats.events++;
 	/* The name was looked up when the parser consulted our filter. */
@@ -748,10 +911,7 @@ void ami_adapter_feed(ami_adapter *a, const ami_msg *msg, uint64_t recv_usec)
 		a->stats.ignored++;
 		return;
 	}
-	memset(&ev, 0, sizeof(ev));
-	ev.type = _CALL_EV_INVALID;
-	ev.cause = -1;
-	ev.hold_seconds = -1;
+	ev_init(&ev);
 	const char *stamp = NULL;
 	snapshot(m, &ev, &stamp);
 	ev.ts_usec = parse_timestamp(stamp);
