@@ -91,6 +91,15 @@ ami_key_entry ami_key_entries[_AMI_KEY_MAX];
 uint8_t ami_key_slots[AMI_KEY_SLOTS];
 uint64_t ami_key_seed;
 
+/* Known keys of 17..24 bytes by length: the id when one known key has that
+ * length (ConnectedLineName is the only one of 17 bytes), 0 when none,
+ * LONG_MANY when several do (then the hash picks). Most long keys on the
+ * wire are unknown (DestConnectedLineName...) or that one: a length read
+ * then replaces the hash's multiply-and-load chain. */
+#define LONG_MIN  17u
+#define LONG_MANY 0xffu
+static uint8_t long_by_len[AMI_KEY_MAX_LEN - LONG_MIN + 1];
+
 _Static_assert(_AMI_KEY_MAX < 256 && AMI_KEY_SLOTS == 512,
 	       "slots hold ids in a byte; key_slot() returns 9 bits");
 
@@ -132,6 +141,10 @@ __attribute__((constructor)) static void key_table_init(void)
 		ami_key_words(low, len, e->lower);
 		ami_key_words(mask, len, e->mask);
 		e->len = len;
+		if (len >= LONG_MIN) {
+			uint8_t *l = &long_by_len[len - LONG_MIN];
+			*l = *l ? LONG_MANY : (uint8_t)id;
+		}
 	}
 	/* splitmix64 steps; odd multipliers only. About one seed in 25
 	 * works: not finding one in 100,000 means the key list changed into
@@ -152,11 +165,17 @@ __attribute__((constructor)) static void key_table_init(void)
 ami_key ami_key_id_long(const char *key, size_t len)
 {
 	uint64_t w[3];
+	unsigned id;
 
 	if (len - 1 >= AMI_KEY_MAX_LEN)
 		return AMI_KEY_UNKNOWN;
+	id = len >= LONG_MIN ? long_by_len[len - LONG_MIN] : LONG_MANY;
+	if (!id)
+		return AMI_KEY_UNKNOWN; /* no known key of this length */
 	ami_key_words(key, len, w);
-	unsigned id = ami_key_slots[ami_key_slot(w[0], w[1], len)];
+	/* the candidate, verified exactly below either way */
+	if (id == LONG_MANY)
+		id = ami_key_slots[ami_key_slot(w[0], w[1], len)];
 	const ami_key_entry *e = &ami_key_entries[id];
 	if (e->len == len && (w[0] | e->mask[0]) == e->lower[0] &&
 	    (w[1] | e->mask[1]) == e->lower[1] &&
