@@ -5,8 +5,10 @@
  * one bridge -- what a call looks like for most of its life) and reports
  * the heap and RSS growth per call:
  *   {"calls":N,"live":L,"heap_bytes_per_call":H,"rss_bytes_per_call":R}
- * Heap = glibc mallinfo2() in-use bytes (allocator overhead included),
- * RSS = /proc/self/statm resident pages.
+ * Heap = glibc mallinfo2() in-use bytes (allocator overhead included)
+ * plus what the tracker's arena mapped (call_tracker_arena_bytes: its
+ * objects and tables live outside malloc), RSS = /proc/self/statm
+ * resident pages.
  *
  *   tracker_mem N
  */
@@ -103,18 +105,21 @@ int main(int argc, char **argv)
 	call_tracker *t = call_tracker_new(NULL, "bench", &policy, &rules, &sink);
 	/* warm up: the first calls size the tables' initial buckets */
 	struct mallinfo2 m0 = mallinfo2();
+	size_t a0 = call_tracker_arena_bytes(t);
 	long r0 = rss_bytes();
 	uint64_t ts = 1781700000ull * 1000000u;
 	for (unsigned long i = 0; i < n; i++)
 		feed_call(t, i, ts + i);
 	struct mallinfo2 m1 = mallinfo2();
+	size_t a1 = call_tracker_arena_bytes(t);
 	long r1 = rss_bytes();
 	size_t live = call_tracker_live_calls(t);
 	/* A sanitizer's allocator bypasses glibc's: mallinfo2 then says 0. */
 	char heap[32] = "null";
-	if (m1.uordblks > m0.uordblks)
+	if (m1.uordblks > m0.uordblks || a1 > a0)
 		snprintf(heap, sizeof(heap), "%.0f",
-			 (double)(m1.uordblks - m0.uordblks) / (double)n);
+			 ((double)m1.uordblks - (double)m0.uordblks +
+			  (double)(a1 - a0)) / (double)n);
 	printf("{\"calls\":%lu,\"live\":%zu,\"heap_bytes_per_call\":%s,"
 	       "\"rss_bytes_per_call\":%.0f}\n",
 	       n, live, heap, (double)(r1 - r0) / (double)n);

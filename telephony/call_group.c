@@ -297,7 +297,7 @@ static void age_unlink(call_tracker *t, group *g)
 
 static group *group_new(call_tracker *t)
 {
-	group *g = calloc(1, sizeof(*g));
+	group *g = ct_arena_alloc(t->arena, sizeof(*g));
 	if (!g)
 		return NULL;
 	g->created_mono = mono_usec();
@@ -343,7 +343,7 @@ static bool lid_older(const lid *a, const lid *b)
 lid *ct_lid_add(call_tracker *t, group *g, const ct_key *key)
 {
 	size_t n = key->len;
-	lid *l = calloc(1, sizeof(*l) + n + 1);
+	lid *l = ct_arena_alloc(t->arena, sizeof(*l) + n + 1);
 	if (!l)
 		return NULL;
 	memcpy(l->key, key->s, n + 1);
@@ -366,7 +366,7 @@ group *ct_group_of_lid(call_tracker *t, const ct_key *key)
 	if (g && !ct_lid_add(t, g, key)) {
 		age_unlink(t, g);
 		t->n_groups--;
-		free(g);
+		ct_arena_release(t->arena, g, sizeof(*g));
 		g = NULL;
 	}
 	return g;
@@ -401,7 +401,7 @@ static bool ext_before(const ext_ent *a, uint64_t ts, const char *name)
 	return a->ts < ts || (a->ts == ts && strcmp(a->name, name) < 0);
 }
 
-void ct_ext_add(group *g, const char *ext, uint64_t ts)
+void ct_ext_add(call_tracker *t, group *g, const char *ext, uint64_t ts)
 {
 	size_t i, pos;
 	char clean[sizeof(((ext_ent *)0)->name)];
@@ -427,7 +427,9 @@ void ct_ext_add(group *g, const char *ext, uint64_t ts)
 	if (g->n_exts == g->cap_exts) {
 		uint8_t cap = (uint8_t)MCD_MIN(
 		    CALL_MAX_EXTENSIONS, g->cap_exts ? g->cap_exts * 2 : 2);
-		ext_ent *p = realloc(g->exts, cap * sizeof(ext_ent));
+		ext_ent *p = ct_arena_resize(t->arena, g->exts,
+					     g->cap_exts * sizeof(ext_ent),
+					     cap * sizeof(ext_ent));
 		if (!p)
 			return;
 		g->exts = p;
@@ -478,7 +480,7 @@ static void group_absorb(call_tracker *t, group *s, group *v)
 		s->vms = m;
 	}
 	for (size_t i = 0; i < v->n_exts; i++)
-		ct_ext_add(s, v->exts[i].name, v->exts[i].ts);
+		ct_ext_add(t, s, v->exts[i].name, v->exts[i].ts);
 	if (!s->queue) {
 		s->queue = v->queue;
 		v->queue = NULL;
@@ -501,8 +503,8 @@ static void group_absorb(call_tracker *t, group *s, group *v)
 	age_unlink(t, v);
 	t->n_groups--;
 	free(v->queue);
-	free(v->exts);
-	free(v);
+	ct_arena_release(t->arena, v->exts, v->cap_exts * sizeof(ext_ent));
+	ct_arena_release(t->arena, v, sizeof(*v));
 }
 
 /* Joins two calls (bridge, transfer, pickup, dial); returns the survivor,
@@ -663,9 +665,13 @@ chan *ct_chan_get(call_tracker *t, const ct_key *id, const call_event *ev)
 	if (room > UINT8_MAX)
 		room = 0; /* long or odd text: the heap */
 	size_t n = id->len, nl = ct_str_empty(name) ? 0 : strlen(name) + 1;
-	c = calloc(1, sizeof(*c) + n + 1 + room + nl);
+	size_t size = sizeof(*c) + n + 1 + room + nl;
+	if (size > (size_t)UINT16_MAX * 16)
+		return NULL; /* a megabyte of id and name: not a channel */
+	c = ct_arena_alloc(t->arena, size);
 	if (!c)
 		return NULL;
+	c->a16 = (uint16_t)((size + 15) / 16);
 	memcpy(c->id, id->s, n + 1);
 	c->id_len = (uint8_t)(n < UINT8_MAX ? n : UINT8_MAX);
 	c->info_room = (uint8_t)room;
@@ -696,7 +702,7 @@ static void chan_free(call_tracker *t, chan *c)
 		free(c->name);
 	if (c->info != info_inline(c))
 		free(c->info);
-	free(c);
+	ct_arena_release(t->arena, c, (size_t)c->a16 * 16);
 }
 
 /* Frees a group and everything in it; its ids become dead ids. */
@@ -717,17 +723,17 @@ void ct_group_free(call_tracker *t, group *g, bool remember)
 		if (remember)
 			ct_dead_add(t, l->node.hash, now);
 		ct_htab_del(&t->lids, &l->node);
-		free(l);
+		ct_arena_release(t->arena, l, sizeof(*l) + strlen(l->key) + 1);
 	}
 	for (brec *b = g->brecs, *next; b; b = next) {
 		next = b->g_next;
 		ct_htab_del(&t->bridges, &b->node);
-		free(b);
+		ct_arena_release(t->arena, b, sizeof(*b));
 	}
 	t->n_groups--;
 	free(g->queue);
-	free(g->exts);
-	free(g);
+	ct_arena_release(t->arena, g->exts, g->cap_exts * sizeof(ext_ent));
+	ct_arena_release(t->arena, g, sizeof(*g));
 }
 
 /* The caller: the oldest channel that is a phone or a trunk. Asked at
@@ -869,7 +875,7 @@ void ct_vm_register(call_tracker *t, chan *c, const char *app_data)
 	for (vmbox *m = g->vms; m; m = m->g_next)
 		if (m->node.hash == h && m->c == c)
 			return;
-	vmbox *m = calloc(1, sizeof(*m));
+	vmbox *m = ct_arena_alloc(t->arena, sizeof(*m));
 	if (!m)
 		return;
 	m->g = g;
@@ -885,7 +891,7 @@ static void vm_forget(call_tracker *t, group *g)
 		next = m->g_next;
 		if (!m->left)
 			ct_htab_del(&t->vmboxes, &m->node);
-		free(m);
+		ct_arena_release(t->arena, m, sizeof(*m));
 	}
 	g->vms = NULL;
 }

@@ -161,7 +161,7 @@ static void chan_bridge_enter(call_tracker *t, chan *c, const call_event *ev)
 			ct_group_merge(t, r->g, c->g);
 		return;
 	}
-	brec *r = calloc(1, sizeof(*r));
+	brec *r = ct_arena_alloc(t->arena, sizeof(*r));
 	if (!r)
 		return;
 	r->g = c->g;
@@ -215,7 +215,7 @@ static void on_dial_begin(call_tracker *t, chan *c, const call_event *ev)
 			ct_info_set(peer, INFO_EXTEN0, ev->to_num);
 		if (!ct_str_empty(ev->to_num)) {
 			before = g->n_exts;
-			ct_ext_add(g, ev->to_num, ev->ts_usec);
+			ct_ext_add(t, g, ev->to_num, ev->ts_usec);
 			if (g->n_exts != before)
 				ct_live_ringing(t, g);
 		}
@@ -232,7 +232,7 @@ static void on_dial_begin(call_tracker *t, chan *c, const call_event *ev)
 	else
 		ct_endpoint_of(ev->peer_name, ext, sizeof(ext));
 	before = g->n_exts;
-	ct_ext_add(g, ext, ev->ts_usec);
+	ct_ext_add(t, g, ext, ev->ts_usec);
 	if (g->n_exts != before)
 		ct_live_ringing(t, g);
 }
@@ -500,7 +500,7 @@ static void feed_chan(call_tracker *t, chan *c, const call_event *ev)
 				snprintf(ext, sizeof(ext), "%s", ev->exten);
 			else
 				ct_endpoint_of(ev->peer_name, ext, sizeof(ext));
-			ct_ext_add(c->g, ext, ev->ts_usec);
+			ct_ext_add(t, c->g, ext, ev->ts_usec);
 		}
 		ct_live_check_answer(t, c->g);
 		break;
@@ -560,9 +560,11 @@ call_tracker *call_tracker_new(struct event_base *base, const char *pbx,
 	}
 	if (sink)
 		t->sink = *sink;
-	if (ct_htab_init(&t->chans) < 0 || ct_htab_init(&t->lids) < 0 ||
-	    ct_htab_init(&t->bridges) < 0 || ct_htab_init(&t->locals) < 0 ||
-	    ct_htab_init(&t->vmboxes) < 0 || ct_htab_init(&t->dead) < 0)
+	ct_arena *a = t->arena = ct_arena_new(0);
+	if (!a || ct_htab_init(&t->chans, a) < 0 ||
+	    ct_htab_init(&t->lids, a) < 0 || ct_htab_init(&t->bridges, a) < 0 ||
+	    ct_htab_init(&t->locals, a) < 0 || ct_htab_init(&t->vmboxes, a) < 0 ||
+	    ct_htab_init(&t->dead, a) < 0)
 		goto fail;
 	if (base && !(t->timer = event_new(base, -1, 0, timer_cb, t)))
 		goto fail;
@@ -600,12 +602,7 @@ call_tracker *call_tracker_free(call_tracker *t)
 	while (t->age_head)
 		ct_group_free(t, t->age_head, false);
 	ct_dead_expire(t, UINT64_MAX);
-	free(t->chans.b);
-	free(t->lids.b);
-	free(t->bridges.b);
-	free(t->locals.b);
-	free(t->vmboxes.b);
-	free(t->dead.b);
+	t->arena = ct_arena_free(t->arena); /* the tables' buckets too */
 	policy_clear(&t->policy);
 	ct_strv_clear(&t->trunks);
 	ct_strv_clear(&t->inbound_contexts);

@@ -168,3 +168,6 @@ void call_tracker_set_policy(call_tracker *t, const call_policy *policy);
 /* Decides every call still open (shutdown): reported as unknown with gap. */
 void call_tracker_flush(call_tracker *t);
 size_t call_tracker_live_calls(const call_tracker *t);
+/* Bytes the tracker holds outside malloc: its arena (calls, tables), less
+ * the never-used tail of its newest chunk. */
+size_t call_tracker_arena_bytes(const call_tracker *t);

@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "call_arena.h"
 #include "call_tracker.h"
 #include "log.h"
 #include "metrics.h"
@@ -63,9 +64,10 @@ typedef struct hnode {
 } hnode;
 
 typedef struct htab {
-	hnode **b;
+	hnode **b; /* from `a` */
 	size_t mask; /* buckets - 1 */
 	size_t n;
+	ct_arena *a;
 } htab;
 
 /* The first node with `hash`, then the next ones (chains are short: the
@@ -135,6 +137,7 @@ typedef struct chan {
 	uint8_t info_have; /* bit i: info field i is not empty */
 	uint8_t info_room; /* bytes for info reserved after the id */
 	uint8_t id_len;	   /* strlen(id), or 255: 255 or more */
+	uint16_t a16;	   /* allocated bytes / 16 (the arena's size) */
 	group *g;
 	hnode node; /* t->chans, by id: right before the id */
 	char id[];
@@ -220,6 +223,7 @@ struct call_tracker {
 	call_policy policy;
 	cfg_strv trunks, inbound_contexts, dids;
 	call_sink sink;
+	ct_arena *arena; /* the objects below, the tables' buckets */
 	htab chans, lids, bridges, locals, vmboxes, dead;
 	dead_chunk *dead_head, *dead_tail; /* oldest .. newest */
 	dead_chunk *dead_spare; /* one drained chunk kept for reuse */
@@ -298,7 +302,7 @@ void ct_dead_add(call_tracker *t, uint64_t hash, uint64_t now);
 bool ct_dead_has(const call_tracker *t, const char *id);
 bool ct_dead_has_k(const call_tracker *t, const ct_key *id);
 void ct_endpoint_of(const char *name, char *out, size_t len);
-void ct_ext_add(group *g, const char *ext, uint64_t ts);
+void ct_ext_add(call_tracker *t, group *g, const char *ext, uint64_t ts);
 chan *ct_group_caller(group *g);
 void ct_group_check_due(call_tracker *t, group *g, const chan *leg);
 call_direction ct_group_direction(const call_tracker *t, const group *g,
@@ -318,7 +322,7 @@ uint64_t ct_hash_mem(const void *p, size_t n);
 uint64_t ct_hash_str(const char *s);
 void ct_htab_add(htab *h, hnode *n, uint64_t hash);
 void ct_htab_del(htab *h, hnode *n);
-int ct_htab_init(htab *h);
+int ct_htab_init(htab *h, ct_arena *a);
 const char *ct_info_get(const chan *c, int which);
 void ct_info_set(chan *c, int which, const char *v);
 void ct_info_update(chan *c, unsigned mask, const char *const v[_INFO_MAX]);
