@@ -684,11 +684,16 @@ static void test_event_filter(void **state)
 	    "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon",
 	    "LocalOptimizationEnd", "Pickup", "BlindTransfer",
 	    "AttendedTransfer", "NewCallerid", "NewConnectedLine",
-	    "HangupRequest", "SoftHangupRequest"};
+	    "HangupRequest", "SoftHangupRequest", "cel", "cEl", "DIAL", "jOIN",
+	    "lEAVE", "dialend", "DIALBEGIN"};
 	static const char *const declined[] = {
 	    "DeviceStateChange", "Cdr", "BridgeCreate", "BridgeDestroy",
 	    "AgentCalled", "AgentRingNoAnswer", "AgentComplete", "RTCPSent",
-	    "FullyBooted", "Newchannel2", "Hangu", "", "CoreShowChannels"};
+	    "FullyBooted", "Newchannel2", "Hangu", "", "CoreShowChannels",
+	    /* short names: every byte counts */
+	    "C", "CE", "CEX", "XEL", "CXL", "CE@", "Dia", "Diak", "Xial",
+	    "Joim", "Leav", "Leavf", "@ial", "Dial@", "DialEnD2",
+	    "CoreShowChannelsComplet", "CoreShowChannelsCompletes"};
 	for (size_t i = 0; i < ELEMENTSOF(wanted); i++)
 		assert_true(ami_adapter_wants_event(NULL, wanted[i],
 						    strlen(wanted[i])) >= 0);
@@ -710,6 +715,115 @@ static void test_event_filter(void **state)
 	assert_int_equal(ami_parser_get_stats(r.p)->filtered, 2);
 	assert_int_equal(call_tracker_live_calls(r.t), 1);
 	rig_done(&r);
+}
+
+/* text with every `from` replaced by to[0..to_len) (which may hold NUL
+ * bytes); *ret_len its length. */
+static char *replace_all(const char *text, size_t len, const char *from,
+			 const char *to, size_t to_len, size_t *ret_len)
+{
+	size_t fl = strlen(from), n = 0, o = 0;
+	for (const char *q = text; (q = memmem(q, len - (size_t)(q - text), from, fl));
+	     q += fl)
+		n++;
+	assert_true(n > 0);
+	char *out = malloc(len + n * to_len + 1);
+	assert_non_null(out);
+	for (size_t i = 0; i < len;) {
+		if (len - i >= fl && memcmp(text + i, from, fl) == 0) {
+			memcpy(out + o, to, to_len);
+			o += to_len;
+			i += fl;
+		} else {
+			out[o++] = text[i++];
+		}
+	}
+	out[o] = '\0';
+	*ret_len = o;
+	return out;
+}
+
+/* The verdict/reason/answered_by of direct_answered.ami with every `from`
+ * replaced by to[0..to_len). */
+static void run_variant(const char *from, const char *to, size_t to_len,
+			rec_outcome *ret)
+{
+	char *path = data_path("MCD_SOURCE_ROOT", MCD_SOURCE_ROOT,
+			       "tests/data/ami/direct_answered.ami");
+	size_t len, vlen;
+	char *text = read_file(path, &len);
+	collector col;
+	call_policy pol;
+
+	if (!text)
+		fail_msg("cannot read %s", path);
+	char *v = replace_all(text, len, from, to, to_len, &vlen);
+	memset(&col, 0, sizeof(col));
+	default_policy(&pol);
+	run_stream(v, vlen, 0, fpbx_trunks, 1, fpbx_ctx, 1, &pol, &col);
+	assert_int_equal(col.n_out, 1);
+	*ret = col.out[0];
+	free(v);
+	free(text);
+	free(path);
+	cfg_free(&call_policy_cfg_section, &pol);
+}
+
+static void assert_same_outcome(const rec_outcome *a, const rec_outcome *b)
+{
+	assert_int_equal(a->verdict, b->verdict);
+	assert_int_equal(a->reason, b->reason);
+	assert_string_equal(a->answered_by, b->answered_by);
+}
+
+#define VARIANT(from, to, ret) run_variant((from), (to), sizeof(to) - 1, (ret))
+
+/*
+ * Values the adapter matches without strcasecmp()/strtol() (by length
+ * first, since a value may hold a NUL byte and then its C string is
+ * shorter than value_len) must mean what those functions made of them:
+ * case variants, a NUL inside the value, a value that only starts like a
+ * known word.
+ */
+static void test_value_spellings(void **state)
+{
+	rec_outcome base, holding, o;
+	const char *tech = "BridgeTechnology: simple_bridge";
+	const char *type = "BridgeType: basic";
+
+	g_filter_on = true;
+	VARIANT(tech, "BridgeTechnology: simple_bridge", &base);
+	assert_int_equal(base.verdict, CALL_VERDICT_ANSWERED);
+	VARIANT(tech, "BridgeTechnology: holding_bridge", &holding);
+	assert_int_not_equal(holding.verdict, CALL_VERDICT_ANSWERED);
+
+	VARIANT(tech, "BridgeTechnology: HOLDING_Bridge", &o);
+	assert_same_outcome(&o, &holding);
+	VARIANT(tech, "BridgeTechnology: holding_bridge\0xyz", &o);
+	assert_same_outcome(&o, &holding);
+	VARIANT(tech, "BridgeTechnology: holding_bridgeX", &o);
+	assert_same_outcome(&o, &base);
+	VARIANT(tech, "BridgeTechnology: holding_bridg", &o);
+	assert_same_outcome(&o, &base);
+	VARIANT(type, "BridgeType: Parking", &o);
+	assert_same_outcome(&o, &holding);
+	VARIANT(type, "BridgeType: holding\0", &o);
+	assert_same_outcome(&o, &holding);
+	VARIANT(type, "BridgeType: holdings", &o);
+	assert_same_outcome(&o, &base);
+	VARIANT("BridgeCreator: <unknown>", "BridgeCreator: confbridge", &o);
+	assert_same_outcome(&o, &holding);
+
+	/* DialStatus: the exact upper-case words and everything else (case
+	 * variants through call_dial_status_from_string()). */
+	VARIANT("DialStatus: ANSWER", "DialStatus: answer", &o);
+	assert_same_outcome(&o, &base);
+	VARIANT("DialStatus: ANSWER", "DialStatus: ANSWER\0junk", &o);
+	assert_same_outcome(&o, &base);
+	VARIANT("DialStatus: ANSWER", "DialStatus: ANSWERX", &o);
+	rec_outcome unknown_status = o;
+	VARIANT("DialStatus: ANSWER", "DialStatus: NONE", &o);
+	assert_same_outcome(&o, &unknown_status);
 }
 
 static void test_capture_answered(void **state)
@@ -791,6 +905,7 @@ int main(void)
 		cmocka_unit_test(test_capture_queue_answered),
 		cmocka_unit_test(test_capture_filter_same),
 		cmocka_unit_test(test_event_filter),
+		cmocka_unit_test(test_value_spellings),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
