@@ -78,16 +78,16 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-#define ALIGN	    16u
-#define STEP_MAX    512u /* 16-byte steps up to here */
-#define N_STEP	    (STEP_MAX / ALIGN)
-#define N_CLASSES   (N_STEP + 4 * 7) /* 512 .. 64 KiB: 7 doublings */
-#define CHUNK_MIN   ((size_t)64 * 1024)
-#define HUGE_SIZE   ((size_t)2 * 1024 * 1024)
-#define BIG_HUGE    HUGE_SIZE /* big objects from here: huge pages */
+#define ALIGN	       16u
+#define STEP_MAX       512u /* 16-byte steps up to here */
+#define N_STEP	       (STEP_MAX / ALIGN)
+#define N_CLASSES      (N_STEP + 4 * 7) /* 512 .. 64 KiB: 7 doublings */
+#define CHUNK_MIN      ((size_t)64 * 1024)
+#define HUGE_SIZE      ((size_t)2 * 1024 * 1024)
+#define BIG_HUGE       HUGE_SIZE /* big objects from here: huge pages */
 #define CHUNK_POPULATE ((size_t)256 * 1024) /* chunks from here: populated */
-#define POP_WINDOW  ((size_t)128 * 1024) /* populated ahead of the bump */
-#define HUGE_AFTER  ((size_t)32 * 1024 * 1024) /* huge chunks from here */
+#define POP_WINDOW     ((size_t)128 * 1024) /* populated ahead of the bump */
+#define HUGE_AFTER     ((size_t)32 * 1024 * 1024) /* huge chunks from here */
 
 typedef struct free_obj {
 	struct free_obj *next;
@@ -198,7 +198,8 @@ static void *map(ct_arena *a, size_t len, bool populate, bool huge)
 	}
 	if (huge) {
 		/* trim to the aligned range */
-		size_t head = (HUGE_SIZE - (uintptr_t)p % HUGE_SIZE) % HUGE_SIZE;
+		size_t head =
+		    (HUGE_SIZE - (uintptr_t)p % HUGE_SIZE) % HUGE_SIZE;
 		if (head)
 			munmap(p, head);
 		if (extra - head)
@@ -419,8 +420,7 @@ void ct_arena_release(ct_arena *a, void *p, size_t size)
 	push_free(a, c, p);
 }
 
-void *ct_arena_resize(ct_arena *a, void *p, size_t old_size,
-		      size_t new_size)
+void *ct_arena_resize(ct_arena *a, void *p, size_t old_size, size_t new_size)
 {
 	if (p && old_size <= CT_ARENA_SMALL_MAX &&
 	    new_size <= CT_ARENA_SMALL_MAX && new_size &&

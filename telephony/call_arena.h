@@ -33,8 +33,7 @@ void *ct_arena_alloc(ct_arena *a, size_t size);
 void ct_arena_release(ct_arena *a, void *p, size_t size);
 /* ct_arena_alloc(new_size), the first min(old, new) bytes of p copied,
  * p released; on failure NULL and p untouched. p NULL: an allocation. */
-void *ct_arena_resize(ct_arena *a, void *p, size_t old_size,
-		      size_t new_size);
+void *ct_arena_resize(ct_arena *a, void *p, size_t old_size, size_t new_size);
 /* Bytes mapped from the kernel (chunks and large objects); bytes handed
  * out now (by size class); bytes held: mapped less the never-used tail
  * of the newest chunk (objects in use or on free lists, as a heap

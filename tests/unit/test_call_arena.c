@@ -13,7 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the headers it needs */
 
 #include "call_arena.h"
 #include "call_tracker.h"
@@ -33,8 +34,8 @@
 #endif
 
 #define N_OF(x) (sizeof(x) / sizeof((x)[0]))
-#define KiB ((size_t)1024)
-#define MiB (1024 * KiB)
+#define KiB	((size_t)1024)
+#define MiB	(1024 * KiB)
 
 static bool all_zero(const unsigned char *p, size_t n)
 {
@@ -51,7 +52,8 @@ static void test_size_classes(void **state)
 	assert_int_equal(ct_arena_size_of(1), 16);
 	assert_int_equal(ct_arena_size_of(16), 16);
 	assert_int_equal(ct_arena_size_of(17), 32);
-	assert_int_equal(ct_arena_size_of(275), 288); /* a channel: 16-byte steps */
+	assert_int_equal(ct_arena_size_of(275),
+			 288); /* a channel: 16-byte steps */
 	assert_int_equal(ct_arena_size_of(512), 512);
 	assert_int_equal(ct_arena_size_of(513), 640); /* then quarters */
 	assert_int_equal(ct_arena_size_of(1544), 1792);
@@ -72,10 +74,10 @@ static void test_size_classes(void **state)
 static void test_alloc_zeroed_aligned(void **state)
 {
 	(void)state;
-	static const size_t sizes[] = {1,    8,	  15,	  16,	   17,	    100,
-				       176,  275, 511,	  512,	   513,	    1000,
-				       1544, 4096, 5000, 64 * KiB, 64 * KiB + 1,
-				       300 * KiB, MiB + 5};
+	static const size_t sizes[] = {
+	    1,	  8,	    15,		  16,	     17,     100,  176,
+	    275,  511,	    512,	  513,	     1000,   1544, 4096,
+	    5000, 64 * KiB, 64 * KiB + 1, 300 * KiB, MiB + 5};
 	ct_arena *a = ct_arena_new(0);
 	assert_non_null(a);
 	assert_int_equal(ct_arena_mapped(a), 0); /* nothing until used */
@@ -96,7 +98,9 @@ static void test_alloc_zeroed_aligned(void **state)
 		for (size_t i = 0; i < N_OF(sizes); i++, n++)
 			for (size_t j = 0; j < sizes[i]; j++)
 				if (p[n][j] != (unsigned char)(n + 1))
-					fail_msg("object %zu byte %zu overwritten", n, j);
+					fail_msg(
+					    "object %zu byte %zu overwritten",
+					    n, j);
 	n = 0;
 	for (int round = 0; round < 3; round++)
 		for (size_t i = 0; i < N_OF(sizes); i++, n++)
@@ -297,8 +301,10 @@ static void on_outcome(void *ud, const call_outcome *o)
 static void test_tracker_footprint(void **state)
 {
 	(void)state;
-	call_policy policy = {.decide_grace_ms = 1500, .max_calls = 1000,
-			      .max_call_age = 14400, .min_ring_seconds = 3};
+	call_policy policy = {.decide_grace_ms = 1500,
+			      .max_calls = 1000,
+			      .max_call_age = 14400,
+			      .min_ring_seconds = 3};
 	int outcomes = 0;
 	call_sink sink = {.outcome = on_outcome, .userdata = &outcomes};
 	call_tracker *t = call_tracker_new(NULL, "pbx1", &policy, NULL, &sink);
@@ -310,11 +316,16 @@ static void test_tracker_footprint(void **state)
 	for (int i = 0; i < 3000; i++) {
 		snprintf(id, sizeof(id), "1781700000.%d", i);
 		snprintf(name, sizeof(name), "PJSIP/%d-%08x", 100 + i % 50, i);
-		call_event e = {.type = CALL_EV_CHANNEL_NEW, .ts_usec = 1,
-				.chan_id = id, .linked_id = id,
-				.chan_name = name, .caller_num = "+74951234567",
-				.caller_name = "Client", .exten = "7001",
-				.cause = -1, .hold_seconds = -1};
+		call_event e = {.type = CALL_EV_CHANNEL_NEW,
+				.ts_usec = 1,
+				.chan_id = id,
+				.linked_id = id,
+				.chan_name = name,
+				.caller_num = "+74951234567",
+				.caller_name = "Client",
+				.exten = "7001",
+				.cause = -1,
+				.hold_seconds = -1};
 		call_tracker_feed(t, &e);
 		if (i % 2) { /* a renamed leg: the name leaves the arena */
 			snprintf(name, sizeof(name), "PJSIP/x%d", i);
