@@ -369,10 +369,9 @@ static void bridge(const msg_view *m, call_event *ev)
 	const ami_header *creator = get_h(m, AMI_KEY_BRIDGECREATOR);
 	ev->bridge_id = get(m, AMI_KEY_BRIDGEUNIQUEID);
 	ev->bridge_type = type ? type->value : NULL;
-	ev->bridge_holding = VALUE_IS(tech, "holding_bridge") ||
-			     VALUE_IS(type, "holding") ||
-			     VALUE_IS(type, "parking") ||
-			     VALUE_IS(creator, "ConfBridge");
+	ev->bridge_holding =
+	    VALUE_IS(tech, "holding_bridge") || VALUE_IS(type, "holding") ||
+	    VALUE_IS(type, "parking") || VALUE_IS(creator, "ConfBridge");
 }
 
 static void on_bridge_enter(ami_adapter *a, const msg_view *m, call_event *ev)

@@ -723,8 +723,8 @@ static char *replace_all(const char *text, size_t len, const char *from,
 			 const char *to, size_t to_len, size_t *ret_len)
 {
 	size_t fl = strlen(from), n = 0, o = 0;
-	for (const char *q = text; (q = memmem(q, len - (size_t)(q - text), from, fl));
-	     q += fl)
+	for (const char *q = text;
+	     (q = memmem(q, len - (size_t)(q - text), from, fl)); q += fl)
 		n++;
 	assert_true(n > 0);
 	char *out = malloc(len + n * to_len + 1);
