@@ -89,6 +89,7 @@ static const char *const key_names[_AMI_KEY_MAX] = {
 
 ami_key_entry ami_key_entries[_AMI_KEY_MAX];
 uint8_t ami_key_slots[AMI_KEY_SLOTS];
+ami_key_slot_entry ami_key_by_slot[AMI_KEY_SLOTS];
 uint64_t ami_key_seed;
 
 /* Known keys of 17..24 bytes by length: the id when one known key has that
@@ -160,6 +161,11 @@ __attribute__((constructor)) static void key_table_init(void)
 		if (tries == 100000)
 			abort();
 	}
+	for (unsigned k = 0; k < AMI_KEY_SLOTS; k++)
+		if (ami_key_slots[k])
+			ami_key_slot_fill(&ami_key_by_slot[k],
+					  key_names[ami_key_slots[k]],
+					  ami_key_slots[k]);
 }
 
 ami_key ami_key_id_long(const char *key, size_t len)

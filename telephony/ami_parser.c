@@ -4,12 +4,13 @@
  * One contiguous buffer holds the message being assembled; lines are parsed
  * as soon as they are complete. Common header lines go through one tight
  * loop (lines_fast): a 64-byte line index (AVX2 or SSE2 compares, picked
- * at run time, one pass over each block) gives line ends and colons by
- * count-trailing-zeros, and the key's id comes from two word loads and a
- * perfect hash while the key is in cache (ami_msg_int.h; the buffer keeps
- * PAD readable bytes past its end for these loads). Anything unusual
- * (first line, Follows bodies, lines without ": ", limits) takes the
- * general per-line path, which gives the same result. Headers are
+ * at run time; a line that runs past a block is indexed again from its
+ * start) gives line ends and colons by count-trailing-zeros, and the key's
+ * id comes from two or three word loads and a perfect hash while the key
+ * is in cache (ami_msg_int.h; the buffer keeps PAD readable bytes past its
+ * end for these loads). Anything unusual (first line, Follows bodies,
+ * lines without ": " or longer than 63 bytes, limits) takes the general
+ * per-line path, which gives the same result. Headers are
  * NUL-terminated in place and point into the buffer; when the buffer is
  * compacted or grown, the pointers of the message in progress are
  * rebased.
@@ -576,28 +577,34 @@ void ami_parser_set_event_filter(ami_parser *p, ami_parser_event_filter fn,
 }
 
 /*
- * Line index: a cursor over 64-byte blocks (64-byte aligned within the
- * buffer); bit i of nl / co is set when base[i] is '\n' / ':' at or after
- * the cursor (bits at or past end, and bits of lines already returned,
- * clear). Blocks are indexed once each, in order, and serve the two or
- * three lines that start in them: the next line end is the lowest nl bit
+ * Line index: a cursor over 64-byte blocks, each indexed from the start of
+ * the line that did not end in the previous one; bit i of nl / co is set
+ * when base[i] is '\n' / ':' at or after the cursor (bits at or past end,
+ * and bits of lines already returned, clear). A block serves the two or
+ * three lines that start in it: the next line end is the lowest nl bit
  * and its colon the lowest co bit below it, then both masks drop the
  * returned line. Callers ask for lines in order, each starting just past
- * the previous line end (idx_start() positions the cursor anywhere).
+ * the previous line end (idx_load() positions the cursor anywhere).
  */
 typedef struct line_idx {
-	char *buf, *base;
+	char *base;
 	uint64_t nl, co;
 } line_idx;
 
-/* Keeps the bits of [base, end) only. */
+/* Count of trailing zeros (x != 0). */
+static inline size_t ctz64(uint64_t x)
+{
+	return (size_t)__builtin_ctzll(x);
+}
+
+/* Keeps the bits of [base, end) only (none when base >= end). */
 static inline void idx_set(line_idx *x, char *base, const char *end,
 			   uint64_t nl, uint64_t co)
 {
-	size_t left = (size_t)(end - base);
+	ptrdiff_t left = end - base;
 
 	if (left < 64) {
-		uint64_t lim = (UINT64_C(1) << left) - 1;
+		uint64_t lim = left > 0 ? (UINT64_C(1) << left) - 1 : 0;
 		nl &= lim;
 		co &= lim;
 	}
@@ -619,11 +626,35 @@ static inline void idx_load_plain(line_idx *x, char *base, const char *end)
 	idx_set(x, base, end, nl, co);
 }
 
+/* Where the line loops stop looking for line ends: the end of the input,
+ * or the message limit (a line ending at or past start + max_message
+ * looks incomplete to them, and the general path reports it). */
+static inline const char *scan_end(const ami_parser *p)
+{
+	return p->buf + MCD_MIN(p->len, p->start + p->max_message);
+}
+
+/* Stores the header "key: value" of the line [ls, le) whose key ends at
+ * colon (value at colon + 2), NUL-terminating key and value in place. */
+static inline void hdr_put(ami_header *h, char *ls, char *colon, char *le,
+			   ami_key id)
+{
+	*colon = 0;
+	*le = 0;
+	h->key = ls;
+	h->value = colon + 2;
+	h->key_len = (uint32_t)(colon - ls);
+	h->value_len = (uint32_t)(le - colon - 2);
+	h->id = id;
+}
+
 #define S(name) name##_plain
 #define SCAN_ATTR
+#define CTZ ctz64
 #include "ami_parser_scan.h"
 #undef S
 #undef SCAN_ATTR
+#undef CTZ
 
 #if defined(__SSE2__)
 static inline void idx_load_sse2(line_idx *x, char *base, const char *end)
@@ -646,13 +677,15 @@ static inline void idx_load_sse2(line_idx *x, char *base, const char *end)
 
 #define S(name) name##_sse2
 #define SCAN_ATTR
+#define CTZ ctz64
 #include "ami_parser_scan.h"
 #undef S
 #undef SCAN_ATTR
+#undef CTZ
 #endif
 
 #if AMI_SCAN_X86
-__attribute__((target("avx2"))) static inline void
+__attribute__((target("avx2,bmi"))) static inline void
 idx_load_avx2(line_idx *x, char *base, const char *end)
 {
 	const __m256i vnl = _mm256_set1_epi8('\n'), vco = _mm256_set1_epi8(':');
@@ -670,11 +703,19 @@ idx_load_avx2(line_idx *x, char *base, const char *end)
 	idx_set(x, base, end, nl, co);
 }
 
+/* tzcnt of BMI1 (every AVX2 CPU has it): defined for 0 and unsigned, so
+ * the compiler adds no sign extension to the pointer arithmetic. */
 #define S(name) name##_avx2
-#define SCAN_ATTR __attribute__((target("avx2")))
+#define SCAN_ATTR __attribute__((target("avx2,bmi")))
+#if defined(__x86_64__)
+#define CTZ(x) ((size_t)_tzcnt_u64(x))
+#else
+#define CTZ ctz64
+#endif
 #include "ami_parser_scan.h"
 #undef S
 #undef SCAN_ATTR
+#undef CTZ
 
 #endif
 
@@ -688,7 +729,7 @@ static ami_parser_scan scan_pick(ami_parser_scan want)
 #endif
 #if AMI_SCAN_X86
 	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx2"))
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi"))
 		best = AMI_SCAN_AVX2;
 #endif
 	return want == AMI_SCAN_AUTO || want > best ? best : want;

@@ -3,61 +3,39 @@
  * instruction set. Not a public header: ami_parser.c includes it once for
  * each variant after defining
  *   S(name)    the variant's name for `name` (name##_sse2, ...)
- *   SCAN_ATTR  its function attribute (target("avx2"), or nothing)
+ *   SCAN_ATTR  its function attribute (target("avx2,bmi"), or nothing)
+ *   CTZ(x)     count of trailing zeros of x != 0, as size_t
  * and S(idx_load), the 64-byte block index of that instruction set. Only
  * idx_load differs between the variants; the rest is the same source, so
  * the compiler may use the wider instructions for the whole loop and
  * inline the block index into it. No include guard (by design).
  */
 
-/* Positions the cursor at ls (<= end). */
-SCAN_ATTR static inline void S(idx_start)(line_idx *x, char *buf, char *ls,
-					  const char *end)
-{
-	size_t off = (size_t)(ls - buf) & 63;
-
-	x->buf = buf;
-	S(idx_load)(x, ls - off, end);
-	x->nl &= ~UINT64_C(0) << off;
-	x->co &= ~UINT64_C(0) << off;
-}
-
-/* Like find_line() from ls, which must be where the cursor stands (just
- * past the previous line returned, or where idx_start() put it); moves
- * the cursor past the line returned. */
+/* Moves the cursor past the next line end at or after ls, which must be
+ * where the cursor stands (just past the previous line returned, or where
+ * idx_load() put it). Returns the line end, and in *ret_colons the colon
+ * bits of the line (relative to x->base, as of before the call), or NULL
+ * when the line does not end within the 64 bytes from ls (incomplete,
+ * past `end`, or a line longer than 63 bytes: the general path takes it).
+ * A line that goes on past the block re-indexes the 64 bytes from its own
+ * start, so the masks need no carry from one block to the next. */
 SCAN_ATTR static inline char *S(idx_line)(line_idx *x, char *ls,
-					  const char *end, char **ret_colon)
+					  const char *end, uint64_t *ret_colons)
 {
-	uint64_t m = x->nl, c;
+	uint64_t m = x->nl;
 
-	if (__builtin_expect(m != 0, 1)) {
-		uint64_t bit = m & (0 - m);
-		c = x->co & (bit - 1);
-		*ret_colon = c ? x->base + __builtin_ctzll(c) : NULL;
-		x->nl = m & (m - 1);
-		x->co &= 0 - (bit << 1); /* the bits above the line end */
-		return x->base + __builtin_ctzll(m);
+	if (__builtin_expect(m == 0, 0)) {
+		S(idx_load)(x, ls, end);
+		if (!(m = x->nl))
+			return NULL;
 	}
-	/* The line goes on into the next block. */
-	c = x->co;
-	char *colon = c ? x->base + __builtin_ctzll(c) : NULL;
-	if (x->base + 64 >= end)
-		return NULL; /* incomplete */
-	S(idx_load)(x, x->base + 64, end);
-	m = x->nl;
-	if (!m) { /* a line longer than the block */
-		char *nl = find_line(ls, end, ret_colon);
-		if (nl)
-			S(idx_start)(x, x->buf, nl + 1, end);
-		return nl;
-	}
-	uint64_t bit = m & (0 - m);
-	if (!colon && (c = x->co & (bit - 1)))
-		colon = x->base + __builtin_ctzll(c);
-	*ret_colon = colon;
+	/* bits up to and including the line end: the line's colons, and
+	 * what the cursor drops */
+	uint64_t upto = m ^ (m - 1);
+	*ret_colons = x->co & upto;
 	x->nl = m & (m - 1);
-	x->co &= 0 - (bit << 1);
-	return x->base + __builtin_ctzll(m);
+	x->co &= ~upto;
+	return x->base + CTZ(m);
 }
 
 /*
@@ -69,16 +47,16 @@ SCAN_ATTR static inline char *S(idx_line)(line_idx *x, char *ls,
  */
 SCAN_ATTR static int S(skip_scan)(ami_parser *p)
 {
-	char *buf = p->buf, *end = buf + p->len, *ls = buf + p->scan;
-	const char *limit = buf + p->start + p->max_message; /* last byte */
+	char *buf = p->buf, *ls = buf + p->scan;
+	const char *end = scan_end(p);
 	int r = 0;
 	line_idx x;
 
-	S(idx_start)(&x, buf, ls, end);
+	S(idx_load)(&x, ls, end);
 	for (;;) {
-		char *colon;
-		char *nl = S(idx_line)(&x, ls, end, &colon);
-		if (!nl || nl >= limit)
+		uint64_t colons;
+		char *nl = S(idx_line)(&x, ls, end, &colons);
+		if (!nl)
 			break;
 		char *le = nl > ls && nl[-1] == '\r' ? nl - 1 : nl;
 		if (le == ls) {
@@ -105,68 +83,73 @@ SCAN_ATTR static int S(skip_scan)(ami_parser *p)
  * ami_parser_next() then handles exactly as before. A first `Event:`
  * header is offered to the filter here. Returns 1 when the message ended
  * (scan past its blank line), 2 when the filter declined it (skip mode
- * from scan), else 0.
+ * from scan), else 0. Few live values (the header pointer and its end,
+ * no count, no separate limit), so the loop stays in registers.
  */
 SCAN_ATTR static int S(lines_fast)(ami_parser *p)
 {
-	char *buf = p->buf, *end = buf + p->len, *ls = buf + p->scan;
-	const char *limit = buf + p->start + p->max_message; /* last byte */
-	ami_header *hdrs = p->hdrs;
-	size_t n = p->n_hdrs, cap = p->hdr_cap;
+	char *buf = p->buf, *ls = buf + p->scan;
+	const char *end = scan_end(p);
+	ami_header *const h0 = p->hdrs, *const hend = h0 + p->hdr_cap;
+	ami_header *h = h0 + p->n_hdrs;
 	int r = 0;
-
 	line_idx x;
 
-	S(idx_start)(&x, buf, ls, end);
+	S(idx_load)(&x, ls, end);
 	for (;;) {
-		char *colon;
-		char *nl = S(idx_line)(&x, ls, end, &colon);
-		/* no complete line (NULL wraps to the top), or over limit */
-		if ((uintptr_t)nl - 1 >= (uintptr_t)limit - 1)
-			break;
-		/* a colon is followed by ' ' only inside the line: [ls, le) is
-		 * then non-empty and colon + 2 <= le */
-		if (!colon || colon[1] != ' ') {
-			if (n > 0 &&
+		/* idx_line(), spelled out: the line end is never NULL here */
+		uint64_t m = x.nl;
+		if (__builtin_expect(m == 0, 0)) {
+			S(idx_load)(&x, ls, end);
+			if (!(m = x.nl))
+				break; /* the general path decides */
+		}
+		uint64_t upto = m ^ (m - 1), colons = x.co & upto;
+		char *nl = x.base + CTZ(m);
+		x.nl = m & (m - 1);
+		x.co &= ~upto;
+		/* the first colon; followed by ' ' only inside the line: [ls,
+		 * le) is then non-empty and colon + 2 <= le */
+		if (!colons || x.base[CTZ(colons) + 1] != ' ') {
+			if (h != h0 &&
 			    (nl == ls || (nl == ls + 1 && *ls == '\r'))) {
 				ls = nl + 1;
 				r = 1;
 			}
 			break;
 		}
-		if (n == cap)
+		if (h == hend)
 			break;
-		char *le = nl[-1] == '\r' ? nl - 1 : nl;
-		size_t klen = (size_t)(colon - ls);
+		char *colon = x.base + CTZ(colons);
+		char *le = nl - (nl[-1] == '\r');
 		/* the key is followed by the rest of the line and the PAD */
-		ami_key id = ami_key_id(ls, klen);
-		if (id == AMI_KEY_RESPONSE)
-			break;
-		*colon = 0;
-		*le = 0;
-		ami_header *h = &hdrs[n++];
-		h->key = ls;
-		h->value = colon + 2;
-		h->key_len = (uint32_t)klen;
-		h->value_len = (uint32_t)(le - colon - 2);
-		h->id = id;
-		ls = nl + 1;
-		if (__builtin_expect(id == AMI_KEY_EVENT, 0)) {
-			if (n != 1 || !p->filter || p->no_filter)
+		ami_key id = ami_key_id(ls, (size_t)(colon - ls));
+		/* Event and Response: one compare for both on the hot path */
+		if (__builtin_expect((unsigned)id - AMI_KEY_EVENT <=
+					 AMI_KEY_RESPONSE - AMI_KEY_EVENT,
+				     0)) {
+			if (id == AMI_KEY_RESPONSE)
+				break;
+			if (h == h0 && p->filter && !p->no_filter) {
+				/* as header_line() does for the first header */
+				hdr_put(h++, ls, colon, le, id);
+				ls = nl + 1;
+				p->tag_owner = p->filter_ud;
+				p->event_tag = p->filter(
+				    p->filter_ud, h0->value, h0->value_len);
+				if (p->event_tag < 0) {
+					p->n_hdrs = 1;
+					p->scan = (size_t)(ls - buf);
+					skip_begin(p);
+					return 2;
+				}
 				continue;
-			/* as header_line() does for the first header */
-			p->tag_owner = p->filter_ud;
-			p->event_tag =
-			    p->filter(p->filter_ud, h->value, h->value_len);
-			if (p->event_tag < 0) {
-				p->n_hdrs = n;
-				p->scan = (size_t)(ls - buf);
-				skip_begin(p);
-				return 2;
 			}
 		}
+		hdr_put(h++, ls, colon, le, id);
+		ls = nl + 1;
 	}
-	p->n_hdrs = n;
+	p->n_hdrs = (size_t)(h - h0);
 	p->scan = (size_t)(ls - buf);
 	return r;
 }

@@ -1033,6 +1033,180 @@ static void test_key_ids(void **state)
 	ami_parser_free(p);
 }
 
+/* Parses in with every scan the CPU runs; *ret_n results per scan are
+ * checked by the caller through check(). */
+static void each_scan(const char *in, size_t len, size_t max_msg,
+		      void (*check)(ami_parser *p, const char *in, size_t len,
+				    void *ud),
+		      void *ud)
+{
+	for (int s = AMI_SCAN_PLAIN; s <= AMI_SCAN_AVX2; s++) {
+		ami_parser *p = ami_parser_new(max_msg, 0);
+		assert_non_null(p);
+		if ((int)ami_parser_set_scan(p, (ami_parser_scan)s) == s)
+			check(p, in, len, ud);
+		ami_parser_free(p);
+	}
+}
+
+static void check_long_line(ami_parser *p, const char *in, size_t len, void *ud)
+{
+	size_t vlen = *(const size_t *)ud;
+	ami_msg m;
+
+	assert_int_equal(ami_parser_feed(p, in, len), len);
+	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+	assert_int_equal(m.n_headers, 5);
+	assert_string_equal(m.headers[2].key, "Long");
+	assert_int_equal(m.headers[2].value_len, vlen);
+	assert_int_equal(strlen(m.headers[2].value), vlen);
+	assert_int_equal(m.headers[3].id, AMI_KEY_UNIQUEID);
+	assert_string_equal(m.headers[3].value, "1.1");
+	assert_string_equal(m.headers[4].value, "y");
+	assert_int_equal(m.raw_len, len);
+	assert_int_equal(ami_parser_next(p, &m), -EAGAIN);
+}
+
+/* The line index re-indexes 64 bytes from the start of a line that runs
+ * past its block, and leaves lines longer than 63 bytes to the general
+ * path: lines of 62..80 bytes at every alignment give the same headers by
+ * every scan (and by every split for some alignments). */
+static void test_long_lines(void **state)
+{
+	(void)state;
+	for (size_t shift = 0; shift < 64; shift++)
+		for (size_t vlen = 54; vlen <= 72; vlen++) {
+			sbuf in = {0};
+			sb_str(&in, "Event: Newchannel\r\nPad: ");
+			for (size_t i = 0; i < shift; i++)
+				sb_str(&in, "p");
+			sb_str(&in, "\r\nLong: ");
+			for (size_t i = 0; i < vlen; i++)
+				sb_str(&in, i % 7 ? "v" : ":");
+			sb_str(&in, "\r\nUniqueid: 1.1\r\nX: y\r\n\r\n");
+			each_scan(in.s, in.n, 0, check_long_line, &vlen);
+			if (shift % 21 == 0 && vlen % 3 == 0)
+				check_splits("long", in.s, in.n, false, 0);
+			free(in.s);
+		}
+}
+
+static void check_key_fold(ami_parser *p, const char *in, size_t len, void *ud)
+{
+	const struct fold_case {
+		const char *key;
+		size_t len;
+		ami_key id;
+	} *c = ud;
+	ami_msg m;
+
+	assert_int_equal(ami_parser_feed(p, in, len), len);
+	assert_int_equal(ami_parser_next(p, &m), AMI_PARSE_MSG);
+	assert_int_equal(m.headers[0].id, AMI_KEY_EVENT);
+	for (size_t i = 1; i < m.n_headers; i++, c++) {
+		assert_int_equal(m.headers[i].key_len, c->len);
+		assert_memory_equal(m.headers[i].key, c->key, c->len);
+		assert_int_equal(m.headers[i].id, c->id);
+	}
+	assert_null(c->key);
+}
+
+/* The parser's key check sets the case bit of every byte, which also
+ * turns control bytes 0x10-0x19 into digits and CR into '-': keys with a
+ * digit or '-' are checked exactly, and such bytes give no id. Keys of 17
+ * bytes differ from a known one in their middle byte only. */
+static void test_key_fold(void **state)
+{
+	(void)state;
+	static const struct fold_case {
+		const char *key;
+		size_t len;
+		ami_key id;
+	} cases[] = {
+	    {"UNIQUEID1", 9, AMI_KEY_UNIQUEID1},
+	    {"uniqueid2", 9, AMI_KEY_UNIQUEID2},
+	    {"Uniqueid\x11", 9, AMI_KEY_UNKNOWN},
+	    {"Uniqueid\x12", 9, AMI_KEY_UNKNOWN},
+	    {"channel1", 8, AMI_KEY_CHANNEL1},
+	    {"Channel\x12", 8, AMI_KEY_UNKNOWN},
+	    {"cid-callingpres", 15, AMI_KEY_CID_CALLINGPRES},
+	    {"CID\rCallingPres", 15, AMI_KEY_UNKNOWN},
+	    {"CID\rCALLINGPRES", 15, AMI_KEY_UNKNOWN},
+	    {"CONNECTEDLINENAME", 17, AMI_KEY_CONNECTEDLINENAME},
+	    {"ConnecteXLineName", 17, AMI_KEY_UNKNOWN},
+	    {"ConnectedLineNam", 16, AMI_KEY_UNKNOWN},
+	    {"ConnectedLineNameX", 18, AMI_KEY_UNKNOWN},
+	    {"ChannelStateDesc", 16, AMI_KEY_CHANNELSTATEDESC},
+	    {"ChannelStateDesX", 16, AMI_KEY_UNKNOWN},
+	    {"LocalTwoLinkedid", 16, AMI_KEY_LOCALTWOLINKEDID},
+	    {"localoneuniqueid", 16, AMI_KEY_LOCALONEUNIQUEID},
+	    {"ExteN", 5, AMI_KEY_EXTEN},
+	    {"Exte", 4, AMI_KEY_UNKNOWN},
+	    {"Ex\024en", 5, AMI_KEY_UNKNOWN},
+	    {"New", 3, AMI_KEY_NEW},
+	    {"NEW ", 4, AMI_KEY_UNKNOWN},
+	    {"", 0, AMI_KEY_UNKNOWN},
+	    {"Privilege", 9, AMI_KEY_UNKNOWN},
+	    {"CoreShowChannelsComplete", 24, AMI_KEY_UNKNOWN},
+	    {"CoreShowChannelsComplete1", 25, AMI_KEY_UNKNOWN},
+	    {NULL, 0, AMI_KEY_UNKNOWN},
+	};
+	sbuf in = {0};
+
+	sb_str(&in, "Event: Fold\r\n");
+	for (const struct fold_case *c = cases; c->key; c++) {
+		assert_int_equal(ami_key_lookup(c->key, c->len), c->id);
+		sb_add(&in, c->key, c->len);
+		sb_str(&in, ": v\r\n");
+	}
+	sb_str(&in, "\r\n");
+	each_scan(in.s, in.n, 0, check_key_fold, (void *)cases);
+	free(in.s);
+}
+
+static void check_edge(ami_parser *p, const char *in, size_t len, void *ud)
+{
+	size_t extra = *(const size_t *)ud;
+	char *r = parse_whole(p, false, in, len);
+
+	/* the message before, then the edge message or its -EMSGSIZE */
+	assert_int_equal(count_lines(r, "M{"), extra ? 1 : 2);
+	assert_int_equal(count_lines(r, "E"), extra ? 1 : 0);
+	free(r);
+}
+
+/* Short lines up to the message limit (the line loops stop looking for
+ * line ends there): a message of exactly the limit passes, one byte more
+ * does not, at every alignment of the message in the buffer. */
+static void test_limit_short_lines(void **state)
+{
+	(void)state;
+	const size_t limit = AMI_PARSER_MIN_MAX_MESSAGE;
+
+	for (size_t shift = 0; shift < 64; shift++)
+		for (size_t extra = 0; extra <= 2; extra++) {
+			sbuf in = {0};
+			sb_str(&in, "Event: Before\r\nP: ");
+			for (size_t i = 0; i < shift; i++)
+				sb_str(&in, "b");
+			sb_str(&in, "\r\n\r\n");
+			size_t start = in.n;
+			sb_str(&in, "Event: Edge\r\n");
+			while (in.n - start + 15 + 7 <= limit + extra)
+				sb_str(&in, "K: 0123456789\r\n");
+			sb_str(&in, "P: ");
+			while (in.n - start + 4 < limit + extra)
+				sb_str(&in, "p");
+			sb_str(&in, "\r\n\r\n");
+			assert_int_equal(in.n - start, limit + extra);
+			each_scan(in.s, in.n, limit, check_edge, &extra);
+			if (shift % 16 == 0)
+				check_splits("edge-short", in.s, in.n, false,
+					     limit);
+			free(in.s);
+		}
+}
+
 static size_t n_declined;
 
 static int decline_counting(void *ud, const char *name, size_t len)
@@ -1302,6 +1476,9 @@ int main(void)
 	    cmocka_unit_test(test_split_panoramisk),
 	    cmocka_unit_test(test_split_scenarios),
 	    cmocka_unit_test(test_key_ids),
+	    cmocka_unit_test(test_key_fold),
+	    cmocka_unit_test(test_long_lines),
+	    cmocka_unit_test(test_limit_short_lines),
 	    cmocka_unit_test(test_filter_declined),
 	    cmocka_unit_test(test_filter_splits),
 	    cmocka_unit_test(test_filter_oversized),
