@@ -4,6 +4,7 @@
  * lists, mailboxes, rung extensions, caller fields. The tables and helpers
  * they stand on are in call_table.c.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -582,6 +583,8 @@ static void chan_set_name(call_tracker *t, chan *c, const char *name)
 	chan_classify(t, c);
 }
 
+static bool kind_is_leg(uint8_t kind);
+
 /* Kind from the name; Local halves join the pair table (and their twin). */
 static void chan_classify(call_tracker *t, chan *c)
 {
@@ -589,6 +592,8 @@ static void chan_classify(call_tracker *t, chan *c)
 	uint8_t half;
 	ct_chan_set_kind(c, ct_kind_of(t, c->name));
 	c->g->caller_known = false;
+	if (kind_is_leg(c->kind) && !c->hung_up)
+		due_unlink(t, c->g); /* see ct_group_check_due() */
 	if (c->in_lnode) {
 		ct_htab_del(&t->locals, &c->lnode);
 		c->in_lnode = false;
@@ -649,8 +654,16 @@ chan *ct_chan_get(call_tracker *t, const ct_key *id, const call_event *ev)
 		chan_set_name(t, c, name);
 		return c;
 	}
-	ct_key_init(&lk, linked_id);
-	if (!id->len || ct_dead_has_k(t, id) || ct_dead_has_k(t, &lk))
+	if (!id->len)
+		return NULL;
+	/* A call's first leg: its Linkedid is its Uniqueid, already hashed */
+	lk.s = linked_id;
+	lk.len = linked_id ? strlen(linked_id) : 0;
+	if (lk.len == id->len && memcmp(linked_id, id->s, lk.len) == 0)
+		lk.hash = id->hash;
+	else
+		lk.hash = lk.len ? ct_hash_mem(linked_id, lk.len) : 0;
+	if (ct_dead_has_k(t, id) || ct_dead_has_k(t, &lk))
 		return NULL;
 	g = ct_group_of_lid(t, lk.len ? &lk : id);
 	if (!g)
@@ -821,9 +834,15 @@ static bool group_lids_ended(const group *g)
  * the call is not over without walking the others (most events). */
 void ct_group_check_due(call_tracker *t, group *g, const chan *leg)
 {
-	if ((leg && (leg->kind == KIND_HUMAN || leg->kind == KIND_TRUNK) &&
-	     !leg->hung_up) ||
-	    !ct_group_over(g)) {
+	/* A phone or trunk leg still up: not over, and never due (a group
+	 * with such a leg is taken off the due list when the leg joins or
+	 * becomes one: chan_classify, ct_group_merge), so the group's own
+	 * cache line is not touched (most events touch nothing else of it). */
+	if (leg && kind_is_leg(leg->kind) && !leg->hung_up) {
+		assert(!g->due);
+		return;
+	}
+	if (!ct_group_over(g)) {
 		due_unlink(t, g);
 		return;
 	}

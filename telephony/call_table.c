@@ -30,7 +30,7 @@ static inline uint64_t load64(const unsigned char *p)
  * sequence (after a PBX restart) still differ; the tables compare the
  * whole hash, then the id. False: not such an id.
  */
-static inline bool seq_of(const unsigned char *s, size_t n, uint32_t *ret)
+static bool seq_of_bytes(const unsigned char *s, size_t n, uint32_t *ret)
 {
 	uint32_t seq = 0, mul = 1;
 	size_t i = n, d = 0;
@@ -43,6 +43,41 @@ static inline bool seq_of(const unsigned char *s, size_t n, uint32_t *ret)
 	if (!d || i < 2 || s[i - 1] != '.' || s[i - 2] < '0' || s[i - 2] > '9')
 		return false;
 	*ret = seq;
+	return true;
+}
+
+/*
+ * seq_of_bytes() on the last eight bytes at once (it took ~75 of the ~140
+ * instructions of a hash, a branch per digit): the trailing digits are
+ * the top bytes of one little-endian load, their count a clz, their value
+ * three multiplies. Same answer, checked against the byte loop by the
+ * unit test; ids shorter than 9 bytes and 8+ trailing digits take the
+ * byte loop.
+ */
+static inline bool seq_of(const unsigned char *s, size_t n, uint32_t *ret)
+{
+	const uint64_t ones = UINT64_C(0x0101010101010101);
+	if (n < 9)
+		return seq_of_bytes(s, n, ret);
+	/* x: digit bytes become 0..9, every other byte >= 10 */
+	uint64_t x = load64(s + n - 8) ^ (0x30 * ones);
+	/* high bit of a byte: not a digit (x & 0x7f plus 0x76 cannot carry
+	 * into the next byte) */
+	uint64_t nd =
+	    (((x & (0x7f * ones)) + (0x76 * ones)) | x) & (0x80 * ones);
+	if (!nd)
+		return seq_of_bytes(s, n, ret);	    /* 8 or more digits */
+	size_t d = (size_t)__builtin_clzll(nd) / 8; /* trailing digits */
+	size_t i = n - d;			    /* >= 2: n >= 9, d <= 7 */
+	if (!d || s[i - 1] != '.' || s[i - 2] < '0' || s[i - 2] > '9')
+		return false;
+	/* the d digits, as leading zeros in front: eight-digit SWAR parse */
+	x &= ~UINT64_C(0) << (8 * (8 - d));
+	x = (x * 2561) >> 8;
+	x = ((x & UINT64_C(0x00FF00FF00FF00FF)) * 6553601) >> 16;
+	x = ((x & UINT64_C(0x0000FFFF0000FFFF)) * UINT64_C(42949672960001)) >>
+	    32;
+	*ret = (uint32_t)x;
 	return true;
 }
 

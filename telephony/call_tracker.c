@@ -256,7 +256,9 @@ static void on_dial_end(call_tracker *t, chan *c, const call_event *ev)
 static void on_exten(call_tracker *t, chan *c, const call_event *ev)
 {
 	group *g = c->g;
-	if (!ct_str_empty(ev->app) && strcasecmp(ev->app, "VoiceMail") == 0) {
+	/* first letters first: nearly every dialplan step is another app */
+	if (!ct_str_empty(ev->app) && (ev->app[0] | 0x20) == 'v' &&
+	    strcasecmp(ev->app, "VoiceMail") == 0) {
 		g->vm_reached = true;
 		ct_vm_register(t, c, ev->app_data);
 	}

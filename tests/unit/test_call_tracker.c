@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "call_tracker.h"
+#include "call_tracker_int.h"
 #include "cfg.h"
 #include "log.h"
 #include "metrics.h"
@@ -1498,6 +1499,205 @@ static void test_policy_config(void **state)
 	cfg_report_free(r);
 }
 
+/* ------------------------------------------------------------------ */
+/* Per-event shortcuts (white box: call_tracker_int.h)                  */
+
+/* The id hash as it was computed before the eight-byte sequence parse:
+ * the tables must place every id where they did (same values). */
+static uint64_t ref_hash(const char *id, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)id;
+	uint32_t seq = 0, mul = 1;
+	size_t i = n, d = 0;
+	bool counted = false;
+	if (n >= 3) {
+		while (i && d < 9 && s[i - 1] >= '0' && s[i - 1] <= '9') {
+			seq += (uint32_t)(s[i - 1] - '0') * mul;
+			mul *= 10;
+			i--;
+			d++;
+		}
+		counted = d && i >= 2 && s[i - 1] == '.' && s[i - 2] >= '0' &&
+			  s[i - 2] <= '9';
+	}
+	const uint64_t k = UINT64_C(0xff51afd7ed558ccd);
+	uint64_t h = UINT64_C(0xcbf29ce484222325) ^ ((uint64_t)n * k);
+	if (n >= 8) {
+		const unsigned char *last = s + n - 8;
+		uint64_t w;
+		for (; s < last; s += 8) {
+			memcpy(&w, s, 8);
+			h = (h ^ w) * k;
+			h ^= h >> 32;
+		}
+		memcpy(&w, last, 8);
+		h = (h ^ w) * k;
+	} else {
+		uint64_t w = 0;
+		for (size_t j = 0; j < n; j++)
+			w |= (uint64_t)s[j] << (8 * j);
+		h = (h ^ w) * k;
+	}
+	h ^= h >> 33;
+	h *= UINT64_C(0xc4ceb9fe1a85ec53);
+	h ^= h >> 33;
+	if (counted)
+		h = (h & ~UINT64_C(0xffffffff)) | seq;
+	return h;
+}
+
+/* Asterisk ids carry their sequence number in the hash's low 32 bits;
+ * everything else hashes as before, whatever its bytes. */
+static void test_id_hash(void **state)
+{
+	static const struct {
+		const char *id;
+		int64_t seq; /* -1: not an epoch.sequence id */
+	} cases[] = {
+	    {"1781700000.1", 1},
+	    {"1781700000.83", 83},
+	    {"1781700000.1234567", 1234567},
+	    {"1781700000.12345678", 12345678},	 /* 8 digits: byte loop */
+	    {"1781700000.123456789", 123456789}, /* the 9-digit cap */
+	    {"1781700000.1234567890", -1},	 /* 10 digits: not one */
+	    {"1781700000.0000001", 1},
+	    {"sys-1781700000.83", 83},
+	    {"9.1234567", 1234567}, /* 9 bytes: the shortest eight-byte case */
+	    {"x.1234567", -1},	    /* no digit before the dot */
+	    {".12345678", -1},
+	    {"abcdefgh.123", -1},
+	    {"12345678.ab", -1},
+	    {"1781700000.", -1},
+	    {"1.5", 5}, /* short: byte loop */
+	    {"2.7", 7},
+	    {"12", -1},
+	    {"", -1},
+	    {"PJSIP/7001-0000002a", -1},
+	    {"3f2a1c4e-9b7d-4e21-8a6f-0c1d2e3f4a5b", -1},
+	};
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		size_t n = strlen(cases[i].id);
+		uint64_t h = ct_hash_mem(cases[i].id, n);
+		assert_int_equal(h, ref_hash(cases[i].id, n));
+		if (cases[i].seq >= 0)
+			assert_int_equal(h & 0xffffffffu, cases[i].seq);
+	}
+	/* ids of equal sequence and length still differ in the high bits */
+	assert_int_equal(ct_hash_mem("1781700000.7", 12) & 0xffffffffu,
+			 ct_hash_mem("1781700999.7", 12) & 0xffffffffu);
+	assert_int_not_equal(ct_hash_mem("1781700000.7", 12),
+			     ct_hash_mem("1781700999.7", 12));
+	/* random ids over digits, dots and other bytes, every length */
+	static const char alpha[] = "0123456789..........-a/\x7f\x80\xff";
+	char buf[40];
+	uint32_t x = 12345;
+	for (int it = 0; it < 200000; it++) {
+		x = x * 1103515245u + 12345u;
+		size_t n = (x >> 8) % 32;
+		for (size_t j = 0; j < n; j++) {
+			x = x * 1103515245u + 12345u;
+			unsigned r = (x >> 8) % 100;
+			buf[j] = r < 70 ? (char)('0' + r % 10)
+				 : alpha[(x >> 16) % (sizeof(alpha) - 1)];
+		}
+		assert_int_equal(ct_hash_mem(buf, n), ref_hash(buf, n));
+	}
+}
+
+/* More bridges than a channel keeps slots for: a member entering an
+ * older bridge of its own call still answers it, and a bridge shared
+ * with another call joins the two. */
+static void test_bridge_records(void **state)
+{
+	call_policy p;
+	collector c;
+	default_policy(&p);
+	call_tracker *t = tracker(&p, &c);
+	/* the caller went through five rooms; the phone joins the first */
+	call_event ev[] = {
+		NEWCH(0, L1, L1, TRUNK, CALLER, "from-pstn", DID),
+		ENTER(1, L1, L1, "room-1"),
+		LEAVE(2, L1, L1, "room-1"),
+		ENTER(2, L1, L1, "room-2"),
+		LEAVE(3, L1, L1, "room-2"),
+		ENTER(3, L1, L1, "room-3"),
+		LEAVE(4, L1, L1, "room-3"),
+		ENTER(4, L1, L1, "room-4"),
+		LEAVE(5, L1, L1, "room-4"),
+		ENTER(5, L1, L1, "room-5"),
+		LEAVE(6, L1, L1, "room-5"),
+		ENTER(6, L1, L1, "room-1"),
+		NEWCH(6, "1781900000.102", L1, "PJSIP/7001-00000002", "7001", "from-internal", "s"),
+		STATE(7, "1781900000.102", L1, CALL_CHAN_UP),
+		ENTER(7, "1781900000.102", L1, "room-1"),
+		/* another call (its own linked id) meets this one in room-1 */
+		NEWCH(8, L2, L2, "PJSIP/7002-00000003", "7002", "from-internal", "7001"),
+		ENTER(8, L2, L2, "room-1"),
+	};
+	feed_all(t, ev, ELEMENTSOF(ev));
+	assert_int_equal(call_tracker_live_calls(t), 1); /* joined */
+	assert_int_equal(c.live[CALL_LIVE_ANSWERED], 1);
+	call_event bye[] = {
+		HANG(60, L2, L2, 16),
+		HANG(60, "1781900000.102", L1, 16),
+		HANG(61, L1, L1, 16),
+	};
+	feed_all(t, bye, ELEMENTSOF(bye));
+	settle(t);
+	assert_int_equal(c.n_out, 1);
+	assert_int_equal(c.out[0].verdict, CALL_VERDICT_ANSWERED);
+	assert_string_equal(c.out[0].answered_by, "7001");
+	assert_string_equal(c.out[0].key, L1);
+	call_tracker_free(t);
+	cfg_free(&call_policy_cfg_section, &p);
+}
+
+/* A call waiting for its decision (grace) is taken off the due list when
+ * a phone leg joins it or a leg turns into one (renamed): events of a leg
+ * that is up never look at the due list again. */
+static void test_leg_joins_due_call(void **state)
+{
+	call_policy p;
+	collector c;
+	default_policy(&p);
+	call_tracker *t = tracker(&p, &c);
+	/* the Linkedid as its own copy: equal text, another pointer */
+	char lid[] = L1;
+	call_event ev[] = {
+		NEWCH(0, L1, lid, TRUNK, CALLER, "from-pstn", DID),
+		NEWCH(0.1, "1781900000.102", L1, "Local/7001@from-queue-00000001;1", CALLER, "from-queue", "7001"),
+		HANG(5, L1, L1, 16), /* over: due after the grace */
+		/* a late phone leg of the same call, before the decision */
+		NEWCH(5.1, "1781900000.103", L1, "PJSIP/7001-00000003", "7001", "from-internal", "s"),
+		STATE(5.2, "1781900000.103", L1, CALL_CHAN_UP),
+	};
+	feed_all(t, ev, ELEMENTSOF(ev));
+	settle(t);
+	assert_int_equal(c.n_out, 0);
+	assert_int_equal(call_tracker_live_calls(t), 1);
+	call_event ev2[] = {
+		HANG(30, "1781900000.103", L1, 16), /* over again */
+		/* the Local half renamed to a phone (a masquerade): up again */
+		EVB(.type = CALL_EV_CHANNEL_STATE, .ts_usec = T(31),
+		    .chan_id = "1781900000.102", .linked_id = L1,
+		    .chan_name = "PJSIP/7002-00000004",
+		    .chan_state = CALL_CHAN_UP),
+		STATE(31, "1781900000.102", L1, CALL_CHAN_UP),
+	};
+	feed_all(t, ev2, ELEMENTSOF(ev2));
+	settle(t);
+	assert_int_equal(c.n_out, 0);
+	assert_int_equal(call_tracker_live_calls(t), 1);
+	call_event ev3[] = {HANG(40, "1781900000.102", L1, 16)};
+	feed_all(t, ev3, ELEMENTSOF(ev3));
+	settle(t);
+	assert_int_equal(c.n_out, 1);
+	assert_string_equal(c.out[0].key, L1);
+	assert_int_equal(call_tracker_live_calls(t), 0);
+	call_tracker_free(t);
+	cfg_free(&call_policy_cfg_section, &p);
+}
+
 static int setup(void **state)
 {
 	log_init();
@@ -1518,6 +1718,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_same_sequence),
+		cmocka_unit_test(test_id_hash),
+		cmocka_unit_test(test_bridge_records),
+		cmocka_unit_test(test_leg_joins_due_call),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_policy_config),
 		cmocka_unit_test(test_scenarios),
