@@ -41,6 +41,15 @@ typedef struct ami_key_slot_entry {
 } ami_key_slot_entry;
 
 #define AMI_KEY_EXACT 0x80000000u
+/* Set in len for Event and Response: their lookups come out of the
+ * combined compare as a miss of exactly this bit, so the parser's hot
+ * path needs no separate test of the id for the two keys that have work
+ * to do at their first sight. */
+#define AMI_KEY_SPECIAL 0x40000000u
+/* Set in len for keys of more than 16 bytes (ConnectedLineName): their
+ * third word is checked on the miss path only, so the hot path of the
+ * shorter keys neither loads nor compares one. */
+#define AMI_KEY_LONG 0x20000000u
 
 extern ami_key_entry ami_key_entries[_AMI_KEY_MAX];
 extern uint8_t ami_key_slots[AMI_KEY_SLOTS]; /* id; 0 = empty */
@@ -111,8 +120,54 @@ static inline void ami_key_slot_fill(ami_key_slot_entry *e, const char *name,
 	e->fold[0] = w[0] | AMI_KEY_FOLD;
 	e->fold[1] = w[1] | AMI_KEY_FOLD;
 	e->fold[2] = len > 16 ? w[2] | AMI_KEY_FOLD : 0;
-	e->len = (uint32_t)len | (exact ? AMI_KEY_EXACT : 0);
+	e->len =
+	    (uint32_t)len | (exact ? AMI_KEY_EXACT : 0) |
+	    (len > 16 ? AMI_KEY_LONG : 0) |
+	    (id == AMI_KEY_EVENT || id == AMI_KEY_RESPONSE ? AMI_KEY_SPECIAL
+							   : 0);
 	e->id = id;
+}
+
+/* The hash and combined compare of ami_key_id(): returns the slot's entry
+ * and in *ret_diff 0 when the key is that entry's, AMI_KEY_SPECIAL when it
+ * is that entry's and the entry is Event or Response, AMI_KEY_LONG when
+ * the entry's key is longer than 16 bytes and the first and last 8 bytes
+ * and the length match (the third word is then still to check), else
+ * something else. Reads 8 bytes from key and the 8 before key + len (when
+ * len >= 8): the caller's buffer has them. */
+static inline const ami_key_slot_entry *
+ami_key_probe(const char *key, size_t len, uint64_t *ret_diff)
+{
+	uint64_t w0 = ami_key_load64(key), w1 = 0;
+
+	if (len < 8)
+		w0 &= ami_key_head_mask(len);
+	else
+		w1 = ami_key_load64(key + len - 8);
+	uint64_t f0 = w0 | AMI_KEY_FOLD, f1 = w1 | AMI_KEY_FOLD;
+	uint64_t h = (f0 ^ ((f1 << 29) | (f1 >> 35))) + len;
+	const ami_key_slot_entry *e =
+	    &ami_key_by_slot[(unsigned)((h * ami_key_seed) >> 55)];
+	*ret_diff = (f0 ^ e->fold[0]) | (f1 ^ e->fold[1]) | (len ^ e->len);
+	return e;
+}
+
+/* The id of a key that missed the combined compare with diff != 0: Event
+ * and Response, the third word of a long key, and the exact check of keys
+ * with a byte other than a letter (empty slots and other keys are not
+ * known). Reads 16 bytes from key when len > 16. */
+static inline ami_key ami_key_id_miss(const ami_key_slot_entry *e,
+				      uint64_t diff, const char *key,
+				      size_t len)
+{
+	if (diff == AMI_KEY_SPECIAL)
+		return (ami_key)e->id;
+	if (diff == AMI_KEY_LONG)
+		return (ami_key_load64(key + 8) | AMI_KEY_FOLD) == e->fold[2]
+			   ? (ami_key)e->id
+			   : AMI_KEY_UNKNOWN;
+	return e->len & AMI_KEY_EXACT ? ami_key_id_long(key, len)
+				      : AMI_KEY_UNKNOWN;
 }
 
 /* ami_key_lookup_padded(), inlined: the words of ami_key_words(), folded,
@@ -121,24 +176,10 @@ static inline void ami_key_slot_fill(ami_key_slot_entry *e, const char *name,
  * caller's buffer has them. */
 static inline ami_key ami_key_id(const char *key, size_t len)
 {
-	uint64_t w0 = ami_key_load64(key), w1 = 0, f2 = 0;
+	uint64_t diff;
+	const ami_key_slot_entry *e = ami_key_probe(key, len, &diff);
 
-	if (len < 8)
-		w0 &= ami_key_head_mask(len);
-	else
-		w1 = ami_key_load64(key + len - 8);
-	if (len > 16)
-		f2 = ami_key_load64(key + 8) | AMI_KEY_FOLD;
-	uint64_t f0 = w0 | AMI_KEY_FOLD, f1 = w1 | AMI_KEY_FOLD;
-	uint64_t h = (f0 ^ ((f1 << 29) | (f1 >> 35))) + len;
-	const ami_key_slot_entry *e =
-	    &ami_key_by_slot[(unsigned)((h * ami_key_seed) >> 55)];
-	uint64_t diff = (f0 ^ e->fold[0]) | (f1 ^ e->fold[1]) |
-			(f2 ^ e->fold[2]) | (len ^ e->len);
 	if (__builtin_expect(diff == 0, 1))
 		return (ami_key)e->id;
-	/* keys with a byte other than a letter never match above; empty
-	 * slots and other keys are not known */
-	return e->len & AMI_KEY_EXACT ? ami_key_id_long(key, len)
-				      : AMI_KEY_UNKNOWN;
+	return ami_key_id_miss(e, diff, key, len);
 }

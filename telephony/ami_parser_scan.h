@@ -123,27 +123,36 @@ SCAN_ATTR static int S(lines_fast)(ami_parser *p)
 		char *colon = x.base + CTZ(colons);
 		char *le = nl - (nl[-1] == '\r');
 		/* the key is followed by the rest of the line and the PAD */
-		ami_key id = ami_key_id(ls, (size_t)(colon - ls));
-		/* Event and Response: one compare for both on the hot path */
-		if (__builtin_expect((unsigned)id - AMI_KEY_EVENT <=
-					 AMI_KEY_RESPONSE - AMI_KEY_EVENT,
-				     0)) {
-			if (id == AMI_KEY_RESPONSE)
-				break;
-			if (h == h0 && p->filter && !p->no_filter) {
-				/* as header_line() does for the first header */
-				hdr_put(h++, ls, colon, le, id);
-				ls = nl + 1;
-				p->tag_owner = p->filter_ud;
-				p->event_tag = p->filter(
-				    p->filter_ud, h0->value, h0->value_len);
-				if (p->event_tag < 0) {
-					p->n_hdrs = 1;
-					p->scan = (size_t)(ls - buf);
-					skip_begin(p);
-					return 2;
+		uint64_t diff;
+		const ami_key_slot_entry *e =
+		    ami_key_probe(ls, (size_t)(colon - ls), &diff);
+		ami_key id = (ami_key)e->id;
+		if (__builtin_expect(diff != 0, 0)) {
+			/* Event and Response (AMI_KEY_SPECIAL) have work to
+			 * do at their first sight */
+			if (diff == AMI_KEY_SPECIAL) {
+				if (id == AMI_KEY_RESPONSE)
+					break;
+				if (h == h0 && p->filter && !p->no_filter) {
+					/* as header_line() does for the
+					 * first header */
+					hdr_put(h++, ls, colon, le, id);
+					ls = nl + 1;
+					p->tag_owner = p->filter_ud;
+					p->event_tag =
+					    p->filter(p->filter_ud, h0->value,
+						      h0->value_len);
+					if (p->event_tag < 0) {
+						p->n_hdrs = 1;
+						p->scan = (size_t)(ls - buf);
+						skip_begin(p);
+						return 2;
+					}
+					continue;
 				}
-				continue;
+			} else {
+				id = ami_key_id_miss(e, diff, ls,
+						     (size_t)(colon - ls));
 			}
 		}
 		hdr_put(h++, ls, colon, le, id);

@@ -1147,6 +1147,20 @@ static void test_key_fold(void **state)
 	    {"NEW ", 4, AMI_KEY_UNKNOWN},
 	    {"", 0, AMI_KEY_UNKNOWN},
 	    {"Privilege", 9, AMI_KEY_UNKNOWN},
+	    /* keys nobody reads have slots of their own (id 0) */
+	    {"PRIVILEGE", 9, AMI_KEY_UNKNOWN},
+	    {"accountcode", 11, AMI_KEY_UNKNOWN},
+	    {"DestCallerIDName", 16, AMI_KEY_UNKNOWN},
+	    {"State", 5, AMI_KEY_UNKNOWN},
+	    {"DestChannelStateDesc", 20, AMI_KEY_UNKNOWN},
+	    /* Event and Response after the first line, in any case */
+	    {"EVENT", 5, AMI_KEY_EVENT},
+	    {"response", 8, AMI_KEY_RESPONSE},
+	    {"Respons\x05", 8, AMI_KEY_UNKNOWN},
+	    {"Even\x14", 5, AMI_KEY_UNKNOWN},
+	    /* the third word of a 17-byte key, in either case */
+	    {"ConnecteDLineName", 17, AMI_KEY_CONNECTEDLINENAME},
+	    {"Connecte\x04LineName", 17, AMI_KEY_UNKNOWN},
 	    {"CoreShowChannelsComplete", 24, AMI_KEY_UNKNOWN},
 	    {"CoreShowChannelsComplete1", 25, AMI_KEY_UNKNOWN},
 	    {NULL, 0, AMI_KEY_UNKNOWN},
