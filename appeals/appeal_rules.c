@@ -19,6 +19,7 @@
 #include "appeal_tz.h"
 #include "call_tracker.h"
 #include "phone.h"
+#include "util.h"
 
 #define TMPL_PLACEHOLDER_MAX 128
 #define SLA_MINUTES_MAX 525600 /* a year */
@@ -71,39 +72,6 @@ static void out_byte(outbuf *o, char c)
 	o->pos++;
 }
 
-/* Length of the valid UTF-8 sequence at s[0..n), 0 when invalid
- * (overlong forms, surrogates and code points past U+10FFFF included). */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	size_t need;
-	unsigned char lo = 0x80, hi = 0xbf;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		need = 2;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		need = 3;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		need = 4;
-	else
-		return 0;
-	if (s[0] == 0xe0)
-		lo = 0xa0;
-	else if (s[0] == 0xed)
-		hi = 0x9f;
-	else if (s[0] == 0xf0)
-		lo = 0x90;
-	else if (s[0] == 0xf4)
-		hi = 0x8f;
-	if (n < need || s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < need; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	return need;
-}
-
 /* Caller names come from the PBX in any encoding, and PostgreSQL refuses
  * invalid UTF-8: control characters become spaces, invalid bytes U+FFFD. */
 static void out_putn(outbuf *o, const char *s, size_t n)
@@ -111,7 +79,7 @@ static void out_putn(outbuf *o, const char *s, size_t n)
 	const unsigned char *u = (const unsigned char *)s;
 
 	for (size_t i = 0; i < n;) {
-		size_t l = utf8_len(u + i, n - i);
+		size_t l = mcd_utf8_len(u + i, n - i);
 
 		if (l == 0) {
 			out_byte(o, (char)0xef);

@@ -185,41 +185,8 @@ void ct_htab_del(htab *h, hnode *n)
 		}
 }
 
-
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                        */
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s)
-{
-	unsigned char c = s[0];
-	size_t n;
-	unsigned char lo = 0x80, hi = 0xBF;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF)
-		n = 2;
-	else if (c >= 0xE0 && c <= 0xEF)
-		n = 3;
-	else if (c >= 0xF0 && c <= 0xF4)
-		n = 4;
-	else
-		return 0;
-	if (c == 0xE0)
-		lo = 0xA0; /* overlong */
-	else if (c == 0xED)
-		hi = 0x9F; /* surrogates */
-	else if (c == 0xF0)
-		lo = 0x90;
-	else if (c == 0xF4)
-		hi = 0x8F;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (s[i] < 0x80 || s[i] > 0xBF)
-			return 0;
-	return n;
-}
 
 /*
  * PBXs pass caller names through as bytes (cp1251, latin1, garbage);
@@ -238,7 +205,7 @@ char *ct_text_clean(const char *in, char *out, size_t len)
 			out[o++] = (char)*s++;
 			continue;
 		}
-		size_t n = utf8_seq(s);
+		size_t n = mcd_utf8_len(s, SIZE_MAX);
 		const char *put = (const char *)s;
 		size_t plen = n;
 		if (!n) {

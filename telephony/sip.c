@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util.h"
+
 static const char *const sip_method_names[_SIP_METHOD_MAX] = {
     [SIP_METHOD_OTHER] = "OTHER",     [SIP_METHOD_INVITE] = "INVITE",
     [SIP_METHOD_ACK] = "ACK",	      [SIP_METHOD_BYE] = "BYE",
@@ -61,41 +63,6 @@ char *sip_str_copy(sip_str s, char *buf, size_t len)
 	return buf;
 }
 
-/* Length of the valid UTF-8 sequence at p (RFC 3629), 0 when invalid. */
-static size_t utf8_len(const unsigned char *p, size_t avail)
-{
-	unsigned char c = p[0];
-	size_t n;
-	unsigned char lo = 0x80, hi = 0xbf;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	if (avail < n)
-		return 0;
-	if (c == 0xe0)
-		lo = 0xa0; /* overlong */
-	else if (c == 0xed)
-		hi = 0x9f; /* surrogates */
-	else if (c == 0xf0)
-		lo = 0x90;
-	else if (c == 0xf4)
-		hi = 0x8f;
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	return n;
-}
-
 char *sip_str_copy_text(sip_str s, char *buf, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)s.p;
@@ -108,7 +75,7 @@ char *sip_str_copy_text(sip_str s, char *buf, size_t len)
 		if (p[i] == '\\' && i + 1 < s.len && p[i + 1] >= 0x20 &&
 		    p[i + 1] < 0x7f)
 			i++; /* quoted-pair */
-		n = utf8_len(p + i, s.len - i);
+		n = mcd_utf8_len(p + i, s.len - i);
 		if (o + MCD_MAX(n, (size_t)1) >= len)
 			break;
 		if (n == 0) {
